@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# End-to-end browser test: the demo page with real WebRTC video in headless Chromium.
+#
+#   scripts/browser-test.sh [path-to-signal-server-binary]   (default target/debug/signal-server)
+#
+# Installs what is missing (Debian's chromium and iproute2, npm playwright-core), then runs
+# the server and tests/browser/e2e.mjs inside a fresh network namespace, so that all media
+# traffic stays on this machine: a veth pair with addresses in 198.51.100.0/24 and a
+# default route (Chromium gathers no ICE candidates without one).
+#
+# Environment:
+#   SAVE_SCREENSHOT=1   also update docs/screenshot-viewer.png
+#   STATIC_DIR=static   serve the page from this directory (--static-dir) instead of the
+#                       copy embedded in the binary
+#   PORT=9099           the server's port inside the namespace
+# Exit code: 0 when every check passed.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+bin="${1:-target/debug/signal-server}"
+case "$bin" in /*) ;; *) bin="$repo/$bin" ;; esac
+if [[ ! -x "$bin" ]]; then
+  echo "browser-test: no server binary at $bin (build it with: cargo build)" >&2
+  exit 2
+fi
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+
+# --- what the test needs -----------------------------------------------------
+if [[ ! -x /usr/bin/chromium ]] || ! command -v ip >/dev/null 2>&1; then
+  echo "browser-test: installing chromium and iproute2" >&2
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium iproute2
+fi
+if ! command -v node >/dev/null 2>&1; then
+  echo "browser-test: installing nodejs and npm" >&2
+  as_root apt-get update -q
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+fi
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  echo "browser-test: installing playwright-core (npm)" >&2
+  (cd tests/browser && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
+fi
+
+# --- run everything inside a private network namespace -------------------------
+port="${PORT:-9099}"
+static_args=()
+if [[ -n "${STATIC_DIR:-}" ]]; then
+  static_args=(--static-dir "$STATIC_DIR")
+fi
+
+if [[ $(id -u) -eq 0 ]]; then
+  unshare_cmd=(unshare --net)
+else
+  unshare_cmd=(unshare --user --map-root-user --net)
+fi
+
+# shellcheck disable=SC2016  # the inner script is expanded inside the namespace
+"${unshare_cmd[@]}" bash -c '
+  set -uo pipefail
+  bin="$1"; port="$2"; shift 2
+  ip link set lo up
+  ip link add v0 type veth peer name v1
+  ip addr add 198.51.100.1/24 dev v0
+  ip addr add 198.51.100.2/24 dev v1
+  ip link set v0 up
+  ip link set v1 up
+  ip route add default via 198.51.100.2 dev v0
+
+  log="$(mktemp -t signal-server-e2e.XXXXXX.log)"
+  "$bin" --bind "127.0.0.1:$port" "$@" >"$log" 2>&1 &
+  server=$!
+  cleanup() {
+    kill "$server" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$server" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+  }
+  trap cleanup EXIT
+
+  url="http://127.0.0.1:$port/"
+  ready=0
+  for _ in $(seq 150); do
+    if ! kill -0 "$server" 2>/dev/null; then break; fi
+    if node -e "fetch(process.argv[1]).then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))" "${url}healthz"; then
+      ready=1; break
+    fi
+    sleep 0.2
+  done
+  if [[ $ready -ne 1 ]]; then
+    echo "browser-test: the server did not answer GET /healthz with 200" >&2
+    tail -n 40 "$log" >&2
+    echo "browser-e2e: 0 passed, 1 failed"
+    exit 1
+  fi
+
+  timeout 600 node tests/browser/e2e.mjs "$url"
+  rc=$?
+  if [[ $rc -ne 0 ]]; then
+    echo "--- server log (last 40 lines) ---" >&2
+    tail -n 40 "$log" >&2
+  fi
+  rm -f "$log"
+  exit $rc
+' browser-test "$bin" "$port" "${static_args[@]}"

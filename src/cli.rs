@@ -1,0 +1,256 @@
+//! The command line. Every limit and timeout of the protocol is a flag with an
+//! environment variable, defaulting to the values in `config.rs`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config};
+
+/// A fast, hardened WebRTC signalling server, and a bridge for ROS webrtc_ros
+/// robots.
+#[derive(Debug, Parser)]
+#[command(name = "signal-server", version, about, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    /// What to run; the server when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options (when no subcommand is given).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Logging options.
+    #[command(flatten)]
+    pub log: LogArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the signalling server (the default).
+    Serve(ServeArgs),
+}
+
+/// Logging.
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// Log line format: `text` for people, `json` for log drains. The level
+    /// filter comes from RUST_LOG (default `info`).
+    #[arg(long, env = "SIGNAL_SERVER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+}
+
+/// Log line formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 20s, 500ms, 1m)"))
+}
+
+fn ice_servers(s: &str) -> Result<serde_json::Value, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
+    match &value {
+        serde_json::Value::Array(items) if items.iter().all(|i| i.get("urls").is_some()) => {
+            Ok(value)
+        }
+        _ => Err("expected a JSON array of RTCIceServer objects, each with `urls`".into()),
+    }
+}
+
+/// Options of the server.
+#[derive(Debug, Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on. Without it: 0.0.0.0:$PORT when PORT is set (as
+    /// Heroku requires), else 0.0.0.0:9090.
+    #[arg(long, env = "SIGNAL_SERVER_BIND")]
+    pub bind: Option<SocketAddr>,
+
+    /// Interval between WebSocket pings to each client; a client silent for a
+    /// whole interval after a ping is closed. Keep it under 55s behind Heroku.
+    #[arg(long, env = "SIGNAL_SERVER_PING_INTERVAL", value_parser = duration, default_value = "20s")]
+    pub ping_interval: Duration,
+
+    /// Close a connection that has not entered a room this long after
+    /// connecting (close code 1008).
+    #[arg(long, env = "SIGNAL_SERVER_IDLE_TIMEOUT", value_parser = duration, default_value = "60s")]
+    pub idle_timeout: Duration,
+
+    /// How long a room outlives its host's connection, waiting for it to
+    /// resume with its `resume` secret.
+    #[arg(long, env = "SIGNAL_SERVER_HOST_GRACE", value_parser = duration, default_value = "30s")]
+    pub host_grace: Duration,
+
+    /// Largest message accepted, in bytes; a larger one gets `too_large` and
+    /// the connection is closed 1009.
+    #[arg(long, env = "SIGNAL_SERVER_MAX_MESSAGE_SIZE", default_value_t = config::DEFAULT_MAX_MESSAGE_SIZE)]
+    pub max_message_size: usize,
+
+    /// Sustained messages per second allowed per connection.
+    #[arg(long, env = "SIGNAL_SERVER_RATE_LIMIT", default_value_t = config::DEFAULT_RATE_PER_SEC)]
+    pub rate_limit: u32,
+
+    /// Messages a connection may send in a burst above the sustained rate.
+    /// Over it messages are dropped with `rate_limited`; a client that keeps
+    /// going for a further second's worth is closed 1008.
+    #[arg(long, env = "SIGNAL_SERVER_RATE_BURST", default_value_t = config::DEFAULT_RATE_BURST)]
+    pub rate_burst: u32,
+
+    /// Guests and watchers per room (the host not counted).
+    #[arg(long, env = "SIGNAL_SERVER_MAX_PEERS_PER_ROOM", default_value_t = config::DEFAULT_MAX_PEERS_PER_ROOM)]
+    pub max_peers_per_room: usize,
+
+    /// Simultaneous WebSocket connections; over it upgrades get HTTP 503.
+    #[arg(long, env = "SIGNAL_SERVER_MAX_CONNECTIONS", default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Messages queued for one connection before it counts as not reading and
+    /// is dropped (its room carries on).
+    #[arg(long, env = "SIGNAL_SERVER_OUTBOX_CAPACITY", default_value_t = config::DEFAULT_OUTBOX_CAPACITY)]
+    pub outbox_capacity: usize,
+
+    /// On SIGTERM/SIGINT, how long to wait for connections to close.
+    #[arg(long, env = "SIGNAL_SERVER_SHUTDOWN_TIMEOUT", value_parser = duration, default_value = "5s")]
+    pub shutdown_timeout: Duration,
+
+    /// Allow WebSocket upgrades only from pages of this origin (repeatable, or
+    /// comma-separated in the variable), e.g. https://robots.example.com.
+    /// Requests without an Origin header (non-browser clients) are allowed.
+    /// Default: every origin.
+    #[arg(long = "allowed-origin", env = "SIGNAL_SERVER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
+
+    /// ICE servers handed to clients in the `init` reply, as a JSON array of
+    /// RTCIceServer objects, e.g. '[{"urls":"stun:stun.example.org:3478"}]'.
+    #[arg(long, env = "SIGNAL_SERVER_ICE_SERVERS", value_parser = ice_servers)]
+    pub ice_servers: Option<serde_json::Value>,
+
+    /// Serve the demo page from this directory instead of the copy embedded
+    /// in the binary (for developing the page).
+    #[arg(long, env = "SIGNAL_SERVER_STATIC_DIR")]
+    pub static_dir: Option<PathBuf>,
+}
+
+/// The port used when neither `--bind` nor `PORT` is given.
+pub const DEFAULT_PORT: u16 = 9090;
+
+impl ServeArgs {
+    /// The address to listen on, given the value of `PORT` (if set).
+    pub fn bind_addr(&self, port_env: Option<&str>) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.bind {
+            return Ok(addr);
+        }
+        let port = match port_env {
+            Some(p) => p
+                .trim()
+                .parse::<u16>()
+                .map_err(|_| format!("PORT must be a port number, not {p:?}"))?,
+            None => DEFAULT_PORT,
+        };
+        Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+    }
+
+    /// The server configuration these options describe.
+    pub fn config(&self) -> Config {
+        Config {
+            ping_interval: self.ping_interval,
+            idle_timeout: self.idle_timeout,
+            host_grace: self.host_grace,
+            max_message_size: self.max_message_size,
+            rate_per_sec: self.rate_limit,
+            rate_burst: self.rate_burst,
+            max_peers_per_room: self.max_peers_per_room,
+            max_connections: self.max_connections,
+            outbox_capacity: self.outbox_capacity,
+            shutdown_timeout: self.shutdown_timeout,
+            allowed_origins: self.allowed_origins.clone(),
+            ice_servers: self
+                .ice_servers
+                .clone()
+                .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
+            static_dir: self.static_dir.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let cli = Cli::try_parse_from(["signal-server"]).unwrap();
+        let c = cli.serve.config();
+        let d = Config::default();
+        assert_eq!(c.ping_interval, d.ping_interval);
+        assert_eq!(c.idle_timeout, d.idle_timeout);
+        assert_eq!(c.host_grace, d.host_grace);
+        assert_eq!(c.max_message_size, 64 * 1024);
+        assert_eq!(c.rate_per_sec, 100);
+        assert_eq!(c.rate_burst, 500);
+        assert_eq!(c.ping_interval, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn port_is_used_only_without_bind() {
+        let cli = Cli::try_parse_from(["signal-server"]).unwrap();
+        assert_eq!(
+            cli.serve.bind_addr(Some("5000")).unwrap(),
+            "0.0.0.0:5000".parse().unwrap()
+        );
+        assert_eq!(
+            cli.serve.bind_addr(None).unwrap(),
+            "0.0.0.0:9090".parse().unwrap()
+        );
+        assert!(cli.serve.bind_addr(Some("web")).is_err());
+        let cli = Cli::try_parse_from(["signal-server", "--bind", "127.0.0.1:7000"]).unwrap();
+        assert_eq!(
+            cli.serve.bind_addr(Some("5000")).unwrap(),
+            "127.0.0.1:7000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn parses_durations_origins_and_ice_servers() {
+        let cli = Cli::try_parse_from([
+            "signal-server",
+            "--ping-interval",
+            "500ms",
+            "--allowed-origin",
+            "https://a.example",
+            "--allowed-origin",
+            "https://b.example",
+            "--ice-servers",
+            r#"[{"urls":"stun:stun.example.org:3478"}]"#,
+        ])
+        .unwrap();
+        let c = cli.serve.config();
+        assert_eq!(c.ping_interval, Duration::from_millis(500));
+        assert_eq!(c.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(c.ice_servers[0]["urls"], "stun:stun.example.org:3478");
+        assert!(Cli::try_parse_from(["signal-server", "--ice-servers", "{}"]).is_err());
+        assert!(Cli::try_parse_from(["signal-server", "--idle-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn serve_subcommand_takes_the_same_options() {
+        let cli = Cli::try_parse_from(["signal-server", "serve", "--bind", "127.0.0.1:1"]).unwrap();
+        let Some(Command::Serve(args)) = cli.command else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.bind, Some("127.0.0.1:1".parse().unwrap()));
+    }
+}

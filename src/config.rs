@@ -1,0 +1,84 @@
+//! Server limits and settings: plain data with the contract's defaults.
+//!
+//! The command line (`cli.rs`) fills this in from flags and environment
+//! variables; tests build it directly with short timeouts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default interval between the server's WebSocket pings. Heroku's router cuts a
+/// WebSocket after 55 s without traffic, so this must stay well under that.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Default time a socket may stay connected without joining a room.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a room outlives its host's socket, waiting for a resume.
+pub const DEFAULT_HOST_GRACE: Duration = Duration::from_secs(30);
+/// Default maximum size of one message (close 1009 above it).
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 64 * 1024;
+/// Default sustained messages per second per socket.
+pub const DEFAULT_RATE_PER_SEC: u32 = 100;
+/// Default burst of messages per socket above the sustained rate.
+pub const DEFAULT_RATE_BURST: u32 = 500;
+/// Default maximum guests and watchers in one room (the host not counted).
+pub const DEFAULT_MAX_PEERS_PER_ROOM: usize = 32;
+/// Default maximum simultaneous WebSocket connections (HTTP 503 above it).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default capacity of each connection's outbox, in messages. A peer whose
+/// outbox is full is not reading: it is disconnected, and its room carries on.
+pub const DEFAULT_OUTBOX_CAPACITY: usize = 1024;
+/// Default time given to sockets to close on shutdown before the process exits.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything `server::run` needs to know besides its listener.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Interval between pings; a socket that has sent nothing (not even a pong)
+    /// for a whole interval after a ping is closed.
+    pub ping_interval: Duration,
+    /// A socket not attached to a room this long after connecting is closed 1008.
+    pub idle_timeout: Duration,
+    /// How long a room waits for its host to resume.
+    pub host_grace: Duration,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Sustained messages per second per socket.
+    pub rate_per_sec: u32,
+    /// Burst size of the per-socket rate limit.
+    pub rate_burst: u32,
+    /// Guests and watchers per room.
+    pub max_peers_per_room: usize,
+    /// Simultaneous WebSocket connections.
+    pub max_connections: usize,
+    /// Messages queued per connection before it counts as not reading.
+    pub outbox_capacity: usize,
+    /// How long shutdown waits for sockets to close.
+    pub shutdown_timeout: Duration,
+    /// Allowed `Origin` values for upgrades; empty allows every origin.
+    /// Requests without an `Origin` header (non-browser clients) are allowed.
+    pub allowed_origins: Vec<String>,
+    /// ICE servers handed to clients in the `init` reply (a JSON array of
+    /// RTCIceServer objects).
+    pub ice_servers: serde_json::Value,
+    /// Serve the page from this directory instead of the embedded copy.
+    pub static_dir: Option<PathBuf>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            host_grace: DEFAULT_HOST_GRACE,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            rate_per_sec: DEFAULT_RATE_PER_SEC,
+            rate_burst: DEFAULT_RATE_BURST,
+            max_peers_per_room: DEFAULT_MAX_PEERS_PER_ROOM,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            outbox_capacity: DEFAULT_OUTBOX_CAPACITY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            allowed_origins: Vec::new(),
+            ice_servers: serde_json::Value::Array(Vec::new()),
+            static_dir: None,
+        }
+    }
+}

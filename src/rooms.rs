@@ -1,0 +1,634 @@
+//! The room registry: who is in which room, and how a message reaches a peer.
+//!
+//! Sessions see only the [`Registry`] and [`Member`] traits, so the registry can
+//! be swapped (the in-memory one here is the default; a shared one lets several
+//! instances serve the same rooms) without touching the session code.
+//!
+//! A registry reaches a session only through its [`PeerLink`]: a bounded
+//! outbox drained by the session's writer task, and a kick switch. Delivery
+//! never waits: a full outbox means the peer is not reading, so that peer is
+//! kicked and its room carries on.
+
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::Duration;
+
+use axum::extract::ws::Utf8Bytes;
+use dashmap::DashMap;
+use tokio::sync::mpsc;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+use crate::metrics::Metrics;
+use crate::protocol::{ErrorCode, InitRequest, PeerError, RelayKind, Role, ServerMessage};
+use crate::token;
+
+/// What a session's writer task sends on the socket.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outgoing {
+    /// A text frame.
+    Text(Utf8Bytes),
+    /// A WebSocket ping.
+    Ping,
+    /// A close frame with this code and reason; the writer stops after it.
+    Close(u16, &'static str),
+}
+
+/// Why a registry cut a peer off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Its outbox was full: it is not reading.
+    SlowConsumer,
+    /// Another socket resumed hosting its room.
+    Replaced,
+}
+
+struct KickSwitch {
+    token: CancellationToken,
+    reason: OnceLock<Kick>,
+}
+
+/// How a registry reaches one connection. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerLink {
+    tx: mpsc::Sender<Outgoing>,
+    kick: Arc<KickSwitch>,
+}
+
+/// What became of a message queued on a [`PeerLink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// In the outbox.
+    Yes,
+    /// The outbox was full: the peer has been kicked as a slow consumer.
+    Full,
+    /// The connection is already gone.
+    Gone,
+}
+
+impl PeerLink {
+    /// A link with an outbox of `capacity` messages, and the outbox's receiving
+    /// end for the writer task.
+    pub fn new(capacity: usize) -> (PeerLink, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let kick = Arc::new(KickSwitch {
+            token: CancellationToken::new(),
+            reason: OnceLock::new(),
+        });
+        (PeerLink { tx, kick }, rx)
+    }
+
+    /// Queues a message without waiting; a full outbox kicks the peer.
+    pub fn send(&self, message: Outgoing) -> Queued {
+        match self.tx.try_send(message) {
+            Ok(()) => Queued::Yes,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.kick(Kick::SlowConsumer);
+                Queued::Full
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
+        }
+    }
+
+    /// Queues a text message.
+    pub fn send_text(&self, text: impl Into<Utf8Bytes>) -> Queued {
+        self.send(Outgoing::Text(text.into()))
+    }
+
+    /// Cuts the peer off at once (its session aborts its writer and ends).
+    pub fn kick(&self, why: Kick) {
+        let _ = self.kick.reason.set(why);
+        self.kick.token.cancel();
+    }
+
+    /// Completes when the peer is kicked.
+    pub fn kicked(&self) -> WaitForCancellationFuture<'_> {
+        self.kick.token.cancelled()
+    }
+
+    /// Why the peer was kicked, if it was.
+    pub fn kick_reason(&self) -> Option<Kick> {
+        self.kick.reason.get().copied()
+    }
+
+    /// Queues a close frame; if the outbox cannot take it, kicks instead.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        // A full outbox kicks the peer inside `send`: nothing more to do.
+        self.send(Outgoing::Close(code, reason));
+    }
+}
+
+/// What the registry tells a session that has entered a room; the session
+/// renders its `init` reply from it.
+#[derive(Debug, Clone)]
+pub struct Welcome {
+    /// A short label of the room for logs and metrics (not a token).
+    pub room: String,
+    /// The entering peer's id.
+    pub peer: String,
+    /// The entering peer's role.
+    pub role: Role,
+    /// For the host: the room's join token.
+    pub join: Option<String>,
+    /// For the host: the room's watch token.
+    pub watch: Option<String>,
+    /// For the host: the secret to resume the room with.
+    pub resume: Option<String>,
+}
+
+/// The registry interface the session code is written against.
+pub trait Registry: Clone + Send + Sync + 'static {
+    /// A peer's membership of a room.
+    type Member: Member;
+
+    /// Creates a room, attaches to one, or resumes hosting one, as `request`
+    /// says. On success, the `init` reply rendered by `welcome` is queued on
+    /// `link` before any other message of the room can be.
+    fn enter<F>(
+        &self,
+        request: InitRequest<'_>,
+        link: PeerLink,
+        welcome: F,
+    ) -> impl Future<Output = Result<Self::Member, PeerError>> + Send
+    where
+        F: FnOnce(&Welcome) -> String + Send;
+
+    /// Whether `token` is an open room's token for `role` (checked before a
+    /// query-string attach is upgraded).
+    fn has_token(&self, role: Role, token: &str) -> impl Future<Output = bool> + Send;
+}
+
+/// A peer attached to a room.
+pub trait Member: Send + Sync + 'static {
+    /// The peer's id.
+    fn peer_id(&self) -> &str;
+
+    /// The peer's role.
+    fn role(&self) -> Role;
+
+    /// The room's label (not a token).
+    fn room(&self) -> &str;
+
+    /// Delivers `text`: from a guest or watcher to the host; from the host to
+    /// the peer `to`, or to every guest and watcher when `to` is `None`.
+    fn relay(
+        &self,
+        kind: RelayKind,
+        to: Option<&str>,
+        text: Utf8Bytes,
+    ) -> impl Future<Output = Result<(), PeerError>> + Send;
+
+    /// Leaves the room, telling the others.
+    fn leave(self) -> impl Future<Output = ()> + Send;
+}
+
+/// Limits the registry enforces.
+#[derive(Debug, Clone, Copy)]
+pub struct RoomLimits {
+    /// Guests and watchers per room.
+    pub max_peers: usize,
+    /// How long a room waits for its host to resume.
+    pub host_grace: Duration,
+}
+
+/// The in-memory registry: the default, for a single instance.
+///
+/// Locking: tokens live in a sharded concurrent map (`DashMap`), consulted only
+/// when a peer enters a room; each room has its own mutex over its members,
+/// taken for the few instructions of a relay. Unrelated rooms therefore never
+/// wait for each other, no lock is held across an `.await`, and the token map
+/// and a room's mutex are never held at the same time.
+#[derive(Clone)]
+pub struct MemoryRegistry {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    tokens: DashMap<String, TokenEntry>,
+    limits: RoomLimits,
+    metrics: Metrics,
+}
+
+#[derive(Clone)]
+struct TokenEntry {
+    room: Arc<Room>,
+    kind: TokenKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    Join,
+    Watch,
+    Resume,
+}
+
+struct Room {
+    label: String,
+    join: String,
+    watch: String,
+    host_id: String,
+    state: Mutex<RoomState>,
+}
+
+struct RoomState {
+    open: bool,
+    /// Bumped each time a socket becomes host, so a replaced host's late
+    /// `leave` cannot unseat its successor.
+    epoch: u64,
+    host: Option<PeerLink>,
+    resume: String,
+    peers: Vec<Guest>,
+}
+
+struct Guest {
+    id: String,
+    role: Role,
+    link: PeerLink,
+}
+
+impl Room {
+    fn lock(&self) -> MutexGuard<'_, RoomState> {
+        // A panic while holding the lock cannot leave the state half-written in
+        // a way later readers could not cope with, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl MemoryRegistry {
+    /// An empty registry.
+    pub fn new(limits: RoomLimits, metrics: Metrics) -> Self {
+        MemoryRegistry {
+            shared: Arc::new(Shared {
+                tokens: DashMap::new(),
+                limits,
+                metrics,
+            }),
+        }
+    }
+
+    /// A token no open room uses. With 96 random bits a clash never happens in
+    /// practice; checking costs one lookup and makes it certain.
+    fn fresh_token(&self) -> String {
+        loop {
+            let t = token::new_token();
+            if !self.shared.tokens.contains_key(&t) {
+                return t;
+            }
+        }
+    }
+
+    fn insert_token(&self, room: &Arc<Room>, kind: TokenKind, token: String) {
+        self.shared.tokens.insert(
+            token,
+            TokenEntry {
+                room: Arc::clone(room),
+                kind,
+            },
+        );
+    }
+
+    fn lookup(&self, token: &str, kind: TokenKind) -> Option<Arc<Room>> {
+        let entry = self.shared.tokens.get(token)?;
+        (entry.kind == kind).then(|| Arc::clone(&entry.room))
+    }
+
+    fn create(&self, link: PeerLink, welcome: impl FnOnce(&Welcome) -> String) -> MemoryMember {
+        let join = self.fresh_token();
+        let mut watch = self.fresh_token();
+        while watch == join {
+            watch = self.fresh_token();
+        }
+        let resume = self.fresh_token();
+        let room = Arc::new(Room {
+            label: token::new_peer_id(),
+            join: join.clone(),
+            watch: watch.clone(),
+            host_id: token::new_peer_id(),
+            state: Mutex::new(RoomState {
+                open: true,
+                epoch: 1,
+                host: Some(link.clone()),
+                resume: resume.clone(),
+                peers: Vec::new(),
+            }),
+        });
+        let reply = welcome(&Welcome {
+            room: room.label.clone(),
+            peer: room.host_id.clone(),
+            role: Role::Host,
+            join: Some(join.clone()),
+            watch: Some(watch.clone()),
+            resume: Some(resume.clone()),
+        });
+        link.send_text(reply);
+        self.insert_token(&room, TokenKind::Join, join);
+        self.insert_token(&room, TokenKind::Watch, watch);
+        self.insert_token(&room, TokenKind::Resume, resume);
+        self.shared.metrics.room_opened();
+        MemoryMember {
+            registry: self.clone(),
+            peer_id: room.host_id.clone(),
+            role: Role::Host,
+            epoch: 1,
+            room,
+        }
+    }
+
+    fn attach(
+        &self,
+        role: Role,
+        token: &str,
+        link: PeerLink,
+        welcome: impl FnOnce(&Welcome) -> String,
+    ) -> Result<MemoryMember, PeerError> {
+        let kind = if role == Role::Watch {
+            TokenKind::Watch
+        } else {
+            TokenKind::Join
+        };
+        let room = self.lookup(token, kind).ok_or_else(room_not_found)?;
+        let mut st = room.lock();
+        if !st.open {
+            return Err(room_not_found());
+        }
+        if st.peers.len() >= self.shared.limits.max_peers {
+            return Err(PeerError::new(
+                ErrorCode::RoomFull,
+                format!(
+                    "the room already has its maximum of {} peers",
+                    self.shared.limits.max_peers
+                ),
+            ));
+        }
+        let mut id = token::new_peer_id();
+        while id == room.host_id || st.peers.iter().any(|g| g.id == id) {
+            id = token::new_peer_id();
+        }
+        link.send_text(welcome(&Welcome {
+            room: room.label.clone(),
+            peer: id.clone(),
+            role,
+            join: None,
+            watch: None,
+            resume: None,
+        }));
+        match &st.host {
+            Some(host) => {
+                self.deliver(host, ServerMessage::PeerJoined { peer: &id, role }.to_json());
+            }
+            None => {
+                link.send_text(ServerMessage::HostLeft.to_json());
+            }
+        }
+        st.peers.push(Guest {
+            id: id.clone(),
+            role,
+            link,
+        });
+        drop(st);
+        Ok(MemoryMember {
+            registry: self.clone(),
+            peer_id: id,
+            role,
+            epoch: 0,
+            room,
+        })
+    }
+
+    fn resume(
+        &self,
+        secret: &str,
+        link: PeerLink,
+        welcome: impl FnOnce(&Welcome) -> String,
+    ) -> Result<MemoryMember, PeerError> {
+        let room = self
+            .lookup(secret, TokenKind::Resume)
+            .ok_or_else(room_not_found)?;
+        let new_secret = self.fresh_token();
+        let mut st = room.lock();
+        if !st.open || st.resume != secret {
+            return Err(room_not_found());
+        }
+        let old_secret = std::mem::replace(&mut st.resume, new_secret.clone());
+        st.epoch += 1;
+        let epoch = st.epoch;
+        link.send_text(welcome(&Welcome {
+            room: room.label.clone(),
+            peer: room.host_id.clone(),
+            role: Role::Host,
+            join: Some(room.join.clone()),
+            watch: Some(room.watch.clone()),
+            resume: Some(new_secret.clone()),
+        }));
+        for guest in &st.peers {
+            self.deliver(
+                &link,
+                ServerMessage::PeerJoined {
+                    peer: &guest.id,
+                    role: guest.role,
+                }
+                .to_json(),
+            );
+        }
+        let host_joined = Utf8Bytes::from(ServerMessage::HostJoined.to_json());
+        for guest in &st.peers {
+            self.deliver(&guest.link, host_joined.clone());
+        }
+        let old_host = st.host.replace(link);
+        drop(st);
+        if let Some(old) = old_host {
+            old.kick(Kick::Replaced);
+        }
+        self.shared.tokens.remove(&old_secret);
+        self.insert_token(&room, TokenKind::Resume, new_secret);
+        Ok(MemoryMember {
+            registry: self.clone(),
+            peer_id: room.host_id.clone(),
+            role: Role::Host,
+            epoch,
+            room,
+        })
+    }
+
+    /// Queues `text` for `link`, counting a slow consumer if it was full.
+    fn deliver(&self, link: &PeerLink, text: impl Into<Utf8Bytes>) -> Queued {
+        let queued = link.send_text(text);
+        if queued == Queued::Full {
+            self.shared.metrics.slow_peer_dropped();
+        }
+        queued
+    }
+
+    fn start_grace(&self, room: Arc<Room>, epoch: u64) {
+        let registry = self.clone();
+        let grace = self.shared.limits.host_grace;
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            registry.close_if_abandoned(&room, epoch);
+        });
+    }
+
+    fn close_if_abandoned(&self, room: &Arc<Room>, epoch: u64) {
+        let mut st = room.lock();
+        if !st.open || st.host.is_some() || st.epoch != epoch {
+            return;
+        }
+        st.open = false;
+        let guests = std::mem::take(&mut st.peers);
+        let resume = std::mem::take(&mut st.resume);
+        drop(st);
+        let closed = Utf8Bytes::from(ServerMessage::RoomClosed.to_json());
+        for guest in guests {
+            if self.deliver(&guest.link, closed.clone()) == Queued::Yes {
+                guest.link.close(1000, "room closed");
+            }
+        }
+        self.shared.tokens.remove(&room.join);
+        self.shared.tokens.remove(&room.watch);
+        self.shared.tokens.remove(&resume);
+        self.shared.metrics.room_closed();
+        tracing::info!(room = %room.label, "room closed: its host did not come back");
+    }
+}
+
+fn room_not_found() -> PeerError {
+    PeerError::new(
+        ErrorCode::RoomNotFound,
+        "no open room has this token (it is wrong, or the room has closed)",
+    )
+}
+
+impl Registry for MemoryRegistry {
+    type Member = MemoryMember;
+
+    async fn enter<F>(
+        &self,
+        request: InitRequest<'_>,
+        link: PeerLink,
+        welcome: F,
+    ) -> Result<MemoryMember, PeerError>
+    where
+        F: FnOnce(&Welcome) -> String + Send,
+    {
+        match request {
+            InitRequest::Create => Ok(self.create(link, welcome)),
+            InitRequest::Attach(role, token) => self.attach(role, token, link, welcome),
+            InitRequest::Resume(secret) => self.resume(secret, link, welcome),
+        }
+    }
+
+    async fn has_token(&self, role: Role, token: &str) -> bool {
+        let kind = if role == Role::Watch {
+            TokenKind::Watch
+        } else {
+            TokenKind::Join
+        };
+        self.lookup(token, kind).is_some_and(|room| room.lock().open)
+    }
+}
+
+/// A peer's membership of an in-memory room.
+pub struct MemoryMember {
+    registry: MemoryRegistry,
+    room: Arc<Room>,
+    peer_id: String,
+    role: Role,
+    /// For the host: the epoch it became host in.
+    epoch: u64,
+}
+
+impl Member for MemoryMember {
+    fn peer_id(&self) -> &str {
+        &self.peer_id
+    }
+
+    fn role(&self) -> Role {
+        self.role
+    }
+
+    fn room(&self) -> &str {
+        &self.room.label
+    }
+
+    async fn relay(
+        &self,
+        kind: RelayKind,
+        to: Option<&str>,
+        text: Utf8Bytes,
+    ) -> Result<(), PeerError> {
+        let metrics = &self.registry.shared.metrics;
+        let len = text.len();
+        let st = self.room.lock();
+        if !st.open {
+            return Err(room_not_found());
+        }
+        if self.role != Role::Host {
+            let host = st.host.as_ref().ok_or_else(|| {
+                PeerError::new(
+                    ErrorCode::HostAbsent,
+                    "the host is disconnected; it may come back",
+                )
+            })?;
+            if self.registry.deliver(host, text) == Queued::Yes {
+                metrics.relayed(kind, len);
+            }
+            return Ok(());
+        }
+        if st.epoch != self.epoch {
+            return Err(PeerError::new(
+                ErrorCode::NotInRoom,
+                "another connection has resumed hosting this room",
+            ));
+        }
+        match to {
+            Some(to) => {
+                let guest = st.peers.iter().find(|g| g.id == to).ok_or_else(|| {
+                    PeerError::new(ErrorCode::PeerNotFound, "`to` names no peer of this room")
+                })?;
+                if self.registry.deliver(&guest.link, text) == Queued::Yes {
+                    metrics.relayed(kind, len);
+                }
+            }
+            None => {
+                for guest in &st.peers {
+                    if self.registry.deliver(&guest.link, text.clone()) == Queued::Yes {
+                        metrics.relayed(kind, len);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn leave(self) {
+        let mut st = self.room.lock();
+        if !st.open {
+            return;
+        }
+        if self.role != Role::Host {
+            let before = st.peers.len();
+            st.peers.retain(|g| g.id != self.peer_id);
+            if st.peers.len() != before {
+                if let Some(host) = &st.host {
+                    self.registry.deliver(
+                        host,
+                        ServerMessage::PeerLeft {
+                            peer: &self.peer_id,
+                        }
+                        .to_json(),
+                    );
+                }
+            }
+            return;
+        }
+        if st.epoch != self.epoch {
+            return; // replaced by a resumed host
+        }
+        st.host = None;
+        let host_left = Utf8Bytes::from(ServerMessage::HostLeft.to_json());
+        for guest in &st.peers {
+            self.registry.deliver(&guest.link, host_left.clone());
+        }
+        drop(st);
+        self.registry.start_grace(Arc::clone(&self.room), self.epoch);
+    }
+}

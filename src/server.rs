@@ -1,0 +1,309 @@
+//! The HTTP side: the accept loop, the routes, the checks made before a
+//! WebSocket upgrade, and graceful shutdown.
+//!
+//! [`run`] takes a bound listener and a shutdown future, so tests bind port 0
+//! and stop the server when they like.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use axum::Router;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::assets::StaticFiles;
+use crate::config::Config;
+use crate::metrics::{Metrics, Rejection};
+use crate::protocol::Role;
+use crate::rooms::{MemoryRegistry, Registry, RoomLimits};
+use crate::session;
+
+/// tungstenite's read buffer per connection. Its default (128 KiB, allocated
+/// eagerly and zero-filled on every read) costs memory and CPU for nothing on
+/// signalling-sized messages.
+const READ_BUFFER_SIZE: usize = 4 * 1024;
+/// Bytes gathered before the socket is written (the writer task also flushes
+/// after each batch).
+const WRITE_BUFFER_SIZE: usize = 8 * 1024;
+
+struct App<R> {
+    session: session::Shared<R>,
+    permits: Arc<Semaphore>,
+    tracker: TaskTracker,
+    files: StaticFiles,
+}
+
+impl<R: Registry> App<R> {
+    fn config(&self) -> &Config {
+        &self.session.config
+    }
+}
+
+/// Serves until `shutdown` completes, then closes every WebSocket with 1001
+/// (going away) and returns once they are closed or the shutdown timeout has
+/// passed. Rooms live in memory.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let metrics = Metrics::new();
+    let registry = MemoryRegistry::new(
+        RoomLimits {
+            max_peers: config.max_peers_per_room,
+            host_grace: config.host_grace,
+        },
+        metrics.clone(),
+    );
+    run_with(listener, config, registry, metrics, shutdown).await
+}
+
+/// [`run`] with a given registry (and the metrics it reports to).
+pub async fn run_with<R: Registry>(
+    listener: TcpListener,
+    config: Config,
+    registry: R,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let shutdown_timeout = config.shutdown_timeout;
+    let files = StaticFiles::new(config.static_dir.clone());
+    let app = Arc::new(App {
+        permits: Arc::new(Semaphore::new(config.max_connections)),
+        session: session::Shared {
+            registry,
+            config: Arc::new(config),
+            metrics,
+            shutdown: stop.clone(),
+        },
+        tracker: tracker.clone(),
+        files,
+    });
+    let router = router(app);
+    let local = listener.local_addr()?;
+    let listener = listener.tap_io(|tcp| {
+        // Signalling messages are small and latency-bound.
+        if let Err(err) = tcp.set_nodelay(true) {
+            debug!("TCP_NODELAY failed: {err}");
+        }
+    });
+    let serve = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop.clone().cancelled_owned());
+    let mut serving = tokio::spawn(async move { serve.await });
+    info!(%local, "listening");
+
+    tokio::pin!(shutdown);
+    tokio::select! {
+        result = &mut serving => {
+            stop.cancel();
+            return result.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        }
+        _ = &mut shutdown => {}
+    }
+    info!(
+        connections = tracker.len(),
+        "shutting down: no new connections; closing open ones (1001)"
+    );
+    stop.cancel();
+    tracker.close();
+    let drained = tokio::time::timeout(shutdown_timeout, async {
+        let _ = (&mut serving).await;
+        tracker.wait().await;
+    })
+    .await;
+    if drained.is_err() {
+        warn!(
+            connections = tracker.len(),
+            "shutdown timeout: dropping connections still open"
+        );
+        serving.abort();
+    }
+    info!("stopped");
+    Ok(())
+}
+
+fn router<R: Registry>(app: Arc<App<R>>) -> Router {
+    Router::new()
+        .route("/", get(root::<R>))
+        .route("/webrtc", get(webrtc::<R>))
+        .route("/healthz", get(healthz::<R>))
+        .route("/metrics", get(metrics::<R>))
+        .fallback(files::<R>)
+        .with_state(app)
+}
+
+/// Query-string tokens of a webrtc_ros.js-style client that never sends
+/// `init`.
+#[derive(Debug, Default, Deserialize)]
+struct TokenQuery {
+    join: Option<String>,
+    watch: Option<String>,
+}
+
+type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
+
+/// `/`: the demo page, or a WebSocket (the original deployment's URL).
+async fn root<R: Registry>(
+    State(app): State<Arc<App<R>>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: Upgrade,
+    request: Request,
+) -> Response {
+    match upgrade {
+        Ok(ws) => accept(app, ws, remote, query, &headers).await,
+        Err(_) => app.files.serve(request).await,
+    }
+}
+
+/// `/webrtc`: the signalling endpoint, as webrtc_ros names it.
+async fn webrtc<R: Registry>(
+    State(app): State<Arc<App<R>>>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Query(query): Query<TokenQuery>,
+    headers: HeaderMap,
+    upgrade: Upgrade,
+) -> Response {
+    match upgrade {
+        Ok(ws) => accept(app, ws, remote, query, &headers).await,
+        Err(_) => (
+            StatusCode::UPGRADE_REQUIRED,
+            [(header::UPGRADE, HeaderValue::from_static("websocket"))],
+            "this endpoint speaks WebSocket: connect with ws:// or wss://\n",
+        )
+            .into_response(),
+    }
+}
+
+/// The checks made before upgrading, cheapest refusal first: origin (403),
+/// query-string token (404), connection limit (503).
+async fn accept<R: Registry>(
+    app: Arc<App<R>>,
+    ws: WebSocketUpgrade,
+    remote: SocketAddr,
+    query: TokenQuery,
+    headers: &HeaderMap,
+) -> Response {
+    let metrics = &app.session.metrics;
+    if !origin_allowed(&app.config().allowed_origins, headers) {
+        metrics.rejected(Rejection::Origin);
+        debug!(%remote, "upgrade refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
+    }
+    let attach = match query {
+        TokenQuery {
+            join: Some(t),
+            watch: None,
+        } => Some((Role::Join, t)),
+        TokenQuery {
+            join: None,
+            watch: Some(t),
+        } => Some((Role::Watch, t)),
+        TokenQuery {
+            join: None,
+            watch: None,
+        } => None,
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "give at most one of `join` and `watch`\n",
+            )
+                .into_response()
+        }
+    };
+    if let Some((role, token)) = &attach {
+        let known = crate::token::is_token_shaped(token)
+            && app.session.registry.has_token(*role, token).await;
+        if !known {
+            metrics.rejected(Rejection::UnknownToken);
+            return (StatusCode::NOT_FOUND, "no open room has this token\n").into_response();
+        }
+    }
+    let Ok(permit) = Arc::clone(&app.permits).try_acquire_owned() else {
+        metrics.rejected(Rejection::TooManyConnections);
+        warn!(%remote, "upgrade refused: connection limit reached");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, HeaderValue::from_static("5"))],
+            "too many connections; try again later\n",
+        )
+            .into_response();
+    };
+    let max = app.config().max_message_size;
+    let shared = app.session.clone();
+    let tracker = app.tracker.clone();
+    ws.read_buffer_size(READ_BUFFER_SIZE)
+        .write_buffer_size(WRITE_BUFFER_SIZE)
+        .max_write_buffer_size(WRITE_BUFFER_SIZE + 2 * max)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(move |err| debug!(%remote, "upgrade failed: {err}"))
+        .on_upgrade(move |socket| {
+            tracker.track_future(async move {
+                let _permit = permit;
+                session::run(socket, shared, remote, attach).await;
+            })
+        })
+}
+
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN) {
+        // Non-browser clients (robots, scripts) send no Origin.
+        None => true,
+        Some(origin) => origin
+            .to_str()
+            .is_ok_and(|o| allowed.iter().any(|a| a.eq_ignore_ascii_case(o))),
+    }
+}
+
+async fn healthz<R: Registry>(State(app): State<Arc<App<R>>>) -> Response {
+    let metrics = &app.session.metrics;
+    let body = serde_json::json!({
+        "status": "ok",
+        "connections": metrics.connections(),
+        "rooms": metrics.rooms(),
+        "version": env!("CARGO_PKG_VERSION"),
+    });
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        axum::Json(body),
+    )
+        .into_response()
+}
+
+async fn metrics<R: Registry>(State(app): State<Arc<App<R>>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        )],
+        app.session.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn files<R: Registry>(State(app): State<Arc<App<R>>>, request: Request<Body>) -> Response {
+    app.files.serve(request).await
+}
