@@ -191,6 +191,11 @@ pub enum ClientMessage<'a> {
     /// Ask the other side to add or remove streams and tracks.
     #[serde(borrow)]
     Configure(Configure<'a>),
+    /// An error reported by one peer to another (for example a bridge refusing
+    /// a viewer's action by its robot's policy). Relayed like the others; the
+    /// server's own errors never carry `to` or `from`.
+    #[serde(borrow)]
+    Error(RelayedError<'a>),
 }
 
 /// `{"type":"init"}` and its variants.
@@ -290,6 +295,20 @@ pub struct Configure<'a> {
     pub route: Route<'a>,
 }
 
+/// `error`, sent by a peer.
+#[derive(Debug, Deserialize, PartialEq)]
+pub struct RelayedError<'a> {
+    /// A snake_case code.
+    #[serde(borrow)]
+    pub code: Cow<'a, str>,
+    /// For humans.
+    #[serde(default, borrow)]
+    pub message: Option<Cow<'a, str>>,
+    /// Routing.
+    #[serde(flatten, borrow)]
+    pub route: Route<'a>,
+}
+
 /// One action of a `configure` message.
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -381,15 +400,18 @@ pub enum RelayKind {
     IceCandidate,
     /// `configure`.
     Configure,
+    /// `error` from a peer.
+    Error,
 }
 
 impl RelayKind {
     /// Every kind, for metrics.
-    pub const ALL: [RelayKind; 4] = [
+    pub const ALL: [RelayKind; 5] = [
         RelayKind::Offer,
         RelayKind::Answer,
         RelayKind::IceCandidate,
         RelayKind::Configure,
+        RelayKind::Error,
     ];
 
     /// The wire name of the message type.
@@ -399,6 +421,7 @@ impl RelayKind {
             RelayKind::Answer => "answer",
             RelayKind::IceCandidate => "ice_candidate",
             RelayKind::Configure => "configure",
+            RelayKind::Error => "error",
         }
     }
 
@@ -433,6 +456,7 @@ impl<'a> ClientMessage<'a> {
             ClientMessage::Answer(m) => (RelayKind::Answer, &m.route),
             ClientMessage::IceCandidate(m) => (RelayKind::IceCandidate, &m.route),
             ClientMessage::Configure(m) => (RelayKind::Configure, &m.route),
+            ClientMessage::Error(m) => (RelayKind::Error, &m.route),
         };
         let misspelt_candidate = matches!(
             self,
@@ -464,7 +488,14 @@ struct Envelope<'a> {
 }
 
 /// The message types a peer may send.
-pub const CLIENT_TYPES: [&str; 5] = ["init", "offer", "answer", "ice_candidate", "configure"];
+pub const CLIENT_TYPES: [&str; 6] = [
+    "init",
+    "offer",
+    "answer",
+    "ice_candidate",
+    "configure",
+    "error",
+];
 
 /// Parses and validates one text frame.
 ///
@@ -727,6 +758,16 @@ mod tests {
         assert_eq!(c.actions.len(), 2);
         assert_eq!(c.actions[1].media_uri(), Some("ros_image:/camera/image_raw"));
         assert!(!configure.relay().unwrap().writes_into_receiver);
+    }
+
+    #[test]
+    fn peers_may_relay_errors() {
+        let m = parse(r#"{"type":"error","code":"not_allowed","message":"src refused","to":"AbCdEf12"}"#)
+            .unwrap();
+        let r = m.relay().unwrap();
+        assert_eq!(r.kind, RelayKind::Error);
+        assert_eq!(r.to, Some("AbCdEf12"));
+        assert_eq!(code(r#"{"type":"error","message":"no code"}"#), ErrorCode::BadMessage);
     }
 
     #[test]
