@@ -13,6 +13,7 @@
 #   STATIC_DIR=static   serve the page from this directory (--static-dir) instead of the
 #                       copy embedded in the binary
 #   PORT=9099           the server's port inside the namespace
+#   HOST_GRACE=5s       the server's --host-grace (short, so a room closes during the test)
 # Exit code: 0 when every check passed.
 set -euo pipefail
 
@@ -46,9 +47,10 @@ fi
 
 # --- run everything inside a private network namespace -------------------------
 port="${PORT:-9099}"
-static_args=()
+# A short host grace period, so that the test sees a room close after its host left.
+server_args=(--host-grace "${HOST_GRACE:-5s}")
 if [[ -n "${STATIC_DIR:-}" ]]; then
-  static_args=(--static-dir "$STATIC_DIR")
+  server_args+=(--static-dir "$STATIC_DIR")
 fi
 
 if [[ $(id -u) -eq 0 ]]; then
@@ -104,4 +106,4 @@ fi
   fi
   rm -f "$log"
   exit $rc
-' browser-test "$bin" "$port" "${static_args[@]}"
+' browser-test "$bin" "$port" "${server_args[@]}"

@@ -273,6 +273,13 @@ try {
     await watcher.screenshot({ path: join(shotDir, 'screenshot-host-left.png') });
   });
 
+  await check('viewers say "Room closed" when the host does not come back', async () => {
+    // The script runs the server with a short --host-grace; the default is 30 s.
+    await Promise.all([watcher, guest].map((p) => p.waitForFunction(
+      () => /room closed/i.test(document.getElementById('status').textContent) && window.signalDemo.state === 'closed',
+      null, { timeout: T.media })));
+  });
+
   await check('a wrong token shows "link is not valid" in words', async () => {
     stranger = await newPage(browser, 'stranger');
     await stranger.goto(new URL('/?watch=WRONGTOKEN123456&ice=none', base).toString());
