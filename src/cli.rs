@@ -12,7 +12,12 @@ use crate::config::{self, Config};
 /// A fast, hardened WebRTC signalling server, and a bridge for ROS webrtc_ros
 /// robots.
 #[derive(Debug, Parser)]
-#[command(name = "signal-server", version, about, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "signal-server",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
     /// What to run; the server when omitted.
     #[command(subcommand)]
@@ -30,6 +35,10 @@ pub struct Cli {
 pub enum Command {
     /// Run the signalling server (the default).
     Serve(ServeArgs),
+    /// Run on a robot next to ROS webrtc_ros: connect out to a signalling
+    /// server, host a room, and give each viewer its own connection to
+    /// webrtc_ros.
+    Bridge(crate::bridge::BridgeArgs),
 }
 
 /// Logging.
@@ -55,8 +64,7 @@ fn duration(s: &str) -> Result<Duration, String> {
 }
 
 fn ice_servers(s: &str) -> Result<serde_json::Value, String> {
-    let value: serde_json::Value =
-        serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
+    let value: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
     match &value {
         serde_json::Value::Array(items) if items.iter().all(|i| i.get("urls").is_some()) => {
             Ok(value)
@@ -124,7 +132,11 @@ pub struct ServeArgs {
     /// comma-separated in the variable), e.g. https://robots.example.com.
     /// Requests without an Origin header (non-browser clients) are allowed.
     /// Default: every origin.
-    #[arg(long = "allowed-origin", env = "SIGNAL_SERVER_ALLOWED_ORIGINS", value_delimiter = ',')]
+    #[arg(
+        long = "allowed-origin",
+        env = "SIGNAL_SERVER_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
 
     /// ICE servers handed to clients in the `init` reply, as a JSON array of
@@ -239,7 +251,10 @@ mod tests {
         .unwrap();
         let c = cli.serve.config();
         assert_eq!(c.ping_interval, Duration::from_millis(500));
-        assert_eq!(c.allowed_origins, ["https://a.example", "https://b.example"]);
+        assert_eq!(
+            c.allowed_origins,
+            ["https://a.example", "https://b.example"]
+        );
         assert_eq!(c.ice_servers[0]["urls"], "stun:stun.example.org:3478");
         assert!(Cli::try_parse_from(["signal-server", "--ice-servers", "{}"]).is_err());
         assert!(Cli::try_parse_from(["signal-server", "--idle-timeout", "soon"]).is_err());

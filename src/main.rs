@@ -23,6 +23,7 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
+        Some(Command::Bridge(args)) => runtime.block_on(bridge(args)),
         None => runtime.block_on(serve(cli.serve)),
     };
     match result {
@@ -35,14 +36,24 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    // Handlers go in before the socket is bound, so a signal that arrives as
+    // soon as the server listens still means "shut down cleanly".
+    let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
     let port = std::env::var("PORT").ok();
     let addr = args.bind_addr(port.as_deref())?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    signal_server::server::run(listener, args.config(), shutdown_signal())
+    signal_server::server::run(listener, args.config(), shutdown)
         .await
         .map_err(|e| format!("server failed: {e}"))
+}
+
+async fn bridge(args: signal_server::bridge::BridgeArgs) -> Result<(), String> {
+    let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+    signal_server::bridge::run(args, shutdown)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 fn init_logging(format: LogFormat) {
@@ -50,33 +61,40 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
+        // A closed log pipe must not take the server down: without this,
+        // tracing-subscriber reports the failed write with `eprintln!`, which
+        // panics when stderr itself is the broken pipe.
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
     }
 }
 
-/// Completes on SIGINT or SIGTERM (Heroku sends SIGTERM, then SIGKILL 30 s later).
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Completes on SIGINT or SIGTERM (Heroku sends SIGTERM, then SIGKILL 30 s
+/// later). The handlers are installed when this is called.
+#[cfg(unix)]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received"),
-        _ = term => tracing::info!("SIGTERM received"),
-    }
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("Ctrl-C received");
+    })
 }

@@ -98,7 +98,11 @@ impl Metrics {
         );
         let relayed = RelayKind::ALL
             .iter()
-            .map(|k| relayed_family.get_or_create(&[("type", k.as_str())]).clone())
+            .map(|k| {
+                relayed_family
+                    .get_or_create(&[("type", k.as_str())])
+                    .clone()
+            })
             .collect();
         let bytes_relayed = Counter::default();
         registry.register(
@@ -124,7 +128,11 @@ impl Metrics {
         );
         let rejected = Rejection::ALL
             .iter()
-            .map(|r| rejected_family.get_or_create(&[("reason", r.as_str())]).clone())
+            .map(|r| {
+                rejected_family
+                    .get_or_create(&[("reason", r.as_str())])
+                    .clone()
+            })
             .collect();
         let slow_peers = Counter::default();
         registry.register(
@@ -221,7 +229,10 @@ mod tests {
         m.error(ErrorCode::TooLarge);
         m.rejected(Rejection::Origin);
         let text = m.render();
-        assert!(text.contains("signal_messages_relayed_total{type=\"offer\"} 1"), "{text}");
+        assert!(
+            text.contains("signal_messages_relayed_total{type=\"offer\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("signal_messages_relayed_total{type=\"answer\"} 0"));
         assert!(text.contains("signal_bytes_relayed_total 100"));
         assert!(text.contains("signal_errors_total{code=\"too_large\"} 1"));

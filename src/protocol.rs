@@ -504,9 +504,21 @@ pub const CLIENT_TYPES: [&str; 6] = [
 /// `bad_message` for everything else that is not a valid message.
 pub fn parse(text: &str) -> Result<ClientMessage<'_>, PeerError> {
     match serde_json::from_str::<ClientMessage<'_>>(text) {
-        Ok(message) => validate(message),
+        Ok(message) if is_object(text) => validate(message),
+        // serde also reads an internally tagged enum from an array (tag
+        // first, then the fields in order): `["init"]` must not create a room.
+        Ok(_) => Err(PeerError::new(
+            ErrorCode::BadMessage,
+            "a message is a JSON object with a string `type`",
+        )),
         Err(err) => Err(classify(text, &err)),
     }
+}
+
+/// Whether text that parsed as JSON is an object (JSON's whitespace only).
+fn is_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
 }
 
 fn validate(message: ClientMessage<'_>) -> Result<ClientMessage<'_>, PeerError> {
@@ -756,18 +768,26 @@ mod tests {
             panic!("not configure")
         };
         assert_eq!(c.actions.len(), 2);
-        assert_eq!(c.actions[1].media_uri(), Some("ros_image:/camera/image_raw"));
+        assert_eq!(
+            c.actions[1].media_uri(),
+            Some("ros_image:/camera/image_raw")
+        );
         assert!(!configure.relay().unwrap().writes_into_receiver);
     }
 
     #[test]
     fn peers_may_relay_errors() {
-        let m = parse(r#"{"type":"error","code":"not_allowed","message":"src refused","to":"AbCdEf12"}"#)
-            .unwrap();
+        let m = parse(
+            r#"{"type":"error","code":"not_allowed","message":"src refused","to":"AbCdEf12"}"#,
+        )
+        .unwrap();
         let r = m.relay().unwrap();
         assert_eq!(r.kind, RelayKind::Error);
         assert_eq!(r.to, Some("AbCdEf12"));
-        assert_eq!(code(r#"{"type":"error","message":"no code"}"#), ErrorCode::BadMessage);
+        assert_eq!(
+            code(r#"{"type":"error","message":"no code"}"#),
+            ErrorCode::BadMessage
+        );
     }
 
     #[test]
@@ -790,7 +810,10 @@ mod tests {
         assert_eq!(code(r#"{"type":"hello"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"offer"}"#), ErrorCode::BadMessage);
         assert_eq!(code(r#"{"type":"offer","sdp":42}"#), ErrorCode::BadMessage);
-        assert_eq!(code(r#"{"type":"ice_candidate","sdp_mid":"0"}"#), ErrorCode::BadMessage);
+        assert_eq!(
+            code(r#"{"type":"ice_candidate","sdp_mid":"0"}"#),
+            ErrorCode::BadMessage
+        );
         assert_eq!(
             code(r#"{"type":"ice_candidate","candidate":"c","sdp_mline_index":-1}"#),
             ErrorCode::BadMessage
@@ -909,8 +932,14 @@ mod tests {
             r#"{"type":"peer_left","peer":"gUest123"}"#
         );
         assert_eq!(ServerMessage::HostLeft.to_json(), r#"{"type":"host_left"}"#);
-        assert_eq!(ServerMessage::HostJoined.to_json(), r#"{"type":"host_joined"}"#);
-        assert_eq!(ServerMessage::RoomClosed.to_json(), r#"{"type":"room_closed"}"#);
+        assert_eq!(
+            ServerMessage::HostJoined.to_json(),
+            r#"{"type":"host_joined"}"#
+        );
+        assert_eq!(
+            ServerMessage::RoomClosed.to_json(),
+            r#"{"type":"room_closed"}"#
+        );
         assert_eq!(
             error_json(&PeerError::new(ErrorCode::RoomNotFound, "no such room")),
             r#"{"type":"error","code":"room_not_found","message":"no such room"}"#

@@ -373,7 +373,10 @@ impl MemoryRegistry {
         }));
         match &st.host {
             Some(host) => {
-                self.deliver(host, ServerMessage::PeerJoined { peer: &id, role }.to_json());
+                self.deliver(
+                    host,
+                    ServerMessage::PeerJoined { peer: &id, role }.to_json(),
+                );
             }
             None => {
                 link.send_text(ServerMessage::HostLeft.to_json());
@@ -522,7 +525,8 @@ impl Registry for MemoryRegistry {
         } else {
             TokenKind::Join
         };
-        self.lookup(token, kind).is_some_and(|room| room.lock().open)
+        self.lookup(token, kind)
+            .is_some_and(|room| room.lock().open)
     }
 }
 
@@ -629,6 +633,7 @@ impl Member for MemoryMember {
             self.registry.deliver(&guest.link, host_left.clone());
         }
         drop(st);
-        self.registry.start_grace(Arc::clone(&self.room), self.epoch);
+        self.registry
+            .start_grace(Arc::clone(&self.room), self.epoch);
     }
 }

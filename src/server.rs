@@ -151,11 +151,36 @@ fn router<R: Registry>(app: Arc<App<R>>) -> Router {
 }
 
 /// Query-string tokens of a webrtc_ros.js-style client that never sends
-/// `init`.
+/// `init` (`?join=TOKEN` or `?watch=TOKEN`), as the `Query` extractor reads
+/// them.
 #[derive(Debug, Default, Deserialize)]
-struct TokenQuery {
-    join: Option<String>,
-    watch: Option<String>,
+pub struct TokenQuery {
+    /// `?join=TOKEN`
+    pub join: Option<String>,
+    /// `?watch=TOKEN`
+    pub watch: Option<String>,
+}
+
+impl TokenQuery {
+    /// The room the query asks to attach to: `Ok(None)` without a token, an
+    /// error (HTTP 400) when it gives both.
+    pub fn attach(self) -> Result<Option<(Role, String)>, &'static str> {
+        match self {
+            TokenQuery {
+                join: Some(t),
+                watch: None,
+            } => Ok(Some((Role::Join, t))),
+            TokenQuery {
+                join: None,
+                watch: Some(t),
+            } => Ok(Some((Role::Watch, t))),
+            TokenQuery {
+                join: None,
+                watch: None,
+            } => Ok(None),
+            _ => Err("give at most one of `join` and `watch`\n"),
+        }
+    }
 }
 
 type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
@@ -209,26 +234,9 @@ async fn accept<R: Registry>(
         debug!(%remote, "upgrade refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
     }
-    let attach = match query {
-        TokenQuery {
-            join: Some(t),
-            watch: None,
-        } => Some((Role::Join, t)),
-        TokenQuery {
-            join: None,
-            watch: Some(t),
-        } => Some((Role::Watch, t)),
-        TokenQuery {
-            join: None,
-            watch: None,
-        } => None,
-        _ => {
-            return (
-                StatusCode::BAD_REQUEST,
-                "give at most one of `join` and `watch`\n",
-            )
-                .into_response()
-        }
+    let attach = match query.attach() {
+        Ok(attach) => attach,
+        Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
     if let Some((role, token)) = &attach {
         let known = crate::token::is_token_shaped(token)

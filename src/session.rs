@@ -337,7 +337,11 @@ impl<R: Registry> Session<R> {
         }
     }
 
-    async fn relay(&mut self, message: &ClientMessage<'_>, text: &Utf8Bytes) -> Result<(), PeerError> {
+    async fn relay(
+        &mut self,
+        message: &ClientMessage<'_>,
+        text: &Utf8Bytes,
+    ) -> Result<(), PeerError> {
         let Some(member) = &self.member else {
             return Err(PeerError::new(
                 ErrorCode::NotInRoom,

@@ -28,17 +28,38 @@ async fn every_error_code_is_reachable_and_the_socket_stays_open() {
         ("{\"type\":42}", "bad_message"),
         ("{\"type\":\"offer\"}", "bad_message"),
         ("{\"type\":\"offer\",\"sdp\":7}", "bad_message"),
-        ("{\"type\":\"ice_candidate\",\"sdp_mid\":\"0\"}", "bad_message"),
-        ("{\"type\":\"ice_candidate\",\"candidate\":\"c\",\"sdp_mline_index\":-1}", "bad_message"),
+        (
+            "{\"type\":\"ice_candidate\",\"sdp_mid\":\"0\"}",
+            "bad_message",
+        ),
+        (
+            "{\"type\":\"ice_candidate\",\"candidate\":\"c\",\"sdp_mline_index\":-1}",
+            "bad_message",
+        ),
         ("{\"type\":\"configure\",\"actions\":{}}", "bad_message"),
-        ("{\"type\":\"configure\",\"actions\":[{\"type\":\"add_video_track\",\"id\":\"t\"}]}", "bad_message"),
-        ("{\"type\":\"configure\",\"actions\":[{\"type\":\"self_destruct\"}]}", "bad_message"),
-        ("{\"type\":\"init\",\"join\":\"a\",\"watch\":\"b\"}", "bad_message"),
+        (
+            "{\"type\":\"configure\",\"actions\":[{\"type\":\"add_video_track\",\"id\":\"t\"}]}",
+            "bad_message",
+        ),
+        (
+            "{\"type\":\"configure\",\"actions\":[{\"type\":\"self_destruct\"}]}",
+            "bad_message",
+        ),
+        (
+            "{\"type\":\"init\",\"join\":\"a\",\"watch\":\"b\"}",
+            "bad_message",
+        ),
         ("{\"type\":\"subscribe\"}", "unknown_type"),
         ("{\"type\":\"offer\",\"sdp\":\"s\"}", "not_in_room"),
-        ("{\"type\":\"init\",\"join\":\"AAAAAAAAAAAAAAAA\"}", "room_not_found"),
+        (
+            "{\"type\":\"init\",\"join\":\"AAAAAAAAAAAAAAAA\"}",
+            "room_not_found",
+        ),
         ("{\"type\":\"init\",\"watch\":\"short\"}", "room_not_found"),
-        ("{\"type\":\"init\",\"resume\":\"AAAAAAAAAAAAAAAA\"}", "room_not_found"),
+        (
+            "{\"type\":\"init\",\"resume\":\"AAAAAAAAAAAAAAAA\"}",
+            "room_not_found",
+        ),
     ];
     for (text, code) in cases {
         c.send(text).await;
@@ -57,7 +78,8 @@ async fn every_error_code_is_reachable_and_the_socket_stays_open() {
     let join = init["join"].as_str().unwrap().to_string();
     c.send(r#"{"type":"init"}"#).await;
     c.expect_error("already_in_room").await;
-    c.send(r#"{"type":"offer","sdp":"s","to":"nobody00"}"#).await;
+    c.send(r#"{"type":"offer","sdp":"s","to":"nobody00"}"#)
+        .await;
     c.expect_error("peer_not_found").await;
 
     let mut g = server.connect().await;
@@ -121,7 +143,9 @@ async fn a_flood_gets_rate_limited_then_closed_1008() {
     }
     // ...then messages are dropped with one rate_limited error...
     for _ in 0..5 {
-        flooder.send(r#"{"type":"ice_candidate","candidate":"x"}"#).await;
+        flooder
+            .send(r#"{"type":"ice_candidate","candidate":"x"}"#)
+            .await;
     }
     flooder.expect_error("rate_limited").await;
     // ...and a client that keeps going is closed.
@@ -209,7 +233,8 @@ async fn a_socket_that_never_enters_a_room_is_closed() {
     r.host.expect_silence(Duration::from_millis(800)).await;
     // A failed init does not count as entering.
     let mut lost = server.connect().await;
-    lost.send(r#"{"type":"init","join":"AAAAAAAAAAAAAAAA"}"#).await;
+    lost.send(r#"{"type":"init","join":"AAAAAAAAAAAAAAAA"}"#)
+        .await;
     lost.expect_error("room_not_found").await;
     lost.expect_close(1008).await;
     server.stop().await;
@@ -244,7 +269,10 @@ async fn over_the_connection_limit_upgrades_get_503() {
     .await;
     let a = server.connect().await;
     let b = server.connect().await;
-    assert_eq!(server.upgrade_status(server.url("/webrtc")).await, Some(503));
+    assert_eq!(
+        server.upgrade_status(server.url("/webrtc")).await,
+        Some(503)
+    );
     // HTTP still answers, and a slot frees when a socket leaves.
     assert_eq!(server.get("/healthz").await.0, 200);
     a.close().await;
@@ -266,8 +294,18 @@ async fn origins_can_be_restricted() {
         req.headers_mut().insert("Origin", origin.parse().unwrap());
         req
     };
-    assert_eq!(server.upgrade_status(with_origin("https://evil.example")).await, Some(403));
-    assert_eq!(server.upgrade_status(with_origin("https://robots.example.com")).await, None);
+    assert_eq!(
+        server
+            .upgrade_status(with_origin("https://evil.example"))
+            .await,
+        Some(403)
+    );
+    assert_eq!(
+        server
+            .upgrade_status(with_origin("https://robots.example.com"))
+            .await,
+        None
+    );
     // Non-browser clients send no Origin and are allowed.
     assert_eq!(server.upgrade_status(server.url("/webrtc")).await, None);
     server.stop().await;

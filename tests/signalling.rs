@@ -90,8 +90,12 @@ async fn relayed_text_is_kept_byte_for_byte() {
     let text = r#"{ "type" : "answer", "sdp":"v=0\r\n\u00e9", "z":1.50 }"#;
     guest.send(text).await;
     let got = r.host.recv_text().await;
-    assert_eq!(got, format!(r#"{{"from":"{gid}", "type" : "answer", "sdp":"v=0\r\n\u00e9", "z":1.50 }}"#));
-    let text = r#"{"type":"offer","sdp":"v=0\r\n","to":"GID","order":[3,2,1]}"#.replace("GID", &gid);
+    assert_eq!(
+        got,
+        format!(r#"{{"from":"{gid}", "type" : "answer", "sdp":"v=0\r\n\u00e9", "z":1.50 }}"#)
+    );
+    let text =
+        r#"{"type":"offer","sdp":"v=0\r\n","to":"GID","order":[3,2,1]}"#.replace("GID", &gid);
     r.host.send(&text).await;
     assert_eq!(guest.recv_text().await, text);
     server.stop().await;
@@ -156,7 +160,8 @@ async fn guests_reach_only_the_host_and_their_to_is_ignored() {
     let mut r = room(&server).await;
     let (mut a, aid) = attach(&server, &mut r, "join").await;
     let (mut b, bid) = attach(&server, &mut r, "join").await;
-    a.send_json(json!({"type":"offer","sdp":"s","to":bid})).await;
+    a.send_json(json!({"type":"offer","sdp":"s","to":bid}))
+        .await;
     let got = r.host.recv().await;
     assert_eq!(got["from"], aid.as_str());
     b.expect_silence(Duration::from_millis(200)).await;
@@ -253,7 +258,9 @@ async fn presence_events_reach_the_right_peers() {
 async fn a_webrtc_ros_js_client_attaches_by_query_string_and_sends_configure_first() {
     let server = TestServer::start().await;
     let mut r = room(&server).await;
-    let mut viewer = server.connect_to(&format!("/webrtc?watch={}", r.watch)).await;
+    let mut viewer = server
+        .connect_to(&format!("/webrtc?watch={}", r.watch))
+        .await;
     // It never sends init; the first thing it sends is configure.
     viewer
         .send(r#"{"type":"configure","actions":[{"type":"add_stream","id":"webrtc_ros-stream-123"},{"type":"add_video_track","stream_id":"webrtc_ros-stream-123","id":"webrtc_ros-stream-123/subscribed_video","src":"ros_image:/camera/image_raw"}]}"#)
@@ -263,7 +270,10 @@ async fn a_webrtc_ros_js_client_attaches_by_query_string_and_sends_configure_fir
     let vid = joined["peer"].as_str().unwrap().to_string();
     let configure = r.host.recv_type("configure").await;
     assert_eq!(configure["from"], vid.as_str());
-    assert_eq!(configure["actions"][1]["src"], "ros_image:/camera/image_raw");
+    assert_eq!(
+        configure["actions"][1]["src"],
+        "ros_image:/camera/image_raw"
+    );
     // The server tells the viewer its id first (webrtc_ros.js ignores it).
     let init = viewer.recv_type("init").await;
     assert_eq!(init["peer"], vid.as_str());
@@ -285,7 +295,10 @@ async fn a_webrtc_ros_js_client_attaches_by_query_string_and_sends_configure_fir
             .await,
         Some(404)
     );
-    assert_eq!(server.upgrade_status(server.url("/webrtc?join=nope")).await, Some(404));
+    assert_eq!(
+        server.upgrade_status(server.url("/webrtc?join=nope")).await,
+        Some(404)
+    );
     assert_eq!(
         server
             .upgrade_status(server.url(&format!("/webrtc?join={}", r.resume)))
@@ -333,7 +346,11 @@ async fn the_host_resumes_within_the_grace_period() {
     let (mut g, gid) = attach(&server, &mut r, "join").await;
     let (mut w, wid) = attach(&server, &mut r, "watch").await;
     let Room {
-        host, join, watch, resume, host_id,
+        host,
+        join,
+        watch,
+        resume,
+        host_id,
     } = r;
     drop(host); // no close frame: the network dropped
     g.recv_type("host_left").await;
@@ -344,7 +361,10 @@ async fn the_host_resumes_within_the_grace_period() {
     // New guests can still enter, and learn the host is away.
     let mut late = server.connect().await;
     late.send_json(json!({"type":"init","join":join})).await;
-    let late_id = late.recv_type("init").await["peer"].as_str().unwrap().to_string();
+    let late_id = late.recv_type("init").await["peer"]
+        .as_str()
+        .unwrap()
+        .to_string();
     late.recv_type("host_left").await;
 
     let mut host = server.connect().await;
@@ -359,7 +379,10 @@ async fn the_host_resumes_within_the_grace_period() {
     let mut present = Vec::new();
     for _ in 0..3 {
         let j = host.recv_type("peer_joined").await;
-        present.push((j["peer"].as_str().unwrap().to_string(), j["role"].as_str().unwrap().to_string()));
+        present.push((
+            j["peer"].as_str().unwrap().to_string(),
+            j["role"].as_str().unwrap().to_string(),
+        ));
     }
     present.sort();
     let mut want = vec![
@@ -377,11 +400,15 @@ async fn the_host_resumes_within_the_grace_period() {
     assert_eq!(host.recv().await["from"], gid.as_str());
     // The old secret is spent.
     let mut thief = server.connect().await;
-    thief.send_json(json!({"type":"init","resume":resume})).await;
+    thief
+        .send_json(json!({"type":"init","resume":resume}))
+        .await;
     thief.expect_error("room_not_found").await;
     // Resuming again with the new secret takes over from a half-open host.
     let mut host2 = server.connect().await;
-    host2.send_json(json!({"type":"init","resume":new_resume})).await;
+    host2
+        .send_json(json!({"type":"init","resume":new_resume}))
+        .await;
     assert_eq!(host2.recv_type("init").await["join"], join.as_str());
     assert_eq!(host.ended().await, Ended::Dropped);
     g.recv_type("host_joined").await;
@@ -409,7 +436,9 @@ async fn the_room_closes_when_the_grace_period_ends() {
         c.expect_error("room_not_found").await;
     }
     assert_eq!(
-        server.upgrade_status(server.url(&format!("/webrtc?join={join}"))).await,
+        server
+            .upgrade_status(server.url(&format!("/webrtc?join={join}")))
+            .await,
         Some(404)
     );
     server.stop().await;

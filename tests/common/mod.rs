@@ -64,7 +64,10 @@ impl TestServer {
     }
 
     /// The HTTP status of a refused upgrade, or `None` if it was accepted.
-    pub async fn upgrade_status(&self, request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin) -> Option<u16> {
+    pub async fn upgrade_status(
+        &self,
+        request: impl tokio_tungstenite::tungstenite::client::IntoClientRequest + Unpin,
+    ) -> Option<u16> {
         match tokio_tungstenite::connect_async(request).await {
             Ok(_) => None,
             Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),
@@ -99,7 +102,13 @@ impl TestServer {
     pub async fn metric(&self, series: &str) -> f64 {
         let (_, _, body) = self.get("/metrics").await;
         body.lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+            .find_map(|l| {
+                l.strip_prefix(series)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .unwrap_or_else(|| panic!("no series {series} in:\n{body}"))
     }
 
@@ -260,7 +269,12 @@ pub async fn room(server: &TestServer) -> Room {
     let mut host = server.connect().await;
     host.send(r#"{"type":"init"}"#).await;
     let init = host.recv_type("init").await;
-    let s = |k: &str| init[k].as_str().unwrap_or_else(|| panic!("{k} in {init}")).to_string();
+    let s = |k: &str| {
+        init[k]
+            .as_str()
+            .unwrap_or_else(|| panic!("{k} in {init}"))
+            .to_string()
+    };
     Room {
         join: s("join"),
         watch: s("watch"),
@@ -273,7 +287,11 @@ pub async fn room(server: &TestServer) -> Room {
 /// Attaches a guest (`"join"`) or watcher (`"watch"`) with `token` and
 /// consumes the host's `peer_joined`. Returns the client and its peer id.
 pub async fn attach(server: &TestServer, room: &mut Room, role: &str) -> (Client, String) {
-    let token = if role == "join" { &room.join } else { &room.watch };
+    let token = if role == "join" {
+        &room.join
+    } else {
+        &room.watch
+    };
     let mut c = server.connect().await;
     c.send_json(json!({"type": "init", role: token})).await;
     let init = c.recv_type("init").await;
