@@ -239,6 +239,7 @@
     let timer = null;
     let stopped = false;
     let countdown = null;
+    let everOpened = false;
 
     function connect() {
       clearTimeout(timer);
@@ -254,6 +255,7 @@
       sock.onopen = () => {
         if (sock !== ws) return;
         demo.wsState = 'open';
+        everOpened = true;
         handlers.onOpen();
       };
       sock.onmessage = (ev) => {
@@ -271,11 +273,12 @@
         ws = null;
         if (stopped) return;
         const delay = backoffDelay(attempt++);
-        handlers.onDrop(ev, delay);
+        const what = everOpened ? 'Connection lost' : 'Cannot reach the server';
+        handlers.onDrop(ev, what + ' — retrying in ' + Math.ceil(delay / 1000) + ' s…');
         let left = Math.ceil(delay / 1000);
         countdown = setInterval(() => {
           left -= 1;
-          if (left > 0) handlers.onCountdown(left);
+          if (left > 0) handlers.onDrop(null, what + ' — retrying in ' + left + ' s…');
         }, 1000);
         timer = setTimeout(connect, delay);
       };
@@ -367,7 +370,6 @@
     draw();
     const timer = setInterval(draw, 1000 / 30);
     const stream = canvas.captureStream(30);
-    stream.getVideoTracks().forEach((tr) => { tr.contentHint = 'motion'; });
     return { stream, stop() { clearInterval(timer); stream.getTracks().forEach((tr) => tr.stop()); } };
   }
 
@@ -659,6 +661,11 @@
       const url = signallingUrl(location, serverOverride);
       demo.serverUrl = url;
       ui.serverUrl.textContent = url || '—';
+      if (!url) {
+        showError('This page was not loaded from a signalling server. Add ?server=wss://host/webrtc to the address.');
+        stop();
+        return;
+      }
       setState('connecting', 'Connecting to server…');
       signal = createSignal(url, {
         onOpen() {
@@ -668,11 +675,8 @@
           else signal.send({ type: 'init' });
         },
         onMessage,
-        onDrop(ev, delay) {
-          setState('reconnecting', 'Connection lost — reconnecting in ' + Math.ceil(delay / 1000) + ' s…');
-        },
-        onCountdown(left) {
-          setState('reconnecting', 'Connection lost — reconnecting in ' + left + ' s…');
+        onDrop(ev, text) {
+          setState('reconnecting', text);
         },
         onFatal(text) {
           setState('error', 'Cannot connect');
@@ -796,6 +800,8 @@
       pendingLocal = [];
       answerSent = false;
       prevStats = null;
+      demo.stats = null;
+      for (const el of Object.values(stat)) el.textContent = '—';
     }
 
     function sendConfigure(removeOld) {
@@ -1017,13 +1023,9 @@
         signal.send(init);
       },
       onMessage,
-      onDrop(ev, delay) {
-        closePc();
-        configured = false;
-        view('reconnecting', 'Connection lost — reconnecting in ' + Math.ceil(delay / 1000) + ' s…', undefined, 'warn');
-      },
-      onCountdown(left) {
-        view('reconnecting', 'Connection lost — reconnecting in ' + left + ' s…', undefined, 'warn');
+      onDrop(ev, text) {
+        if (ev) { closePc(); configured = false; }
+        view('reconnecting', text, undefined, 'warn');
       },
       onFatal(text) {
         view('error', 'Cannot connect', text, 'bad');

@@ -130,6 +130,9 @@ try {
         words: u.describeError('room_not_found', 'no such room'),
         other: u.describeError('bad_message', 'missing field sdp'),
         role: window.signalDemo.role,
+        fpSame: u.sdpFingerprint('v=0\r\na=fingerprint:sha-256 AB:CD\r\n') === u.sdpFingerprint('v=0\r\no=x\r\na=fingerprint:sha-256 ab:cd\r\n'),
+        fpDiff: u.sdpFingerprint('a=fingerprint:sha-256 AB:CD') !== u.sdpFingerprint('a=fingerprint:sha-256 AB:CE'),
+        configure: u.buildConfigure('s1', 'ros_image:/camera/image_raw'),
       };
     });
     assert(r.fromWire.candidate.startsWith('candidate:1') && r.fromWire.sdpMid === '0' && r.fromWire.sdpMLineIndex === 0, 'iceFromWire ' + JSON.stringify(r.fromWire));
@@ -139,6 +142,10 @@ try {
     assert(r.wsUrl === 'wss://x.example/webrtc', 'signalling URL from https origin: ' + r.wsUrl);
     assert(/not valid/.test(r.words) && /missing field sdp/.test(r.other), 'error words');
     assert(r.role === 'host', 'role host without a token');
+    assert(r.fpSame && r.fpDiff, 'sdpFingerprint tells connections apart');
+    assert(JSON.stringify(r.configure) === JSON.stringify({ type: 'configure', actions: [
+      { type: 'add_stream', id: 's1' },
+      { type: 'add_video_track', stream_id: 's1', id: 's1/subscribed_video', src: 'ros_image:/camera/image_raw' }] }), 'configure ' + JSON.stringify(r.configure));
   }, { critical: true });
 
   await check('host shares the test pattern and shows watch and join links', async () => {
@@ -158,7 +165,7 @@ try {
   }, { critical: true });
 
   await check('watcher and guest pages play the video (videoWidth > 0)', async () => {
-    watcher = await newPage(browser, 'watcher');
+    watcher = await newPage(browser, 'watcher', { width: 1280, height: 960 });
     guest = await newPage(browser, 'guest', { width: 390, height: 844 });
     await Promise.all([watcher.goto(withIce(links.watch)), guest.goto(withIce(links.join))]);
     try {
@@ -207,7 +214,7 @@ try {
   await check('screenshot of a viewer with video playing', async () => {
     await watcher.waitForFunction(() => /\d/.test(document.getElementById('stat-fps').textContent), null, { timeout: T.short });
     const file = join(shotDir, 'screenshot-viewer.png');
-    await watcher.screenshot({ path: file });
+    await watcher.screenshot({ path: file, fullPage: true });
     await guest.screenshot({ path: join(shotDir, 'screenshot-viewer-phone.png') });
     await host.screenshot({ path: join(shotDir, 'screenshot-host.png') });
     log(`  screenshots in ${shotDir}`);
@@ -290,6 +297,18 @@ try {
     const st = await stranger.evaluate(() => ({ state: window.signalDemo.state, code: window.signalDemo.error && window.signalDemo.error.code }));
     assert(st.state === 'error' && st.code === 'room_not_found', 'state ' + JSON.stringify(st));
     await stranger.screenshot({ path: join(shotDir, 'screenshot-error.png') });
+  });
+
+  await check('?server= override (WebSocket at /) is used and carried into the links', async () => {
+    const ws = `ws://${base.host}/`;
+    const page = await newPage(browser, 'host2');
+    await page.goto(new URL(`/?ice=none&server=${encodeURIComponent(ws)}`, base).toString());
+    await page.click('#share-button');
+    await page.waitForFunction(() => window.signalDemo.links.watch && window.signalDemo.state === 'waiting', null, { timeout: T.short });
+    const r = await page.evaluate(() => ({ url: window.signalDemo.serverUrl, watch: window.signalDemo.links.watch, footer: document.getElementById('server-url').textContent }));
+    assert(r.url === ws && r.footer === ws, 'signalling URL ' + JSON.stringify(r));
+    assert(new URL(r.watch).searchParams.get('server') === ws, 'watch link carries server: ' + r.watch);
+    await page.context().close();
   });
 
   await check('no uncaught errors in any page', async () => {

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it:
+#   1. installs what the tests need (scripts/install-test-deps.sh)
+#   2. cargo tests: unit and integration tests over real sockets
+#   3. headless Chromium end to end: demo page, real video (scripts/browser-test.sh)
+#   4. robot end to end: aiortc webrtc_ros emulator + bridge + Chromium (scripts/bridge-e2e.sh)
+#   5. a short fuzz run of every target (scripts/fuzz.sh)
+#   6. a short soak with hostile clients and message accounting (scripts/soak.sh)
+# Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rust_only=0
+[ "${1:-}" = "--rust-only" ] && rust_only=1
+
+step() { printf '\n=== %s ===\n' "$*"; }
+failed=()
+run() {
+  local name=$1; shift
+  step "$name"
+  if "$@"; then echo "--- $name: ok"; else echo "--- $name: FAILED"; failed+=("$name"); fi
+}
+
+if [ $rust_only -eq 0 ]; then
+  step "install test dependencies"
+  scripts/install-test-deps.sh
+fi
+
+step "build"
+cargo build --workspace --all-targets --locked
+
+run "cargo test" cargo test --workspace --locked
+
+if [ $rust_only -eq 0 ]; then
+  run "browser end to end" scripts/browser-test.sh target/debug/signal-server
+  [ -x scripts/bridge-e2e.sh ] && run "bridge end to end" scripts/bridge-e2e.sh target/debug/signal-server
+  [ -x scripts/fuzz.sh ] && run "fuzz (${FUZZ_SECONDS:-60} s)" scripts/fuzz.sh --total-seconds "${FUZZ_SECONDS:-60}"
+  [ -x scripts/soak.sh ] && run "soak (${SOAK_SECONDS:-60} s)" scripts/soak.sh --seconds "${SOAK_SECONDS:-60}"
+fi
+
+step "summary"
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "failed: ${failed[*]}"
+  exit 1
+fi
+echo "all test stages passed"
