@@ -25,6 +25,7 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod metrics;

@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# End-to-end test of `signal-server bridge` with real WebRTC on both sides:
+#
+#   webrtc_ros emulator (aiortc) <-ws-> bridge ==ws==> server <== 2 x headless Chromium
+#
+#   scripts/bridge-e2e.sh [path-to-signal-server-binary]   (default target/debug/signal-server)
+#
+# Installs what is missing (Debian's chromium and iproute2, nodejs/npm, npm
+# playwright-core, PyPI packages of tests/e2e/requirements.txt), then runs the
+# server, the emulator and tests/browser/bridge-e2e.mjs (which starts, kills and
+# restarts the bridge) inside a fresh network namespace, so that all traffic
+# stays on this machine: a veth pair with addresses in 198.51.100.0/24 and a
+# default route (Chromium gathers no ICE candidates without one, aiortc none on
+# loopback alone).
+#
+# Environment:
+#   PORT=9098          the server's port inside the namespace
+#   ROBOT_PORT=9090    the emulator's port (webrtc_ros's usual one)
+#   PYTHON=python3     the Python that runs the emulator
+#   KEEP_LOGS=1        keep the logs directory (its path is printed)
+# Prints "bridge-e2e: N passed, N failed" last; exit code 0 when all passed.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+bin="${1:-target/debug/signal-server}"
+case "$bin" in /*) ;; *) bin="$repo/$bin" ;; esac
+python="${PYTHON:-python3}"
+
+fail_setup() {
+  echo "bridge-e2e: $*" >&2
+  echo "bridge-e2e: 0 passed, 1 failed"
+  exit 1
+}
+
+[[ -x "$bin" ]] || fail_setup "no binary at $bin (build it with: cargo build)"
+
+as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+apt_updated=0
+apt_install() {
+  if [[ $apt_updated -eq 0 ]]; then
+    as_root apt-get update -q
+    apt_updated=1
+  fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
+}
+
+# --- what the test needs -------------------------------------------------------
+if [[ ! -x /usr/bin/chromium ]] || ! command -v ip >/dev/null 2>&1; then
+  echo "bridge-e2e: installing chromium and iproute2" >&2
+  apt_install chromium iproute2
+fi
+if ! command -v node >/dev/null 2>&1; then
+  echo "bridge-e2e: installing nodejs and npm" >&2
+  apt_install nodejs npm
+fi
+if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
+  echo "bridge-e2e: installing playwright-core (npm)" >&2
+  (cd tests/browser && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
+fi
+if ! "$python" -c 'import aiortc, websockets, numpy, av' >/dev/null 2>&1; then
+  echo "bridge-e2e: installing the emulator's Python packages (tests/e2e/requirements.txt)" >&2
+  if ! "$python" -m pip --version >/dev/null 2>&1; then
+    apt_install python3-pip
+  fi
+  "$python" -m pip install -q -r tests/e2e/requirements.txt \
+    || "$python" -m pip install -q --break-system-packages -r tests/e2e/requirements.txt \
+    || fail_setup "cannot install tests/e2e/requirements.txt"
+fi
+
+# --- run everything inside a private network namespace ----------------------------
+logs="$(mktemp -d -t bridge-e2e.XXXXXX)"
+port="${PORT:-9098}"
+robot_port="${ROBOT_PORT:-9090}"
+
+if [[ $(id -u) -eq 0 ]]; then
+  unshare_cmd=(unshare --net)
+else
+  unshare_cmd=(unshare --user --map-root-user --net)
+fi
+
+set +e
+# shellcheck disable=SC2016  # the inner script is expanded inside the namespace
+"${unshare_cmd[@]}" bash -c '
+  set -uo pipefail
+  bin="$1"; port="$2"; robot_port="$3"; logs="$4"; python="$5"
+  ip link set lo up
+  ip link add v0 type veth peer name v1
+  ip addr add 198.51.100.1/24 dev v0
+  ip addr add 198.51.100.2/24 dev v1
+  ip link set v0 up
+  ip link set v1 up
+  ip route add default via 198.51.100.2 dev v0
+
+  "$bin" --bind "127.0.0.1:$port" --host-grace 30s >"$logs/server.log" 2>&1 &
+  server=$!
+  "$python" tests/e2e/robot_emulator.py --host 127.0.0.1 --port "$robot_port" \
+    >"$logs/emulator.jsonl" 2>"$logs/emulator.err" &
+  emulator=$!
+  stop() {
+    local pid=$1
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  }
+  cleanup() { stop "$emulator"; stop "$server"; }
+  trap cleanup EXIT
+
+  ready=0
+  for _ in $(seq 150); do
+    if ! kill -0 "$server" 2>/dev/null || ! kill -0 "$emulator" 2>/dev/null; then break; fi
+    if grep -q "\"listening\"" "$logs/emulator.jsonl" 2>/dev/null \
+      && node -e "fetch(process.argv[1]).then(r => process.exit(r.status === 200 ? 0 : 1), () => process.exit(1))" \
+           "http://127.0.0.1:$port/healthz"; then
+      ready=1; break
+    fi
+    sleep 0.2
+  done
+  if [[ $ready -ne 1 ]]; then
+    echo "bridge-e2e: the server or the emulator did not start" >&2
+    tail -n 20 "$logs/server.log" "$logs/emulator.err" >&2
+    echo "bridge-e2e: 0 passed, 1 failed"
+    exit 1
+  fi
+
+  BRIDGE_BIN="$bin" ROBOT_URL="ws://127.0.0.1:$robot_port/webrtc" \
+  EMULATOR_LOG="$logs/emulator.jsonl" STATE_FILE="$logs/bridge-state.json" \
+  BRIDGE_LOG="$logs/bridge.log" \
+    timeout 600 node tests/browser/bridge-e2e.mjs "http://127.0.0.1:$port/"
+  rc=$?
+  if [[ $rc -eq 124 ]]; then
+    echo "bridge-e2e: the test ran out of time"
+    echo "bridge-e2e: 0 passed, 1 failed"
+  fi
+  if [[ $rc -ne 0 ]]; then
+    for f in bridge.log server.log emulator.err emulator.jsonl; do
+      echo "--- $f (last 40 lines) ---" >&2
+      tail -n 40 "$logs/$f" >&2
+    done
+  fi
+  exit $rc
+' bridge-e2e "$bin" "$port" "$robot_port" "$logs" "$python"
+rc=$?
+set -e
+
+if [[ -n "${KEEP_LOGS:-}" ]]; then
+  echo "bridge-e2e: logs kept in $logs" >&2
+else
+  rm -rf "$logs"
+fi
+exit $rc

@@ -1,0 +1,723 @@
+//! Test helpers for the bridge: the real server in-process, a scripted
+//! stand-in for webrtc_ros, a TCP proxy that can cut the bridge off, viewer
+//! clients, and the bridge itself in-process. Every wait is for an event,
+//! bounded by a timeout.
+
+#![allow(dead_code)]
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use signal_server::bridge::{self, BridgeArgs, BridgeError, BridgeEvent, RoomLinks};
+use signal_server::config::Config;
+use signal_server::metrics::Metrics;
+use signal_server::rooms::{MemoryRegistry, RoomLimits};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long any single expected event may take (a loaded 2-core machine).
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(WAIT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The signalling server, in-process
+// ---------------------------------------------------------------------------
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    pub async fn start(config: Config) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(signal_server::server::run(listener, config, async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    /// A server whose rooms live in `registry` (shared with a later server, as
+    /// a shared room store would be).
+    pub async fn start_with(
+        config: Config,
+        registry: MemoryRegistry,
+        metrics: Metrics,
+    ) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(signal_server::server::run_with(
+            listener,
+            config,
+            registry,
+            metrics,
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        TestServer {
+            addr,
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/webrtc", self.addr)
+    }
+
+    /// Shuts the server down (every socket closed 1001) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        within("the server to stop", &mut self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+pub fn registry(config: &Config) -> (MemoryRegistry, Metrics) {
+    let metrics = Metrics::new();
+    let registry = MemoryRegistry::new(
+        RoomLimits {
+            max_peers: config.max_peers_per_room,
+            host_grace: config.host_grace,
+        },
+        metrics.clone(),
+    );
+    (registry, metrics)
+}
+
+// ---------------------------------------------------------------------------
+// A stand-in for webrtc_ros
+// ---------------------------------------------------------------------------
+
+/// What the stand-in saw, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RobotLog {
+    /// A WebSocket connection (one WebRTC peer connection on a real robot).
+    Opened(u32),
+    /// A text message on a connection, as JSON.
+    Received(u32, Value),
+    /// A connection ended.
+    Closed(u32),
+}
+
+struct RobotCtl {
+    down: AtomicBool,
+    next_id: AtomicU32,
+    kill: watch::Sender<u64>,
+    log: Mutex<Vec<RobotLog>>,
+    tx: mpsc::UnboundedSender<RobotLog>,
+}
+
+/// A WebSocket server that behaves like webrtc_ros's `/webrtc`: nothing until
+/// `configure`, then an `offer` and two `ice_candidate`s, each naming the
+/// connection so tests can tell whose they are. It records everything.
+pub struct RobotStub {
+    pub addr: SocketAddr,
+    ctl: Arc<RobotCtl>,
+    rx: mpsc::UnboundedReceiver<RobotLog>,
+    pending: VecDeque<RobotLog>,
+    task: JoinHandle<()>,
+}
+
+impl RobotStub {
+    pub async fn start() -> RobotStub {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (kill, _) = watch::channel(0u64);
+        let ctl = Arc::new(RobotCtl {
+            down: AtomicBool::new(false),
+            next_id: AtomicU32::new(1),
+            kill,
+            log: Mutex::new(Vec::new()),
+            tx,
+        });
+        let accept_ctl = Arc::clone(&ctl);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                if accept_ctl.down.load(Ordering::SeqCst) {
+                    // webrtc_ros is not running: the connection goes nowhere.
+                    drop(tcp);
+                    continue;
+                }
+                tokio::spawn(robot_conn(tcp, Arc::clone(&accept_ctl)));
+            }
+        });
+        RobotStub {
+            addr,
+            ctl,
+            rx,
+            pending: VecDeque::new(),
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/webrtc", self.addr)
+    }
+
+    /// While down, connections are dropped before the WebSocket handshake.
+    pub fn set_down(&self, down: bool) {
+        self.ctl.down.store(down, Ordering::SeqCst);
+    }
+
+    /// Drops every open connection at once (webrtc_ros crashing).
+    pub fn kill_all(&self) {
+        self.ctl.kill.send_modify(|n| *n += 1);
+    }
+
+    /// Everything seen so far.
+    pub fn log(&self) -> Vec<RobotLog> {
+        self.ctl.log.lock().unwrap().clone()
+    }
+
+    pub fn opened_count(&self) -> usize {
+        self.log()
+            .iter()
+            .filter(|e| matches!(e, RobotLog::Opened(_)))
+            .count()
+    }
+
+    /// Messages received on connection `id`.
+    pub fn received_on(&self, id: u32) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter_map(|e| match e {
+                RobotLog::Received(i, v) if i == id => Some(v),
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub fn is_closed(&self, id: u32) -> bool {
+        self.log().contains(&RobotLog::Closed(id))
+    }
+
+    /// Waits for an event matching `pred`; events that do not match are kept
+    /// for later waits.
+    pub async fn wait_for<T>(
+        &mut self,
+        what: &str,
+        mut pred: impl FnMut(&RobotLog) -> Option<T>,
+    ) -> T {
+        if let Some(i) = self.pending.iter().position(|e| pred(e).is_some()) {
+            let e = self.pending.remove(i).unwrap();
+            return pred(&e).unwrap();
+        }
+        let rx = &mut self.rx;
+        let pending = &mut self.pending;
+        within(what, async {
+            loop {
+                let e = rx.recv().await.expect("robot stub stopped");
+                if let Some(v) = pred(&e) {
+                    return v;
+                }
+                pending.push_back(e);
+            }
+        })
+        .await
+    }
+
+    pub async fn opened(&mut self) -> u32 {
+        self.wait_for("a robot connection", |e| match e {
+            RobotLog::Opened(id) => Some(*id),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn received(&mut self, id: u32, kind: &str) -> Value {
+        let what = format!("`{kind}` on robot connection {id}");
+        self.wait_for(&what, |e| match e {
+            RobotLog::Received(i, v) if *i == id && v["type"] == kind => Some(v.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    pub async fn closed(&mut self, id: u32) {
+        let what = format!("robot connection {id} to close");
+        self.wait_for(&what, |e| (*e == RobotLog::Closed(id)).then_some(()))
+            .await
+    }
+}
+
+impl Drop for RobotStub {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.kill_all();
+    }
+}
+
+fn record(ctl: &RobotCtl, e: RobotLog) {
+    ctl.log.lock().unwrap().push(e.clone());
+    let _ = ctl.tx.send(e);
+}
+
+async fn robot_conn(tcp: TcpStream, ctl: Arc<RobotCtl>) {
+    let mut kill = ctl.kill.subscribe();
+    let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+        return;
+    };
+    let id = ctl.next_id.fetch_add(1, Ordering::SeqCst);
+    record(&ctl, RobotLog::Opened(id));
+    let mut offers = 0;
+    loop {
+        tokio::select! {
+            _ = kill.changed() => break,
+            frame = ws.next() => match frame {
+                Some(Ok(Message::Text(text))) => {
+                    let Ok(v) = serde_json::from_str::<Value>(text.as_str()) else {
+                        // As webrtc_ros does: invalid JSON drops the client.
+                        break;
+                    };
+                    let configure = v["type"] == "configure";
+                    record(&ctl, RobotLog::Received(id, v));
+                    if configure {
+                        offers += 1;
+                        let replies = [
+                            json!({"type": "offer", "sdp": format!("v=0\r\no=robot {id} {offers} IN IP4 127.0.0.1\r\ns=robot-conn-{id}\r\n")}),
+                            json!({"type": "ice_candidate", "sdp_mid": "video", "sdp_mline_index": 0,
+                                   "candidate": format!("candidate:{id}1 1 udp 2122260223 198.51.100.1 {} typ host", 5000 + id)}),
+                            json!({"type": "ice_candidate", "sdp_mid": "video", "sdp_mline_index": 0,
+                                   "candidate": format!("candidate:{id}2 1 udp 2122260223 198.51.100.1 {} typ host", 6000 + id)}),
+                        ];
+                        for r in replies {
+                            if ws.send(Message::text(r.to_string())).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+        }
+    }
+    record(&ctl, RobotLog::Closed(id));
+}
+
+/// The robot connection a message from the stand-in came from (`robot-conn-N`
+/// in an offer, `candidate:N1`/`candidate:N2` in a candidate).
+pub fn robot_conn_of(msg: &Value) -> Option<u32> {
+    if let Some(sdp) = msg["sdp"].as_str() {
+        let i = sdp.find("robot-conn-")? + "robot-conn-".len();
+        return sdp[i..].trim_end().parse().ok();
+    }
+    let c = msg["candidate"].as_str()?;
+    let digits = c.strip_prefix("candidate:")?.split(' ').next()?;
+    digits[..digits.len() - 1].parse().ok()
+}
+
+// ---------------------------------------------------------------------------
+// A TCP proxy between the bridge and the server
+// ---------------------------------------------------------------------------
+
+struct ProxyCtl {
+    target: Mutex<SocketAddr>,
+    blocked: AtomicBool,
+    cut: watch::Sender<u64>,
+}
+
+/// Forwards TCP to a target that can change; can cut every connection (a
+/// network drop) and refuse new ones (the server unreachable).
+pub struct Proxy {
+    pub addr: SocketAddr,
+    ctl: Arc<ProxyCtl>,
+    task: JoinHandle<()>,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (cut, _) = watch::channel(0u64);
+        let ctl = Arc::new(ProxyCtl {
+            target: Mutex::new(target),
+            blocked: AtomicBool::new(false),
+            cut,
+        });
+        let accept_ctl = Arc::clone(&ctl);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else {
+                    return;
+                };
+                if accept_ctl.blocked.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let target = *accept_ctl.target.lock().unwrap();
+                let mut cut = accept_ctl.cut.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = cut.changed() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Proxy { addr, ctl, task }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/webrtc", self.addr)
+    }
+
+    pub fn set_target(&self, target: SocketAddr) {
+        *self.ctl.target.lock().unwrap() = target;
+    }
+
+    pub fn set_blocked(&self, blocked: bool) {
+        self.ctl.blocked.store(blocked, Ordering::SeqCst);
+    }
+
+    /// Drops every proxied connection without a close frame.
+    pub fn sever(&self) {
+        self.ctl.cut.send_modify(|n| *n += 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.sever();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Viewers
+// ---------------------------------------------------------------------------
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A browser stand-in on the watch (or join) link.
+pub struct Viewer {
+    ws: Ws,
+    pub peer: String,
+    /// Everything received, in order (the init reply excluded).
+    pub log: Vec<Value>,
+    pending: VecDeque<Value>,
+}
+
+impl Viewer {
+    /// Connects with `?watch=TOKEN` (or `?join=`), as the demo page's
+    /// webrtc_ros.js-style clients do, and reads the init reply.
+    pub async fn connect(server: SocketAddr, kind: &str, token: &str) -> Viewer {
+        let url = format!("ws://{server}/webrtc?{kind}={token}");
+        let (ws, _) = within("a viewer to connect", tokio_tungstenite::connect_async(url))
+            .await
+            .expect("viewer connect");
+        let mut viewer = Viewer {
+            ws,
+            peer: String::new(),
+            log: Vec::new(),
+            pending: VecDeque::new(),
+        };
+        let init = viewer.next_raw().await;
+        assert_eq!(init["type"], "init", "{init}");
+        assert_eq!(init["role"], kind, "{init}");
+        viewer.peer = init["peer"].as_str().unwrap().to_string();
+        viewer
+    }
+
+    pub async fn watch(server: SocketAddr, links: &RoomLinks) -> Viewer {
+        Viewer::connect(server, "watch", &links.watch).await
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    async fn next_raw(&mut self) -> Value {
+        let ws = &mut self.ws;
+        within("a message for the viewer", async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        return serde_json::from_str::<Value>(t.as_str()).unwrap()
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("viewer connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// The next message of type `kind`; others are kept for later waits.
+    pub async fn recv(&mut self, kind: &str) -> Value {
+        if let Some(i) = self.pending.iter().position(|m| m["type"] == kind) {
+            return self.pending.remove(i).unwrap();
+        }
+        loop {
+            let m = self.next_raw().await;
+            self.log.push(m.clone());
+            if m["type"] == kind {
+                return m;
+            }
+            self.pending.push_back(m);
+        }
+    }
+
+    /// The next error with this code.
+    pub async fn error(&mut self, code: &str) -> Value {
+        let e = self.recv("error").await;
+        assert_eq!(e["code"], code, "{e}");
+        e
+    }
+
+    /// An offer and its two candidates from the robot; returns the robot
+    /// connection they came from.
+    pub async fn expect_offer(&mut self) -> u32 {
+        let offer = self.recv("offer").await;
+        assert_eq!(offer["to"], self.peer.as_str(), "{offer}");
+        assert!(offer.get("from").is_none(), "{offer}");
+        let conn = robot_conn_of(&offer).expect("offer names its robot connection");
+        for _ in 0..2 {
+            let ice = self.recv("ice_candidate").await;
+            assert_eq!(ice["to"], self.peer.as_str(), "{ice}");
+            assert_eq!(robot_conn_of(&ice), Some(conn), "{ice}");
+        }
+        conn
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Read until the server has answered the close.
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+pub fn configure(stream: &str, src: &str) -> Value {
+    json!({"type": "configure", "actions": [
+        {"type": "add_stream", "id": stream},
+        {"type": "add_video_track", "stream_id": stream, "id": format!("{stream}/subscribed_video"), "src": src},
+    ]})
+}
+
+pub fn answer(sdp: &str) -> Value {
+    json!({"type": "answer", "sdp": sdp})
+}
+
+pub fn ice(candidate: &str) -> Value {
+    json!({"type": "ice_candidate", "sdp_mid": "0", "sdp_mline_index": 0, "candidate": candidate})
+}
+
+// ---------------------------------------------------------------------------
+// The bridge, in-process
+// ---------------------------------------------------------------------------
+
+pub struct BridgeRun {
+    events: mpsc::UnboundedReceiver<BridgeEvent>,
+    pub seen: Vec<BridgeEvent>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), BridgeError>>,
+}
+
+/// Bridge options for tests: quick reconnection, plus `extra`.
+pub fn bridge_args(server: &str, robot: &str, extra: &[&str]) -> BridgeArgs {
+    let mut argv = vec![
+        "bridge",
+        "--server",
+        server,
+        "--robot",
+        robot,
+        "--backoff-min",
+        "20ms",
+        "--backoff-max",
+        "200ms",
+        "--connect-timeout",
+        "5s",
+    ];
+    argv.extend_from_slice(extra);
+    BridgeArgs::parse_from(argv).unwrap()
+}
+
+impl BridgeRun {
+    pub fn start(args: BridgeArgs) -> BridgeRun {
+        let (tx, events) = mpsc::unbounded_channel();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(bridge::run_with_events(
+            args,
+            async move {
+                let _ = rx.await;
+            },
+            tx,
+        ));
+        BridgeRun {
+            events,
+            seen: Vec::new(),
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn next_event(&mut self) -> BridgeEvent {
+        let events = &mut self.events;
+        let e = within("a bridge event", events.recv())
+            .await
+            .expect("bridge ended");
+        self.seen.push(e.clone());
+        e
+    }
+
+    /// The next room the bridge hosts.
+    pub async fn room(&mut self) -> RoomLinks {
+        loop {
+            if let BridgeEvent::Room(links) = self.next_event().await {
+                return links;
+            }
+        }
+    }
+
+    /// The next lost server connection.
+    pub async fn disconnected(&mut self) -> String {
+        loop {
+            if let BridgeEvent::Disconnected { reason } = self.next_event().await {
+                return reason;
+            }
+        }
+    }
+
+    /// Stops the bridge as SIGTERM would, and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        within("the bridge to stop", &mut self.task)
+            .await
+            .expect("bridge task")
+            .expect("bridge result");
+    }
+}
+
+impl Drop for BridgeRun {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A scripted signalling server, for what the real one would never send.
+pub struct FakeServer {
+    listener: TcpListener,
+    pub addr: SocketAddr,
+}
+
+pub struct FakeConn {
+    ws: WebSocketStream<TcpStream>,
+}
+
+impl FakeServer {
+    pub async fn start() -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        FakeServer { listener, addr }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/webrtc", self.addr)
+    }
+
+    pub async fn accept(&self) -> FakeConn {
+        let (tcp, _) = within("the bridge to connect", self.listener.accept())
+            .await
+            .unwrap();
+        let ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+        FakeConn { ws }
+    }
+}
+
+impl FakeConn {
+    /// The next frame that is not a ping or pong (`None` at the end).
+    pub async fn ws_next(&mut self) -> Option<Message> {
+        let ws = &mut self.ws;
+        within("a frame from the bridge", async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(m)) => return Some(m),
+                    _ => return None,
+                }
+            }
+        })
+        .await
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    pub async fn recv(&mut self) -> Value {
+        let ws = &mut self.ws;
+        within("a message from the bridge", async {
+            loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => {
+                        return serde_json::from_str::<Value>(t.as_str()).unwrap()
+                    }
+                    Some(Ok(_)) => continue,
+                    other => panic!("bridge connection ended: {other:?}"),
+                }
+            }
+        })
+        .await
+    }
+}
+
+/// Counts messages by robot connection in a viewer's log.
+pub fn conns_in(log: &[Value]) -> HashMap<Option<u32>, usize> {
+    let mut m = HashMap::new();
+    for v in log {
+        if v["type"] == "offer" || v["type"] == "ice_candidate" {
+            *m.entry(robot_conn_of(v)).or_default() += 1;
+        }
+    }
+    m
+}
