@@ -74,24 +74,11 @@ logs="$(mktemp -d -t bridge-e2e.XXXXXX)"
 port="${PORT:-9098}"
 robot_port="${ROBOT_PORT:-9090}"
 
-if [[ $(id -u) -eq 0 ]]; then
-  unshare_cmd=(unshare --net)
-else
-  unshare_cmd=(unshare --user --map-root-user --net)
-fi
-
 set +e
 # shellcheck disable=SC2016  # the inner script is expanded inside the namespace
-"${unshare_cmd[@]}" bash -c '
+"$repo/scripts/netns-run.sh" bash -c '
   set -uo pipefail
   bin="$1"; port="$2"; robot_port="$3"; logs="$4"; python="$5"
-  ip link set lo up
-  ip link add v0 type veth peer name v1
-  ip addr add 198.51.100.1/24 dev v0
-  ip addr add 198.51.100.2/24 dev v1
-  ip link set v0 up
-  ip link set v1 up
-  ip route add default via 198.51.100.2 dev v0
 
   "$bin" --bind "127.0.0.1:$port" --host-grace 30s >"$logs/server.log" 2>&1 &
   server=$!

@@ -5,7 +5,7 @@
 #
 # Installs what is missing (Debian's chromium and iproute2, npm playwright-core), then runs
 # the server and tests/browser/e2e.mjs inside a fresh network namespace, so that all media
-# traffic stays on this machine: a veth pair with addresses in 198.51.100.0/24 and a
+# traffic stays on this machine (scripts/netns-run.sh: a veth pair in 198.51.100.0/24 and a
 # default route (Chromium gathers no ICE candidates without one).
 #
 # Environment:
@@ -53,23 +53,10 @@ if [[ -n "${STATIC_DIR:-}" ]]; then
   server_args+=(--static-dir "$STATIC_DIR")
 fi
 
-if [[ $(id -u) -eq 0 ]]; then
-  unshare_cmd=(unshare --net)
-else
-  unshare_cmd=(unshare --user --map-root-user --net)
-fi
-
 # shellcheck disable=SC2016  # the inner script is expanded inside the namespace
-"${unshare_cmd[@]}" bash -c '
+"$repo/scripts/netns-run.sh" bash -c '
   set -uo pipefail
   bin="$1"; port="$2"; shift 2
-  ip link set lo up
-  ip link add v0 type veth peer name v1
-  ip addr add 198.51.100.1/24 dev v0
-  ip addr add 198.51.100.2/24 dev v1
-  ip link set v0 up
-  ip link set v1 up
-  ip route add default via 198.51.100.2 dev v0
 
   log="$(mktemp -t signal-server-e2e.XXXXXX.log)"
   "$bin" --bind "127.0.0.1:$port" "$@" >"$log" 2>&1 &
