@@ -137,33 +137,51 @@ async fn sigterm_and_sigint_close_sockets_with_1001_and_exit_0() {
 
 #[test]
 fn port_from_the_environment_is_used_without_bind() {
-    // Find a free port, then hand it to the server through PORT, as Heroku does.
     // The test also closes the log pipe early: the server must still shut
     // down cleanly (a log drain that goes away must not crash it).
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--log-format", "json"])
-        .env("PORT", port.to_string())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let mut listening = None;
-    for line in stderr.lines().map_while(Result::ok) {
-        let v: Value = serde_json::from_str(&line).unwrap();
-        if v["message"] == "listening" {
-            listening = v["local"].as_str().map(str::to_string);
-            break;
+    // A free port is found first and handed over through PORT, as Heroku does;
+    // another process may take it in between, so a failed bind is retried.
+    for _attempt in 0..5 {
+        let port = std::net::TcpListener::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(BIN)
+            .args(["--log-format", "json"])
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut listening = None;
+        let mut seen = Vec::new();
+        for line in stderr.lines().map_while(Result::ok) {
+            let v: Value = serde_json::from_str(&line).unwrap();
+            seen.push(line);
+            if v["message"] == "listening" {
+                listening = v["local"].as_str().map(str::to_string);
+                break;
+            }
         }
+        let Some(listening) = listening else {
+            // It exited without listening: the port was taken meanwhile.
+            let status = child.wait().unwrap();
+            assert!(
+                seen.iter().any(|l| l.contains("cannot listen")),
+                "{status}: {seen:?}"
+            );
+            continue;
+        };
+        signal(&child, "-TERM");
+        let status = wait_exit(&mut child, Duration::from_secs(10));
+        assert!(status.success(), "{status}");
+        assert_eq!(listening, format!("0.0.0.0:{port}"));
+        return;
     }
-    signal(&child, "-TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).success());
-    assert_eq!(listening, Some(format!("0.0.0.0:{port}")));
+    panic!("no free port in five attempts");
 }
 
 #[tokio::test]
