@@ -81,6 +81,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNAL_SERVER_BIND")]
     pub bind: Option<SocketAddr>,
 
+    /// Runtime worker threads: 0 (the default) starts one per CPU the process
+    /// may run on; 1 runs everything on a single-threaded runtime (what the
+    /// benchmarks pin to one core).
+    #[arg(long, env = "SIGNAL_SERVER_THREADS", default_value_t = 0)]
+    pub threads: usize,
+
     /// Interval between WebSocket pings to each client; a client silent for a
     /// whole interval after a ping is closed. Keep it under 55s behind Heroku.
     #[arg(long, env = "SIGNAL_SERVER_PING_INTERVAL", value_parser = duration, default_value = "20s")]
@@ -148,6 +154,24 @@ pub struct ServeArgs {
     /// in the binary (for developing the page).
     #[arg(long, env = "SIGNAL_SERVER_STATIC_DIR")]
     pub static_dir: Option<PathBuf>,
+
+    /// Share rooms through this Redis, so several instances behind one URL
+    /// serve the same rooms (redis:// or rediss://; Heroku's Redis add-ons
+    /// set REDIS_URL). Without it rooms live in this process's memory.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Do not verify the Redis server's TLS certificate (rediss:// only).
+    /// Heroku Redis presents a self-signed chain, so it needs this; the
+    /// connection stays encrypted. Same as a `#insecure` fragment on the URL.
+    #[arg(long, env = "SIGNAL_SERVER_REDIS_INSECURE_TLS", action = clap::ArgAction::SetTrue,
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub redis_insecure_tls: bool,
+
+    /// Prefix of the Redis keys and channels, to share one Redis between
+    /// deployments.
+    #[arg(long, env = "SIGNAL_SERVER_REDIS_PREFIX", default_value = "ss:")]
+    pub redis_prefix: String,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.
@@ -167,6 +191,18 @@ impl ServeArgs {
             None => DEFAULT_PORT,
         };
         Ok(SocketAddr::from(([0, 0, 0, 0], port)))
+    }
+
+    /// The shared registry's settings, when `--redis-url` is given.
+    pub fn redis_options(&self) -> Option<crate::rooms::RedisOptions> {
+        let url = self.redis_url.as_deref()?.trim();
+        if url.is_empty() {
+            return None;
+        }
+        let mut opts = crate::rooms::RedisOptions::new(url);
+        opts.insecure_tls = self.redis_insecure_tls;
+        opts.prefix.clone_from(&self.redis_prefix);
+        Some(opts)
     }
 
     /// The server configuration these options describe.
@@ -258,6 +294,25 @@ mod tests {
         assert_eq!(c.ice_servers[0]["urls"], "stun:stun.example.org:3478");
         assert!(Cli::try_parse_from(["signal-server", "--ice-servers", "{}"]).is_err());
         assert!(Cli::try_parse_from(["signal-server", "--idle-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn redis_is_optional_and_explicitly_insecure() {
+        let cli = Cli::try_parse_from(["signal-server"]).unwrap();
+        if std::env::var_os("REDIS_URL").is_none() {
+            assert!(cli.serve.redis_options().is_none());
+        }
+        let cli = Cli::try_parse_from([
+            "signal-server",
+            "--redis-url",
+            "rediss://u:p@example.com:6380",
+            "--redis-insecure-tls",
+        ])
+        .unwrap();
+        let o = cli.serve.redis_options().unwrap();
+        assert!(o.insecure_tls);
+        assert_eq!(o.prefix, "ss:");
+        assert!(!format!("{o:?}").contains(":p@"), "{o:?}");
     }
 
     #[test]

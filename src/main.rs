@@ -11,10 +11,22 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let threads = match &cli.command {
+        Some(Command::Serve(args)) => args.threads,
+        Some(Command::Bridge(_)) => 0,
+        None => cli.serve.threads,
+    };
+    let mut builder = match threads {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             tracing::error!("cannot start the runtime: {err}");
@@ -44,9 +56,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    signal_server::server::run(listener, args.config(), shutdown)
-        .await
-        .map_err(|e| format!("server failed: {e}"))
+    let result = match args.redis_options() {
+        Some(redis) => {
+            signal_server::server::run_redis(listener, args.config(), redis, shutdown).await
+        }
+        None => signal_server::server::run(listener, args.config(), shutdown).await,
+    };
+    result.map_err(|e| format!("server failed: {e}"))
 }
 
 async fn bridge(args: signal_server::bridge::BridgeArgs) -> Result<(), String> {

@@ -503,6 +503,20 @@ pub const CLIENT_TYPES: [&str; 6] = [
 /// is not JSON, `unknown_type` for a type this server does not know, and
 /// `bad_message` for everything else that is not a valid message.
 pub fn parse(text: &str) -> Result<ClientMessage<'_>, PeerError> {
+    // The common case, a well-formed message, is recognised by a single pass
+    // over the text; anything it does not positively accept (errors, but
+    // also rarities such as escaped keys, floats, duplicate keys) goes
+    // through serde, which decides and words the error. The fast path only
+    // ever accepts what serde accepts, with an equal result (see the
+    // differential tests below).
+    if let Some(message) = fast::parse(text) {
+        return Ok(message);
+    }
+    parse_with_serde(text)
+}
+
+/// [`parse`] without the fast path.
+fn parse_with_serde(text: &str) -> Result<ClientMessage<'_>, PeerError> {
     match serde_json::from_str::<ClientMessage<'_>>(text) {
         Ok(message) if is_object(text) => validate(message),
         // serde also reads an internally tagged enum from an array (tag
@@ -708,6 +722,462 @@ pub fn error_json(err: &PeerError) -> String {
     .to_json()
 }
 
+/// The fast path of [`parse`]: one pass over the text, no intermediate
+/// buffering. Returns `None` whenever it is not certain that serde would
+/// accept the text with this very result; the caller then asks serde.
+mod fast {
+    use std::borrow::Cow;
+
+    use super::{
+        Action, ClientMessage, Configure, IceCandidate, Init, Present, RelayedError, Route, Sdp,
+    };
+
+    /// Keys per object beyond which the fast path gives up.
+    const MAX_KEYS: usize = 24;
+    /// Nesting beyond which the fast path gives up (serde_json stops at 128).
+    const MAX_DEPTH: usize = 64;
+
+    /// A value as far as validation needs it.
+    enum Val<'a> {
+        Null,
+        Str(Cow<'a, str>),
+        /// A non-negative integer written with digits only.
+        UInt(u64),
+        /// Any other valid JSON value (starting at this offset).
+        Other(usize),
+    }
+
+    struct Scanner<'a> {
+        s: &'a str,
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl<'a> Scanner<'a> {
+        fn ws(&mut self) {
+            while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.b.get(self.i) {
+                self.i += 1;
+            }
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+
+        fn eat(&mut self, c: u8) -> Option<()> {
+            self.ws();
+            (self.peek()? == c).then(|| self.i += 1)
+        }
+
+        /// A string; the scanner is on its opening quote.
+        /// Skips bytes that are neither a quote, a backslash nor a control
+        /// character, eight at a time.
+        fn skip_plain(&mut self) {
+            while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+                let mut word = [0; 8];
+                word.copy_from_slice(chunk);
+                if may_end_string(u64::from_le_bytes(word)) {
+                    break;
+                }
+                self.i += 8;
+            }
+        }
+
+        fn string(&mut self) -> Option<Cow<'a, str>> {
+            self.i += 1;
+            let start = self.i;
+            loop {
+                self.skip_plain();
+                let c = *self.b.get(self.i)?;
+                match c {
+                    b'"' => {
+                        self.i += 1;
+                        return Some(Cow::Borrowed(&self.s[start..self.i - 1]));
+                    }
+                    b'\\' => return self.escaped(start).map(Cow::Owned),
+                    0..=0x1f => return None,
+                    _ => self.i += 1,
+                }
+            }
+        }
+
+        /// The rest of a string that has escapes; `start` is its first byte.
+        fn escaped(&mut self, start: usize) -> Option<String> {
+            let mut out = String::with_capacity(self.i - start + 16);
+            let mut run = start;
+            loop {
+                self.skip_plain();
+                let c = *self.b.get(self.i)?;
+                match c {
+                    b'"' => {
+                        out.push_str(&self.s[run..self.i]);
+                        self.i += 1;
+                        return Some(out);
+                    }
+                    b'\\' => {
+                        out.push_str(&self.s[run..self.i]);
+                        let e = *self.b.get(self.i + 1)?;
+                        self.i += 2;
+                        match e {
+                            b'"' => out.push('"'),
+                            b'\\' => out.push('\\'),
+                            b'/' => out.push('/'),
+                            b'b' => out.push('\u{8}'),
+                            b'f' => out.push('\u{c}'),
+                            b'n' => out.push('\n'),
+                            b'r' => out.push('\r'),
+                            b't' => out.push('\t'),
+                            b'u' => {
+                                let hex = self.s.get(self.i..self.i + 4)?;
+                                if !hex.bytes().all(|h| h.is_ascii_hexdigit()) {
+                                    return None;
+                                }
+                                let code = u32::from_str_radix(hex, 16).ok()?;
+                                // Surrogate pairs are left to serde.
+                                out.push(char::from_u32(code)?);
+                                self.i += 4;
+                            }
+                            _ => return None,
+                        }
+                        run = self.i;
+                    }
+                    0..=0x1f => return None,
+                    _ => self.i += 1,
+                }
+            }
+        }
+
+        /// An object key without escapes, and the colon after it.
+        fn key(&mut self) -> Option<&'a str> {
+            self.ws();
+            if self.peek()? != b'"' {
+                return None;
+            }
+            match self.string()? {
+                Cow::Borrowed(k) => {
+                    self.eat(b':')?;
+                    Some(k)
+                }
+                Cow::Owned(_) => None,
+            }
+        }
+
+        /// An integer (the only numbers the fast path takes), small enough
+        /// that serde_json reads it exactly.
+        fn number(&mut self) -> Option<Val<'a>> {
+            let negative = self.peek() == Some(b'-');
+            if negative {
+                self.i += 1;
+            }
+            let start = self.i;
+            while self.peek().is_some_and(|c| c.is_ascii_digit()) {
+                self.i += 1;
+            }
+            let digits = &self.s[start..self.i];
+            if digits.is_empty()
+                || digits.len() > 18
+                || (digits.len() > 1 && digits.starts_with('0'))
+                || matches!(self.peek(), Some(b'.' | b'e' | b'E'))
+            {
+                return None;
+            }
+            if negative {
+                // `-0` is read as 0 by serde_json: not worth mimicking.
+                return (digits != "0").then_some(Val::Other(start - 1));
+            }
+            digits.parse().ok().map(Val::UInt)
+        }
+
+        fn literal(&mut self, word: &str) -> Option<()> {
+            self.s[self.i..]
+                .starts_with(word)
+                .then(|| self.i += word.len())
+        }
+
+        /// Any value; `depth` is the nesting of the object or array holding it.
+        fn value(&mut self, depth: usize) -> Option<Val<'a>> {
+            self.ws();
+            let start = self.i;
+            match self.peek()? {
+                b'"' => self.string().map(Val::Str),
+                b'n' => self.literal("null").map(|_| Val::Null),
+                b't' => self.literal("true").map(|_| Val::Other(start)),
+                b'f' => self.literal("false").map(|_| Val::Other(start)),
+                b'-' | b'0'..=b'9' => self.number(),
+                b'{' => {
+                    self.skip_object(depth + 1)?;
+                    Some(Val::Other(start))
+                }
+                b'[' => {
+                    self.skip_array(depth + 1)?;
+                    Some(Val::Other(start))
+                }
+                _ => None,
+            }
+        }
+
+        fn skip_object(&mut self, depth: usize) -> Option<()> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.i += 1;
+            self.ws();
+            if self.peek()? == b'}' {
+                self.i += 1;
+                return Some(());
+            }
+            loop {
+                // Keys of nested values may have escapes: only valid JSON
+                // matters here.
+                self.ws();
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                self.string()?;
+                self.eat(b':')?;
+                self.value(depth)?;
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        fn skip_array(&mut self, depth: usize) -> Option<()> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.i += 1;
+            self.ws();
+            if self.peek()? == b']' {
+                self.i += 1;
+                return Some(());
+            }
+            loop {
+                self.value(depth)?;
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b']' => {
+                        self.i += 1;
+                        return Some(());
+                    }
+                    _ => return None,
+                }
+            }
+        }
+
+        /// The fields of an object (the scanner on its `{`), each key once.
+        fn fields(&mut self, depth: usize) -> Option<Fields<'a>> {
+            if depth > MAX_DEPTH {
+                return None;
+            }
+            self.eat(b'{')?;
+            let mut fields = Fields(Vec::with_capacity(8));
+            self.ws();
+            if self.peek()? == b'}' {
+                self.i += 1;
+                return Some(fields);
+            }
+            loop {
+                let key = self.key()?;
+                let value = self.value(depth)?;
+                if fields.0.len() == MAX_KEYS || fields.0.iter().any(|(k, _)| *k == key) {
+                    return None;
+                }
+                fields.0.push((key, value));
+                self.ws();
+                match self.peek()? {
+                    b',' => self.i += 1,
+                    b'}' => {
+                        self.i += 1;
+                        return Some(fields);
+                    }
+                    _ => return None,
+                }
+            }
+        }
+    }
+
+    /// Whether any of the eight bytes of `w` is a quote, a backslash or a
+    /// control character (exact for "none"; the caller then checks byte by
+    /// byte).
+    fn may_end_string(w: u64) -> bool {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        let zero_byte = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        let quote = zero_byte(w ^ (ONES * u64::from(b'"')));
+        let backslash = zero_byte(w ^ (ONES * u64::from(b'\\')));
+        let control = w.wrapping_sub(ONES * 0x20) & !w & HIGHS;
+        (quote | backslash | control) != 0
+    }
+
+    struct Fields<'a>(Vec<(&'a str, Val<'a>)>);
+
+    impl<'a> Fields<'a> {
+        fn take(&mut self, name: &str) -> Option<Val<'a>> {
+            let i = self.0.iter().position(|(k, _)| *k == name)?;
+            Some(self.0.swap_remove(i).1)
+        }
+
+        /// The tag: a string without escapes.
+        fn tag(&mut self) -> Option<&'a str> {
+            match self.take("type")? {
+                Val::Str(Cow::Borrowed(t)) => Some(t),
+                _ => None,
+            }
+        }
+
+        /// An optional string: `Some(None)` when absent or null, `None` when
+        /// of another type.
+        fn opt_str(&mut self, name: &str) -> Option<Option<Cow<'a, str>>> {
+            match self.take(name) {
+                None | Some(Val::Null) => Some(None),
+                Some(Val::Str(s)) => Some(Some(s)),
+                Some(_) => None,
+            }
+        }
+
+        fn req_str(&mut self, name: &str) -> Option<Cow<'a, str>> {
+            match self.take(name)? {
+                Val::Str(s) => Some(s),
+                _ => None,
+            }
+        }
+
+        fn route(&mut self) -> Option<Route<'a>> {
+            let to = self.opt_str("to")?;
+            let from = Present(self.take("from").is_some());
+            Some(Route { to, from })
+        }
+    }
+
+    pub(super) fn parse(text: &str) -> Option<ClientMessage<'_>> {
+        let mut sc = Scanner {
+            s: text,
+            b: text.as_bytes(),
+            i: 0,
+        };
+        let mut f = sc.fields(1)?;
+        sc.ws();
+        if sc.i != text.len() {
+            return None;
+        }
+        let message = match f.tag()? {
+            "init" => {
+                let init = Init {
+                    join: f.opt_str("join")?,
+                    watch: f.opt_str("watch")?,
+                    resume: f.opt_str("resume")?,
+                };
+                init.request().ok()?;
+                ClientMessage::Init(init)
+            }
+            "offer" => ClientMessage::Offer(Sdp {
+                sdp: f.req_str("sdp")?,
+                route: f.route()?,
+            }),
+            "answer" => ClientMessage::Answer(Sdp {
+                sdp: f.req_str("sdp")?,
+                route: f.route()?,
+            }),
+            "ice_candidate" => {
+                let candidate = f.opt_str("candidate")?;
+                let candiate = f.opt_str("candiate")?;
+                if candidate.is_none() && candiate.is_none() {
+                    return None;
+                }
+                let sdp_mline_index = match f.take("sdp_mline_index") {
+                    None | Some(Val::Null) => None,
+                    Some(Val::UInt(n)) => Some(u32::try_from(n).ok()?),
+                    Some(_) => return None,
+                };
+                ClientMessage::IceCandidate(IceCandidate {
+                    candidate,
+                    candiate,
+                    sdp_mid: f.opt_str("sdp_mid")?,
+                    sdp_mline_index,
+                    route: f.route()?,
+                })
+            }
+            "configure" => {
+                let Val::Other(at) = f.take("actions")? else {
+                    return None;
+                };
+                let actions = actions(text, at)?;
+                ClientMessage::Configure(Configure {
+                    actions,
+                    route: f.route()?,
+                })
+            }
+            "error" => ClientMessage::Error(RelayedError {
+                code: f.req_str("code")?,
+                message: f.opt_str("message")?,
+                route: f.route()?,
+            }),
+            _ => return None,
+        };
+        Some(message)
+    }
+
+    /// The array of actions at byte `at` (already known to be valid JSON).
+    fn actions(text: &str, at: usize) -> Option<Vec<Action<'_>>> {
+        let mut sc = Scanner {
+            s: text,
+            b: text.as_bytes(),
+            i: at,
+        };
+        sc.eat(b'[')?;
+        let mut out = Vec::new();
+        sc.ws();
+        if sc.peek()? == b']' {
+            return Some(out);
+        }
+        loop {
+            let mut f = sc.fields(2)?;
+            let action = match f.tag()? {
+                "add_stream" => Action::AddStream {
+                    id: f.req_str("id")?,
+                },
+                "remove_stream" => Action::RemoveStream {
+                    id: f.req_str("id")?,
+                },
+                "add_video_track" => Action::AddVideoTrack {
+                    stream_id: f.req_str("stream_id")?,
+                    id: f.req_str("id")?,
+                    src: f.req_str("src")?,
+                },
+                "add_audio_track" => Action::AddAudioTrack {
+                    stream_id: f.req_str("stream_id")?,
+                    id: f.req_str("id")?,
+                    src: f.req_str("src")?,
+                },
+                "expect_stream" => Action::ExpectStream {
+                    id: f.req_str("id")?,
+                },
+                "expect_video_track" => Action::ExpectVideoTrack {
+                    stream_id: f.req_str("stream_id")?,
+                    id: f.req_str("id")?,
+                    dest: f.req_str("dest")?,
+                },
+                _ => return None,
+            };
+            out.push(action);
+            sc.ws();
+            match sc.peek()? {
+                b',' => sc.i += 1,
+                b']' => return Some(out),
+                _ => return None,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -715,6 +1185,106 @@ mod tests {
 
     fn code(text: &str) -> ErrorCode {
         parse(text).expect_err(text).code
+    }
+
+    /// Whether the fast path accepted `text`; if it did, serde must accept
+    /// it too, with an equal result.
+    fn fast_agrees(text: &str) -> bool {
+        match fast::parse(text) {
+            Some(m) => {
+                assert_eq!(Ok(m), parse_with_serde(text), "{text}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    const CORPUS: [&str; 16] = [
+        r#"{"type": "init"}"#,
+        r#"{"type":"init","watch":"634w44TblL5Dbd9a"}"#,
+        r#"{"type":"init","join":"54ICxFae_Ip7TJE2","to":5,"from":[1]}"#,
+        r#"{"type":"init","resume":"q2Vx0lDnZ1aK8m3B","join":null}"#,
+        r#"{"type":"offer","sdp":"v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n","to":"w4tch3rZ"}"#,
+        r#"{"type":"answer","sdp":"v=0\r\n","x-extra":{"a":[1,2,{"b":null}],"c":true,"d":false}}"#,
+        r#" {"type":"answer","sdp":"s \u00e9\u0000\/\"\\\b\f\t","from":null} "#,
+        r#"{"type":"ice_candidate","sdp_mid":"video","sdp_mline_index":0,"candidate":"candidate:842163049 1 udp 1677729535 198.51.100.7 46154 typ srflx raddr 0.0.0.0 rport 0 generation 0","to":"w4tch3rZ"}"#,
+        r#"{"type":"ice_candidate","sdp_mid":"0","sdp_mline_index":4294967295,"candiate":"candidate:1 1 UDP 2122252543 198.51.100.2 50000 typ host"}"#,
+        r#"{"type":"ice_candidate","sdp_mid":null,"sdp_mline_index":null,"candidate":"","n":-12}"#,
+        r#"{"type":"configure","actions":[{"type":"add_stream","id":"webrtc_ros-stream-123"},{"type":"add_video_track","stream_id":"webrtc_ros-stream-123","id":"webrtc_ros-stream-123/subscribed_video","src":"ros_image:/camera/image_raw"}]}"#,
+        r#"{"type":"configure","actions":[{"type":"remove_stream","id":"webrtc_ros-stream-123"}]}"#,
+        r#"{"type":"configure","actions":[{"type":"add_audio_track","stream_id":"s","id":"s/audio","src":"local:","x":1}]}"#,
+        r#"{"type":"configure","actions":[{"type":"expect_stream","id":"up"},{"type":"expect_video_track","stream_id":"up","id":"up/video","dest":"ros_image:/browser/image"}],"to":"abc"}"#,
+        r#"{"type":"configure","actions":[]}"#,
+        r#"{"type":"error","code":"not_allowed","message":"this robot does not share ros_image:/secret","to":"w4tch3rZ"}"#,
+    ];
+
+    #[test]
+    fn the_fast_path_takes_the_protocol_examples() {
+        for text in CORPUS {
+            assert!(fast_agrees(text), "fast path declined {text}");
+        }
+    }
+
+    #[test]
+    fn the_fast_path_never_accepts_what_serde_refuses() {
+        // Every deletion of one byte, and every replacement of one byte by
+        // one that matters to JSON, of every example: whatever the fast path
+        // accepts, serde accepts with an equal result.
+        let swaps = b"\"\\{}[],:0123456789-+.eEntfalsru \t\x01/";
+        let mut accepted = 0;
+        let mut tried = 0;
+        for text in CORPUS {
+            let bytes = text.as_bytes();
+            for i in 0..bytes.len() {
+                let mut del = bytes.to_vec();
+                del.remove(i);
+                let mut variants = vec![del];
+                for &c in swaps {
+                    let mut v = bytes.to_vec();
+                    v[i] = c;
+                    variants.push(v);
+                    let mut ins = bytes.to_vec();
+                    ins.insert(i, c);
+                    variants.push(ins);
+                }
+                for v in variants {
+                    if let Ok(s) = String::from_utf8(v) {
+                        tried += 1;
+                        accepted += usize::from(fast_agrees(&s));
+                    }
+                }
+            }
+        }
+        assert!(accepted > 1000 && tried > 50_000, "{accepted} of {tried}");
+    }
+
+    #[test]
+    fn the_fast_path_leaves_rarities_to_serde() {
+        for text in [
+            r#"{"type":"offer","sdp":"s","sdp":"t"}"#,
+            r#"{"type":"offer","type":"answer","sdp":"s"}"#,
+            r#"{"\u0074ype":"offer","sdp":"s"}"#,
+            r#"{"type":"offe\u0072","sdp":"s"}"#,
+            r#"{"type":"offer","sdp":"s","n":1e400}"#,
+            r#"{"type":"offer","sdp":"s","n":1.5}"#,
+            r#"{"type":"offer","sdp":"\ud83d\ude00"}"#,
+            r#"{"type":"ice_candidate","candidate":"c","sdp_mline_index":-0}"#,
+            r#"{"type":"ice_candidate","candidate":"c","sdp_mline_index":4294967296}"#,
+            r#"{"type":"configure","actions":[["add_stream","s"]]}"#,
+            r#"["init"]"#,
+            "{\"type\":\"init\"}\u{feff}",
+        ] {
+            assert!(fast::parse(text).is_none(), "{text}");
+            // Whatever serde says stands.
+            let _ = parse(text);
+        }
+        let deep = format!(
+            r#"{{"type":"offer","sdp":"s","x":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(fast::parse(&deep).is_none());
+        assert_eq!(parse(&deep).unwrap_err().code, ErrorCode::BadJson);
     }
 
     #[test]

@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures_util::FutureExt;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -28,13 +29,17 @@ use crate::assets::StaticFiles;
 use crate::config::Config;
 use crate::metrics::{Metrics, Rejection};
 use crate::protocol::Role;
-use crate::rooms::{MemoryRegistry, Registry, RoomLimits};
+use crate::rooms::{MemoryRegistry, RedisOptions, RedisRegistry, Registry, RoomLimits};
 use crate::session;
 
 /// tungstenite's read buffer per connection. Its default (128 KiB, allocated
 /// eagerly and zero-filled on every read) costs memory and CPU for nothing on
-/// signalling-sized messages.
-const READ_BUFFER_SIZE: usize = 4 * 1024;
+/// signalling-sized messages. It is also the most bytes read per system call,
+/// and it stays allocated (and touched) for the connection's life: 2 KiB holds
+/// ten ICE candidates and keeps an idle connection under 8 KiB; 4 KiB costs
+/// about 2 KB more per connection and saves about 17% CPU on 4 KB messages
+/// (docs/BENCHMARKS.md).
+const READ_BUFFER_SIZE: usize = 2 * 1024;
 /// Bytes gathered before the socket is written (the writer task also flushes
 /// after each batch).
 const WRITE_BUFFER_SIZE: usize = 8 * 1024;
@@ -69,6 +74,28 @@ pub async fn run(
         metrics.clone(),
     );
     run_with(listener, config, registry, metrics, shutdown).await
+}
+
+/// [`run`] with rooms shared through Redis ([`RedisRegistry`]), so that
+/// several instances behind one URL serve the same rooms. Redis need not be
+/// reachable at start: until it is, `/healthz` answers 503 and new rooms are
+/// refused with `unavailable`. Fails at once only on a malformed URL.
+pub async fn run_redis(
+    listener: TcpListener,
+    config: Config,
+    redis: RedisOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let metrics = Metrics::new();
+    let limits = RoomLimits {
+        max_peers: config.max_peers_per_room,
+        host_grace: config.host_grace,
+    };
+    let registry = RedisRegistry::start(redis, limits, metrics.clone())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let result = run_with(listener, config, registry.clone(), metrics, shutdown).await;
+    registry.shutdown().await;
+    result
 }
 
 /// [`run`] with a given registry (and the metrics it reports to).
@@ -266,10 +293,10 @@ async fn accept<R: Registry>(
         .max_frame_size(max)
         .on_failed_upgrade(move |err| debug!(%remote, "upgrade failed: {err}"))
         .on_upgrade(move |socket| {
-            tracker.track_future(async move {
-                let _permit = permit;
-                session::run(socket, shared, remote, attach).await;
-            })
+            // A combinator rather than an async block, which would hold a
+            // second copy of the session's state (see `session::run`).
+            let session = session::run(socket, shared, remote, attach);
+            tracker.track_future(session.map(move |()| drop(permit)))
         })
 }
 
@@ -288,13 +315,22 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
 
 async fn healthz<R: Registry>(State(app): State<Arc<App<R>>>) -> Response {
     let metrics = &app.session.metrics;
-    let body = serde_json::json!({
-        "status": "ok",
+    let healthy = app.session.registry.healthy();
+    let mut body = serde_json::json!({
+        "status": if healthy { "ok" } else { "degraded" },
         "connections": metrics.connections(),
         "rooms": metrics.rooms(),
         "version": env!("CARGO_PKG_VERSION"),
     });
+    let status = if healthy {
+        StatusCode::OK
+    } else {
+        // The only registry that can be unhealthy is the shared one.
+        body["redis"] = "unreachable".into();
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (
+        status,
         [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
         axum::Json(body),
     )

@@ -1,19 +1,22 @@
 //! One WebSocket connection, from upgrade to teardown.
 //!
-//! Every connection has the same shape: this task reads frames and acts on
-//! them; a writer task drains the connection's bounded outbox (its
-//! [`PeerLink`]) into the socket, feeding a batch and flushing once; teardown
+//! Every connection has the same shape: one task reads frames and acts on
+//! them, and, in the same `select!`, drains the connection's bounded outbox
+//! (its [`PeerLink`]) into the socket, feeding a batch and flushing once
+//! (`Writer`); teardown
 //! is one `select!` over the reasons a connection ends. Errors are classified
 //! by who caused them: a peer's bad message is answered and the socket stays
 //! open; a transport error, a kick or a limit ends the connection.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, Instrument};
@@ -28,6 +31,8 @@ use crate::rooms::{Kick, Member, Outgoing, PeerLink, Registry, Welcome};
 /// Messages written per flush: bounds the time the writer spends before
 /// pushing bytes out, while batching bursts into few system calls.
 const WRITE_BATCH: usize = 64;
+/// Frames handled per wake-up before the select looks at its other branches.
+const READ_BATCH: usize = 32;
 /// How long teardown waits for a close frame to be written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -70,12 +75,18 @@ impl<R: Clone> Clone for Shared<R> {
 
 /// Runs one connection to its end. `attach` is a query-string token
 /// (`?join=` / `?watch=`) to enter with before reading anything.
-pub async fn run<R: Registry>(
+///
+/// The returned future is most of what an idle connection costs, so it is
+/// kept small: the socket is split and its writer spawned before the future
+/// is made, and the future is assembled with combinators rather than an
+/// `async` wrapper (which would keep its own copy of everything it moves into
+/// the future it awaits).
+pub fn run<R: Registry>(
     socket: WebSocket,
     shared: Shared<R>,
     remote: SocketAddr,
     attach: Option<(Role, String)>,
-) {
+) -> impl Future<Output = ()> + Send + 'static {
     let span = info_span!(
         "conn",
         %remote,
@@ -83,15 +94,19 @@ pub async fn run<R: Registry>(
         room = tracing::field::Empty,
         role = tracing::field::Empty,
     );
-    async move {
-        debug!("connected");
-        shared.metrics.connection_opened();
-        let end = Session::new(socket, shared.clone()).run(attach).await;
-        shared.metrics.connection_closed();
-        info!(reason = end.describe(), "disconnected");
-    }
-    .instrument(span)
-    .await
+    span.in_scope(|| debug!("connected"));
+    shared.metrics.connection_opened();
+    let metrics = shared.metrics.clone();
+    let (link, outbox) = PeerLink::new(shared.config.outbox_capacity);
+    let (sink, stream) = socket.split();
+    let writer = Writer::new(sink, outbox);
+    Session::new(shared, link)
+        .run(stream, writer, attach)
+        .map(move |end| {
+            metrics.connection_closed();
+            info!(reason = end.describe(), "disconnected");
+        })
+        .instrument(span)
 }
 
 /// Why a connection ended.
@@ -101,7 +116,7 @@ enum End {
     PeerClosed,
     /// The transport failed.
     Transport(String),
-    /// The writer task ended (a write failed, or it wrote a close frame queued
+    /// The writer finished (a write failed, or it wrote a close frame queued
     /// by the registry).
     WriterDone,
     /// The registry cut the peer off.
@@ -126,38 +141,34 @@ impl End {
 
 struct Session<R: Registry> {
     shared: Shared<R>,
-    socket: Option<WebSocket>,
     link: PeerLink,
-    outbox: Option<mpsc::Receiver<Outgoing>>,
     member: Option<R::Member>,
     limiter: RateLimiter,
 }
 
 impl<R: Registry> Session<R> {
-    fn new(socket: WebSocket, shared: Shared<R>) -> Self {
-        let (link, outbox) = PeerLink::new(shared.config.outbox_capacity);
+    fn new(shared: Shared<R>, link: PeerLink) -> Self {
         let limiter = RateLimiter::new(shared.config.rate_per_sec, shared.config.rate_burst);
         Session {
             shared,
-            socket: Some(socket),
             link,
-            outbox: Some(outbox),
             member: None,
             limiter,
         }
     }
 
-    async fn run(mut self, attach: Option<(Role, String)>) -> End {
-        let (Some(socket), Some(outbox)) = (self.socket.take(), self.outbox.take()) else {
-            return End::WriterDone;
-        };
-        let (sink, mut stream) = socket.split();
-        let mut writer = tokio::spawn(write_loop(sink, outbox));
+    async fn run(
+        mut self,
+        mut stream: SplitStream<WebSocket>,
+        mut writer: Writer,
+        attach: Option<(Role, String)>,
+    ) -> End {
         let config = Arc::clone(&self.shared.config);
         let shutdown = self.shared.shutdown.clone();
 
         if let Some((role, token)) = attach {
-            self.enter(InitRequest::Attach(role, &token)).await;
+            // Boxed, like every entry: rare, and its future is large.
+            Box::pin(self.enter(InitRequest::Attach(role, &token))).await;
         }
 
         let idle = tokio::time::sleep(config.idle_timeout);
@@ -168,38 +179,58 @@ impl<R: Registry> Session<R> {
         let mut heard_since_ping = true;
         let mut peer_closing = false;
         let link = self.link.clone();
+        // Made once, not on every turn of the loop: each one registers with
+        // a `Notify`, which costs a lock to enter and another to leave.
+        let kicked = link.kicked();
+        tokio::pin!(kicked);
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
 
-        let end = loop {
+        let end = 'session: loop {
             tokio::select! {
                 biased;
-                _ = link.kicked() => break End::Kicked(link.kick_reason()),
-                _ = shutdown.cancelled() => break End::Close(close::GOING_AWAY, "server shutting down"),
-                _ = &mut writer => break End::WriterDone,
+                _ = &mut kicked => break End::Kicked(link.kick_reason()),
+                _ = &mut stopping => break End::Close(close::GOING_AWAY, "server shutting down"),
+                () = std::future::poll_fn(|cx| writer.poll_write(cx)) => break End::WriterDone,
                 frame = stream.next() => {
-                    let message = match frame {
-                        None => break End::PeerClosed,
-                        Some(Ok(message)) => message,
-                        Some(Err(err)) => break self.on_transport_error(err),
-                    };
-                    heard_since_ping = true;
-                    match message {
-                        Message::Text(text) => {
-                            if let Some(end) = self.on_text(text).await {
-                                break end;
+                    let mut frame = frame;
+                    let mut budget = READ_BATCH;
+                    // Frames that are already read are handled here, without
+                    // a turn of the select each (bounded, to stay fair).
+                    loop {
+                        let message = match frame {
+                            None => break 'session End::PeerClosed,
+                            Some(Ok(message)) => message,
+                            Some(Err(err)) => break 'session self.on_transport_error(err),
+                        };
+                        heard_since_ping = true;
+                        match message {
+                            Message::Text(text) => {
+                                if let Some(end) = self.on_text(text).await {
+                                    break 'session end;
+                                }
                             }
+                            Message::Binary(_) => match self.admit() {
+                                Ok(true) => self.reply_error(&PeerError::new(
+                                    ErrorCode::UnsupportedFrame,
+                                    "binary frames are not supported: send JSON text",
+                                )),
+                                Ok(false) => {}
+                                Err(end) => break 'session end,
+                            },
+                            // Keep reading after a close frame so the library
+                            // can send its reply; the stream then ends.
+                            Message::Close(_) => peer_closing = true,
+                            Message::Ping(_) | Message::Pong(_) => {}
                         }
-                        Message::Binary(_) => match self.admit() {
-                            Ok(true) => self.reply_error(&PeerError::new(
-                                ErrorCode::UnsupportedFrame,
-                                "binary frames are not supported: send JSON text",
-                            )),
-                            Ok(false) => {}
-                            Err(end) => break end,
-                        },
-                        // Keep reading after a close frame so the library can
-                        // send its reply; the stream then ends.
-                        Message::Close(_) => peer_closing = true,
-                        Message::Ping(_) | Message::Pong(_) => {}
+                        budget -= 1;
+                        if budget == 0 {
+                            break;
+                        }
+                        match next_if_ready(&mut stream).await {
+                            Some(next) => frame = next,
+                            None => break,
+                        }
                     }
                 }
                 _ = ping.tick(), if !peer_closing => {
@@ -218,19 +249,13 @@ impl<R: Registry> Session<R> {
         if let Some(member) = self.member.take() {
             member.leave().await;
         }
-        match &end {
-            End::Close(code, reason) => {
-                self.link.send(Outgoing::Close(*code, reason));
-                drop(self.link);
-                if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
-                    .await
-                    .is_err()
-                {
-                    writer.abort();
-                }
-            }
-            // The peer is gone or not reading: nothing more can reach it.
-            _ => writer.abort(),
+        // Otherwise the peer is gone or not reading: nothing more can reach
+        // it, and what was queued is dropped with the writer.
+        if let End::Close(code, reason) = &end {
+            self.link.send(Outgoing::Close(*code, reason));
+            drop(self.link);
+            let close = std::future::poll_fn(|cx| writer.poll_write(cx));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
         }
         end
     }
@@ -274,7 +299,7 @@ impl<R: Registry> Session<R> {
         };
         if let ClientMessage::Init(init) = &message {
             match init.request() {
-                Ok(request) => self.enter(request).await,
+                Ok(request) => Box::pin(self.enter(request)).await,
                 Err(err) => self.reply_error(&err),
             }
             return None;
@@ -405,34 +430,113 @@ impl<R: Registry> Session<R> {
     }
 }
 
-async fn write_loop(mut sink: SplitSink<WebSocket, Message>, mut outbox: mpsc::Receiver<Outgoing>) {
-    while let Some(first) = outbox.recv().await {
-        let mut next = Some(first);
-        let mut written = 0;
-        while let Some(out) = next.take() {
-            let frame = match out {
-                Outgoing::Text(text) => Message::Text(text),
-                Outgoing::Ping => Message::Ping(Default::default()),
-                Outgoing::Close(code, reason) => {
-                    let frame = CloseFrame {
-                        code,
-                        reason: Utf8Bytes::from_static(reason),
-                    };
-                    let _ = sink.send(Message::Close(Some(frame))).await;
-                    let _ = sink.close().await;
-                    return;
-                }
-            };
-            if sink.feed(frame).await.is_err() {
-                return;
-            }
-            written += 1;
-            if written < WRITE_BATCH {
-                next = outbox.try_recv().ok();
-            }
+/// The stream's next item if it is ready now; `None` if it is not (the task
+/// is then woken when it is).
+async fn next_if_ready<S: futures_util::Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>> {
+    std::future::poll_fn(|cx| match stream.poll_next_unpin(cx) {
+        std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
+        std::task::Poll::Pending => std::task::Poll::Ready(None),
+    })
+    .await
+}
+
+/// The sending half of a connection, driven by the connection's own task (a
+/// branch of its select): no second task per connection, and no wake-up of
+/// one for each message.
+struct Writer {
+    sink: SplitSink<WebSocket, Message>,
+    outbox: mpsc::Receiver<Outgoing>,
+    /// Frames fed since the last completed flush.
+    unflushed: bool,
+    closing: Closing,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Closing {
+    No,
+    /// A close frame is fed: flush it, then close the sink.
+    Flush,
+    Close,
+}
+
+impl Writer {
+    fn new(sink: SplitSink<WebSocket, Message>, outbox: mpsc::Receiver<Outgoing>) -> Self {
+        Writer {
+            sink,
+            outbox,
+            unflushed: false,
+            closing: Closing::No,
         }
-        if sink.flush().await.is_err() {
-            return;
+    }
+
+    /// Writes what the outbox holds, feeding up to [`WRITE_BATCH`] frames
+    /// per flush. Pending while the connection is open (woken by the outbox
+    /// or the socket); ready when no more can be written: a write failed,
+    /// or the close frame was sent.
+    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut fed = 0;
+        loop {
+            match self.closing {
+                Closing::No => {}
+                Closing::Flush => {
+                    if ready!(self.sink.poll_flush_unpin(cx)).is_err() {
+                        return Poll::Ready(());
+                    }
+                    self.closing = Closing::Close;
+                    continue;
+                }
+                Closing::Close => {
+                    let _ = ready!(self.sink.poll_close_unpin(cx));
+                    return Poll::Ready(());
+                }
+            }
+            if ready!(self.sink.poll_ready_unpin(cx)).is_err() {
+                return Poll::Ready(());
+            }
+            let next = if fed < WRITE_BATCH {
+                self.outbox.poll_recv(cx)
+            } else {
+                Poll::Pending
+            };
+            match next {
+                Poll::Ready(Some(out)) => {
+                    let frame = match out {
+                        Outgoing::Text(text) => Message::Text(text),
+                        Outgoing::Ping => Message::Ping(Default::default()),
+                        Outgoing::Close(code, reason) => {
+                            self.closing = Closing::Flush;
+                            Message::Close(Some(CloseFrame {
+                                code,
+                                reason: Utf8Bytes::from_static(reason),
+                            }))
+                        }
+                    };
+                    if self.sink.start_send_unpin(frame).is_err() {
+                        return Poll::Ready(());
+                    }
+                    self.unflushed = true;
+                    fed += 1;
+                    continue;
+                }
+                // Every link is gone (teardown): what was queued is written.
+                Poll::Ready(None) => self.closing = Closing::Flush,
+                Poll::Pending => {}
+            }
+            if self.unflushed {
+                if ready!(self.sink.poll_flush_unpin(cx)).is_err() {
+                    return Poll::Ready(());
+                }
+                self.unflushed = false;
+            }
+            if self.closing != Closing::No {
+                continue;
+            }
+            if fed >= WRITE_BATCH {
+                // A full batch is out; let the other branches run before the
+                // next one.
+                cx.waker().wake_by_ref();
+            }
+            return Poll::Pending;
         }
     }
 }
@@ -505,6 +609,23 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rooms::MemoryRegistry;
+
+    /// The size of the future `run` returns, without making one.
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(WebSocket, Shared<MemoryRegistry>, SocketAddr, Option<(Role, String)>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn a_connection_future_stays_small() {
+        // Most of what an idle connection costs (docs/BENCHMARKS.md): it was
+        // 3 KB before `run` was assembled from combinators.
+        let size = future_size(run::<MemoryRegistry>);
+        assert!(size <= 1536, "the per-connection future is {size} bytes");
+    }
 
     #[test]
     fn the_bucket_allows_its_burst_then_drops_then_closes() {

@@ -1,194 +1,14 @@
-//! The room registry: who is in which room, and how a message reaches a peer.
-//!
-//! Sessions see only the [`Registry`] and [`Member`] traits, so the registry can
-//! be swapped (the in-memory one here is the default; a shared one lets several
-//! instances serve the same rooms) without touching the session code.
-//!
-//! A registry reaches a session only through its [`PeerLink`]: a bounded
-//! outbox drained by the session's writer task, and a kick switch. Delivery
-//! never waits: a full outbox means the peer is not reading, so that peer is
-//! kicked and its room carries on.
+//! The in-memory registry: the default, for a single instance.
 
-use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use axum::extract::ws::Utf8Bytes;
 use dashmap::DashMap;
-use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
+use super::{room_not_found, Kick, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, InitRequest, PeerError, RelayKind, Role, ServerMessage};
 use crate::token;
-
-/// What a session's writer task sends on the socket.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outgoing {
-    /// A text frame.
-    Text(Utf8Bytes),
-    /// A WebSocket ping.
-    Ping,
-    /// A close frame with this code and reason; the writer stops after it.
-    Close(u16, &'static str),
-}
-
-/// Why a registry cut a peer off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kick {
-    /// Its outbox was full: it is not reading.
-    SlowConsumer,
-    /// Another socket resumed hosting its room.
-    Replaced,
-}
-
-struct KickSwitch {
-    token: CancellationToken,
-    reason: OnceLock<Kick>,
-}
-
-/// How a registry reaches one connection. Cheap to clone.
-#[derive(Clone)]
-pub struct PeerLink {
-    tx: mpsc::Sender<Outgoing>,
-    kick: Arc<KickSwitch>,
-}
-
-/// What became of a message queued on a [`PeerLink`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Queued {
-    /// In the outbox.
-    Yes,
-    /// The outbox was full: the peer has been kicked as a slow consumer.
-    Full,
-    /// The connection is already gone.
-    Gone,
-}
-
-impl PeerLink {
-    /// A link with an outbox of `capacity` messages, and the outbox's receiving
-    /// end for the writer task.
-    pub fn new(capacity: usize) -> (PeerLink, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let kick = Arc::new(KickSwitch {
-            token: CancellationToken::new(),
-            reason: OnceLock::new(),
-        });
-        (PeerLink { tx, kick }, rx)
-    }
-
-    /// Queues a message without waiting; a full outbox kicks the peer.
-    pub fn send(&self, message: Outgoing) -> Queued {
-        match self.tx.try_send(message) {
-            Ok(()) => Queued::Yes,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.kick(Kick::SlowConsumer);
-                Queued::Full
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => Queued::Gone,
-        }
-    }
-
-    /// Queues a text message.
-    pub fn send_text(&self, text: impl Into<Utf8Bytes>) -> Queued {
-        self.send(Outgoing::Text(text.into()))
-    }
-
-    /// Cuts the peer off at once (its session aborts its writer and ends).
-    pub fn kick(&self, why: Kick) {
-        let _ = self.kick.reason.set(why);
-        self.kick.token.cancel();
-    }
-
-    /// Completes when the peer is kicked.
-    pub fn kicked(&self) -> WaitForCancellationFuture<'_> {
-        self.kick.token.cancelled()
-    }
-
-    /// Why the peer was kicked, if it was.
-    pub fn kick_reason(&self) -> Option<Kick> {
-        self.kick.reason.get().copied()
-    }
-
-    /// Queues a close frame; if the outbox cannot take it, kicks instead.
-    pub fn close(&self, code: u16, reason: &'static str) {
-        // A full outbox kicks the peer inside `send`: nothing more to do.
-        self.send(Outgoing::Close(code, reason));
-    }
-}
-
-/// What the registry tells a session that has entered a room; the session
-/// renders its `init` reply from it.
-#[derive(Debug, Clone)]
-pub struct Welcome {
-    /// A short label of the room for logs and metrics (not a token).
-    pub room: String,
-    /// The entering peer's id.
-    pub peer: String,
-    /// The entering peer's role.
-    pub role: Role,
-    /// For the host: the room's join token.
-    pub join: Option<String>,
-    /// For the host: the room's watch token.
-    pub watch: Option<String>,
-    /// For the host: the secret to resume the room with.
-    pub resume: Option<String>,
-}
-
-/// The registry interface the session code is written against.
-pub trait Registry: Clone + Send + Sync + 'static {
-    /// A peer's membership of a room.
-    type Member: Member;
-
-    /// Creates a room, attaches to one, or resumes hosting one, as `request`
-    /// says. On success, the `init` reply rendered by `welcome` is queued on
-    /// `link` before any other message of the room can be.
-    fn enter<F>(
-        &self,
-        request: InitRequest<'_>,
-        link: PeerLink,
-        welcome: F,
-    ) -> impl Future<Output = Result<Self::Member, PeerError>> + Send
-    where
-        F: FnOnce(&Welcome) -> String + Send;
-
-    /// Whether `token` is an open room's token for `role` (checked before a
-    /// query-string attach is upgraded).
-    fn has_token(&self, role: Role, token: &str) -> impl Future<Output = bool> + Send;
-}
-
-/// A peer attached to a room.
-pub trait Member: Send + Sync + 'static {
-    /// The peer's id.
-    fn peer_id(&self) -> &str;
-
-    /// The peer's role.
-    fn role(&self) -> Role;
-
-    /// The room's label (not a token).
-    fn room(&self) -> &str;
-
-    /// Delivers `text`: from a guest or watcher to the host; from the host to
-    /// the peer `to`, or to every guest and watcher when `to` is `None`.
-    fn relay(
-        &self,
-        kind: RelayKind,
-        to: Option<&str>,
-        text: Utf8Bytes,
-    ) -> impl Future<Output = Result<(), PeerError>> + Send;
-
-    /// Leaves the room, telling the others.
-    fn leave(self) -> impl Future<Output = ()> + Send;
-}
-
-/// Limits the registry enforces.
-#[derive(Debug, Clone, Copy)]
-pub struct RoomLimits {
-    /// Guests and watchers per room.
-    pub max_peers: usize,
-    /// How long a room waits for its host to resume.
-    pub host_grace: Duration,
-}
 
 /// The in-memory registry: the default, for a single instance.
 ///
@@ -491,13 +311,6 @@ impl MemoryRegistry {
         self.shared.metrics.room_closed();
         tracing::info!(room = %room.label, "room closed: its host did not come back");
     }
-}
-
-fn room_not_found() -> PeerError {
-    PeerError::new(
-        ErrorCode::RoomNotFound,
-        "no open room has this token (it is wrong, or the room has closed)",
-    )
 }
 
 impl Registry for MemoryRegistry {

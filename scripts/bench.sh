@@ -1,0 +1,292 @@
+#!/usr/bin/env bash
+# Benchmarks signal-server side by side with the servers a user might pick
+# instead (matchbox_server, the PeerJS server, a Python `websockets` relay) and
+# a minimal tokio-tungstenite relay, with the load generator tools/bench.
+#
+#   scripts/bench.sh                 full run: every server, REPEATS (3) times
+#                                    interleaved; writes benches/results/*.jsonl
+#                                    and the generated part of docs/BENCHMARKS.md
+#   scripts/bench.sh --smoke         a few seconds per server, every adapter,
+#                                    nothing written to docs/ (for CI)
+#   scripts/bench.sh --install-peers only install the peers
+#
+# Placement: each server on core 0 (`taskset -c 0`; signal-server on a
+# one-thread runtime), the load generator on core 1. Environment:
+#   REPEATS     repeats (default 3; smoke 1)
+#   SERVERS     subset of "ours minimal matchbox peerjs python"
+#   BEFORE_BIN  an older signal-server build, run beside as server "before"
+#   MODES       subset of "closed1 closed10 closed4k open light setup idle"
+#               (open needs closed10)
+#   LIGHT       relayed messages/s of the light open loop (default 5000)
+#   CONNS       idle connections (default 19000)
+#   BENCH_OUT   results file (default benches/results/<UTC time>.jsonl)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+MODE=full
+case "${1:-}" in
+  --smoke) MODE=smoke ;;
+  --install-peers) MODE=install ;;
+  "") ;;
+  *) echo "usage: $0 [--smoke | --install-peers]" >&2; exit 2 ;;
+esac
+
+PEERS=$ROOT/benches/peers
+MATCHBOX=$PEERS/matchbox/bin/matchbox_server
+PEERJS=$PEERS/peerjs/node_modules/.bin/peerjs
+SERVER_CORE=0
+GEN_CORE=1
+export RUST_LOG=warn
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+MISSING=()
+
+# ---------------------------------------------------------------- installs
+need_apt() { # command package
+  command -v "$1" >/dev/null 2>&1 && return 0
+  log "installing $2 (apt)"
+  { apt-get install -y "$2" >/dev/null 2>&1 \
+    || { apt-get update >/dev/null 2>&1 && apt-get install -y "$2" >/dev/null 2>&1; }; } || true
+  command -v "$1" >/dev/null 2>&1
+}
+
+install_matchbox() {
+  [ -x "$MATCHBOX" ] && return 0
+  log "installing matchbox_server 0.15 from crates.io (about 75 s)"
+  local limit=${1:-0}
+  local cmd=(cargo install --quiet --locked --root "$PEERS/matchbox" matchbox_server --version '~0.15')
+  # Its own target dir, kept between runs, so a second install is quick.
+  if [ "$limit" -gt 0 ]; then
+    CARGO_TARGET_DIR=$PEERS/.cargo-target timeout "$limit" "${cmd[@]}" >&2 || true
+  else
+    CARGO_TARGET_DIR=$PEERS/.cargo-target "${cmd[@]}" >&2 || true
+  fi
+  [ -x "$MATCHBOX" ]
+}
+
+install_peerjs() {
+  [ -x "$PEERJS" ] && return 0
+  command -v npm >/dev/null 2>&1 || need_apt npm npm || return 1
+  log "installing the PeerJS server (npm: peer@1)"
+  mkdir -p "$PEERS/peerjs"
+  npm install --silent --no-audit --no-fund --prefix "$PEERS/peerjs" 'peer@^1.0.2' >&2 || true
+  [ -x "$PEERJS" ]
+}
+
+install_python_websockets() {
+  python3 -c 'import websockets.asyncio.server' 2>/dev/null && return 0
+  log "installing Python websockets (pip)"
+  python3 -m pip install --quiet --break-system-packages 'websockets>=13' >&2 \
+    || python3 -m pip install --quiet 'websockets>=13' >&2 || true
+  python3 -c 'import websockets.asyncio.server' 2>/dev/null
+}
+
+install_all() {
+  local limit=0
+  [ "$MODE" = smoke ] && limit=40
+  mkdir -p "$PEERS"
+  need_apt sockperf sockperf || MISSING+=("sockperf")
+  need_apt taskset util-linux || MISSING+=("taskset")
+  install_peerjs || MISSING+=("peerjs")
+  install_python_websockets || MISSING+=("python")
+  install_matchbox "$limit" || MISSING+=("matchbox")
+  if [ ${#MISSING[@]} -gt 0 ]; then
+    if [ "$MODE" = smoke ]; then
+      log "NOT INSTALLED, skipped in this smoke run: ${MISSING[*]}"
+    else
+      log "FAILED to install: ${MISSING[*]}"; exit 1
+    fi
+  fi
+}
+
+install_all
+[ "$MODE" = install ] && exit 0
+
+# ------------------------------------------------------------------- build
+if [ "$MODE" = smoke ]; then PROFILE=dev; SUB=debug; else PROFILE=release; SUB=release; fi
+log "building signal-server, signal-bench, minimal-relay ($PROFILE)"
+cargo build --quiet --profile "$PROFILE" -p signal-server -p signal-bench >&2
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET_DIR/$SUB
+
+# ---------------------------------------------------------------- settings
+if [ "$MODE" = smoke ]; then
+  REPEATS=${REPEATS:-1}; CONNS=${CONNS:-300}; ROOMS=5; HOLD=50; WARM=0.2; DUR=0.5; SETTLE=0.3
+  SP_TIME=1
+else
+  REPEATS=${REPEATS:-3}; CONNS=${CONNS:-19000}; ROOMS=50; HOLD=1000; WARM=1; DUR=5; SETTLE=2
+  SP_TIME=5
+fi
+SERVERS=${SERVERS:-"ours minimal matchbox peerjs python"}
+# BEFORE_BIN: another signal-server binary (e.g. a build of an older commit),
+# run as server "before" beside the others, for before/after figures.
+if [ -n "${BEFORE_BIN:-}" ] && [[ " $SERVERS " != *" before "* ]]; then
+  SERVERS="ours before ${SERVERS#ours }"
+fi
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+if [ "$MODE" = smoke ]; then
+  OUT=${BENCH_OUT:-$(mktemp -t bench-smoke.XXXXXX.jsonl)}
+else
+  mkdir -p benches/results
+  OUT=${BENCH_OUT:-benches/results/$STAMP.jsonl}
+fi
+: > "$OUT"
+
+# ----------------------------------------------------------------- servers
+PID=
+port_of() {
+  case $1 in ours) echo 3530;; before) echo 3531;; minimal) echo 3540;; matchbox) echo 3536;; peerjs) echo 9000;; python) echo 8765;; esac
+}
+proto_of() { if [ "$1" = before ]; then echo ours; else echo "$1"; fi; }
+start_server() { # name
+  local port; port=$(port_of "$1")
+  case $1 in
+    ours|before)
+      local bin="$BIN/signal-server"
+      [ "$1" = before ] && bin=$BEFORE_BIN
+      taskset -c $SERVER_CORE "$bin" --bind 127.0.0.1:$port --threads 1 \
+        --rate-limit 1000000 --rate-burst 1000000 --max-connections 30000 2>/dev/null & ;;
+    minimal) taskset -c $SERVER_CORE "$BIN/minimal-relay" 127.0.0.1:$port 2>/dev/null & ;;
+    matchbox) RUST_LOG=error taskset -c $SERVER_CORE "$MATCHBOX" 127.0.0.1:$port >/dev/null 2>&1 & ;;
+    peerjs) taskset -c $SERVER_CORE node "$PEERJS" --host 127.0.0.1 --port $port -c 100000 >/dev/null 2>&1 & ;;
+    python) taskset -c $SERVER_CORE python3 benches/python_relay.py 127.0.0.1 $port 2>/dev/null & ;;
+  esac
+  PID=$!
+  for _ in $(seq 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  log "$1 did not start listening on $port"; return 1
+}
+stop_server() {
+  [ -n "$PID" ] || return 0
+  kill "$PID" 2>/dev/null || true
+  wait "$PID" 2>/dev/null || true
+  PID=
+  sleep 0.5
+}
+trap stop_server EXIT
+
+gen() { # name repeat args...
+  local name=$1 rep=$2; shift 2
+  taskset -c $GEN_CORE "$BIN/signal-bench" run --proto "$(proto_of "$name")" --label "$name" \
+    --server 127.0.0.1:"$(port_of "$name")" --server-pid "$PID" --repeat "$rep" --out "$OUT" \
+    --warmup $WARM --duration $DUR --settle $SETTLE "$@" >/dev/null
+}
+
+max_rate() { # name repeat: msgs/s of the closed loop, 200 B, 10 in flight
+  python3 - "$OUT" "$1" "$2" <<'EOF'
+import json, sys
+path, label, rep = sys.argv[1], sys.argv[2], int(sys.argv[3])
+best = 0
+for line in open(path):
+    r = json.loads(line)
+    if r["label"] == label and r["repeat"] == rep and r["mode"] == "closed" \
+       and r["params"]["size"] == 200 and r["params"]["inflight"] == 10:
+        best = r["metrics"]["msgs_per_s"]
+print(int(best))
+EOF
+}
+
+sockperf_run() { # repeat
+  local rep=$1 port=11111
+  command -v sockperf >/dev/null || return 0
+  taskset -c $SERVER_CORE sockperf server --tcp -i 127.0.0.1 -p $port >/dev/null 2>&1 &
+  local sp=$!
+  sleep 0.5
+  taskset -c $GEN_CORE sockperf ping-pong --tcp -i 127.0.0.1 -p $port -m 200 -t $SP_TIME --full-rtt 2>&1 \
+    | python3 -c '
+import json, re, sys
+rep = int(sys.argv[1]); m = {}
+for line in sys.stdin:
+    g = re.search(r"percentile (\d+\.\d+) = +([\d.]+)", line)
+    if g:
+        m[g.group(1)] = float(g.group(2))
+print(json.dumps({"label": "sockperf", "mode": "tcp", "repeat": rep,
+  "scenario": "raw TCP round trip, 200 B (sockperf ping-pong)", "params": {"size": 200},
+  "metrics": {"rtt_p50_us": m.get("50.000"), "rtt_p99_us": m.get("99.000"), "rtt_p999_us": m.get("99.900")}}))
+' "$rep" >> "$OUT"
+  kill $sp 2>/dev/null || true; wait $sp 2>/dev/null || true
+}
+
+MODES=${MODES:-"closed1 closed10 closed4k open light setup idle"}
+LIGHT=${LIGHT:-5000}
+want() { [[ " $MODES " == *" $1 "* ]]; }
+
+skip() { # name: whether the server is not installed
+  local m
+  for m in "${MISSING[@]:-}"; do [ "$m" = "$1" ] && return 0; done
+  return 1
+}
+
+# -------------------------------------------------------------------- runs
+log "machine: $(nproc) CPUs, $(uname -r); load: $(cut -d' ' -f1-3 /proc/loadavg); results: $OUT"
+for rep in $(seq 1 "$REPEATS"); do
+  sockperf_run "$rep"
+  for s in $SERVERS; do
+    if skip "$s"; then log "skipping $s (not installed)"; continue; fi
+    log "repeat $rep: $s"
+    start_server "$s"
+    want closed1 && gen "$s" "$rep" --mode closed --size 200 --inflight 1 --rooms $ROOMS
+    want closed10 && gen "$s" "$rep" --mode closed --size 200 --inflight 10 --rooms $ROOMS
+    want closed4k && gen "$s" "$rep" --mode closed --size 4096 --inflight 10 --rooms $ROOMS
+    if want open; then
+      half=$(( $(max_rate "$s" "$rep") / 2 ))
+      [ "$half" -gt 100 ] || half=100
+      gen "$s" "$rep" --mode open --size 200 --rooms $ROOMS --rate "$half" \
+        --scenario "open loop, 200 B, at half the closed-loop maximum"
+    fi
+    want light && gen "$s" "$rep" --mode open --size 200 --rooms $ROOMS --rate $LIGHT \
+      --scenario "open loop, 200 B, light load ($LIGHT relayed/s)"
+    if [ "$s" = minimal ]; then v=1; else v=2; fi  # it pairs two connections
+    want setup && gen "$s" "$rep" --mode setup --rooms $HOLD --viewers $v --concurrency 32
+    stop_server
+    if want idle; then
+      start_server "$s"
+      gen "$s" "$rep" --mode idle --conns "$CONNS" --viewers 1 --concurrency 128 --sources 64
+      stop_server
+    fi
+  done
+done
+
+REPORT=$("$BIN/signal-bench" report "$OUT")
+if [ "$MODE" = smoke ]; then
+  printf '%s\n' "$REPORT"
+  n=$(wc -l < "$OUT")
+  log "smoke run OK: $n result lines in $OUT"
+  [ ${#MISSING[@]} -eq 0 ] || log "smoke run WITHOUT: ${MISSING[*]} (not installed)"
+  exit 0
+fi
+
+# ----------------------------------------------------- docs/BENCHMARKS.md
+DOC=docs/BENCHMARKS.md
+GEN=$(mktemp)
+{
+  echo "<!-- bench:begin (generated by scripts/bench.sh; edit outside these markers) -->"
+  echo
+  echo "Generated $(date -u '+%Y-%m-%d %H:%M UTC') by \`scripts/bench.sh\` from \`$OUT\`"
+  echo "(\`signal-bench report $OUT\` prints these tables again)."
+  echo
+  echo "- Machine: $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo "- Placement: server on core $SERVER_CORE (\`taskset -c $SERVER_CORE\`, signal-server \`--threads 1\`), load generator on core $GEN_CORE; sockperf likewise."
+  echo "- $REPEATS repeats, servers interleaved within each repeat; ${WARM} s warm-up, ${DUR} s measured; idle mode: $CONNS connections."
+  echo "- Versions: signal-server $(git describe --always --dirty 2>/dev/null || echo '?'); matchbox_server $("$MATCHBOX" --version 2>/dev/null | awk '{print $2}' || echo '?'); peer $(node -p "require('$PEERS/peerjs/node_modules/peer/package.json').version" 2>/dev/null || echo '?'); node $(node --version 2>/dev/null || echo '?'); Python websockets $(python3 -c 'import websockets; print(websockets.__version__)' 2>/dev/null || echo '?')."
+  echo
+  printf '%s\n' "$REPORT"
+  echo "<!-- bench:end -->"
+} > "$GEN"
+if [ -f "$DOC" ] && grep -q '<!-- bench:begin' "$DOC"; then
+  python3 - "$DOC" "$GEN" <<'EOF'
+import re, sys
+doc, gen = sys.argv[1], sys.argv[2]
+text = open(doc).read()
+new = open(gen).read().rstrip("\n")
+text = re.sub(r"<!-- bench:begin.*?<!-- bench:end -->", lambda _: new, text, flags=re.S)
+open(doc, "w").write(text)
+EOF
+else
+  { echo "# Benchmarks"; echo; cat "$GEN"; } > "$DOC"
+fi
+rm -f "$GEN"
+log "wrote $DOC (results: $OUT)"
