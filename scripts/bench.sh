@@ -84,7 +84,8 @@ install_python_websockets() {
 
 install_all() {
   local limit=0
-  [ "$MODE" = smoke ] && limit=40
+  # Smoke runs every adapter: a cold matchbox build takes ~75 s on a quiet machine.
+  [ "$MODE" = smoke ] && limit=${MATCHBOX_INSTALL_LIMIT:-300}
   mkdir -p "$PEERS"
   need_apt sockperf sockperf || MISSING+=("sockperf")
   need_apt taskset util-linux || MISSING+=("taskset")
@@ -210,7 +211,11 @@ print(json.dumps({"label": "sockperf", "mode": "tcp", "repeat": rep,
   kill $sp 2>/dev/null || true; wait $sp 2>/dev/null || true
 }
 
-MODES=${MODES:-"closed1 closed10 closed4k open light setup idle"}
+if [ "$MODE" = smoke ]; then
+  MODES=${MODES:-"closed10 open setup idle"}  # every generator mode, once
+else
+  MODES=${MODES:-"closed1 closed10 closed4k open light setup idle"}
+fi
 LIGHT=${LIGHT:-5000}
 want() { [[ " $MODES " == *" $1 "* ]]; }
 
@@ -271,7 +276,7 @@ GEN=$(mktemp)
   echo "- Machine: $(nproc) vCPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(free -g | awk '/Mem:/{print $2}') GiB, Linux $(uname -r); load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)."
   echo "- Placement: server on core $SERVER_CORE (\`taskset -c $SERVER_CORE\`, signal-server \`--threads 1\`), load generator on core $GEN_CORE; sockperf likewise."
   echo "- $REPEATS repeats, servers interleaved within each repeat; ${WARM} s warm-up, ${DUR} s measured; idle mode: $CONNS connections."
-  echo "- Versions: signal-server $(git describe --always --dirty 2>/dev/null || echo '?'); matchbox_server $("$MATCHBOX" --version 2>/dev/null | awk '{print $2}' || echo '?'); peer $(node -p "require('$PEERS/peerjs/node_modules/peer/package.json').version" 2>/dev/null || echo '?'); node $(node --version 2>/dev/null || echo '?'); Python websockets $(python3 -c 'import websockets; print(websockets.__version__)' 2>/dev/null || echo '?')."
+  echo "- Versions: signal-server $(git describe --always --dirty 2>/dev/null || echo '?'); matchbox_server $(grep -o 'matchbox_server [0-9.]*' "$PEERS/matchbox/.crates.toml" 2>/dev/null | head -1 | cut -d' ' -f2 || echo '?'); peer $(node -p "require('$PEERS/peerjs/node_modules/peer/package.json').version" 2>/dev/null || echo '?'); node $(node --version 2>/dev/null || echo '?'); Python websockets $(python3 -c 'import websockets; print(websockets.__version__)' 2>/dev/null || echo '?')."
   echo
   printf '%s\n' "$REPORT"
   echo "<!-- bench:end -->"

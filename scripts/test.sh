@@ -6,6 +6,7 @@
 #   4. robot end to end: aiortc webrtc_ros emulator + bridge + Chromium (scripts/bridge-e2e.sh)
 #   5. a short fuzz run of every target (scripts/fuzz.sh)
 #   6. a short soak with hostile clients and message accounting (scripts/soak.sh)
+#   7. a smoke run of the benchmark against every peer server (scripts/bench.sh --smoke)
 # Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +37,7 @@ if [ $rust_only -eq 0 ]; then
   [ -x scripts/bridge-e2e.sh ] && run "bridge end to end" scripts/bridge-e2e.sh target/debug/signal-server
   [ -x scripts/fuzz.sh ] && run "fuzz (${FUZZ_SECONDS:-60} s)" scripts/fuzz.sh --total-seconds "${FUZZ_SECONDS:-60}"
   [ -x scripts/soak.sh ] && run "soak (${SOAK_SECONDS:-60} s)" scripts/soak.sh --seconds "${SOAK_SECONDS:-60}"
+  [ -x scripts/bench.sh ] && run "benchmark smoke" scripts/bench.sh --smoke
 fi
 
 step "summary"
