@@ -33,7 +33,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 echo "soak.sh: building signal-server and soak (release)" >&2
-cargo build --release --quiet -p signal-server --bin signal-server -p soak
+cargo build --release --quiet -p signal-server -p soak --bins
 
 # Thousands of sockets on each side: raise the soft open-files limit to the hard one.
 hard="$(ulimit -Hn)"
