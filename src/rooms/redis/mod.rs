@@ -221,6 +221,8 @@ struct Inner {
     /// it exclusively for one room, so the local peers it asserts are not
     /// changed by an enter or leave whose script runs meanwhile.
     gate: tokio::sync::RwLock<()>,
+    /// The background tasks.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
 /// The shared registry. Cheap to clone.
@@ -298,12 +300,16 @@ impl RedisRegistry {
                 stop: CancellationToken::new(),
                 reconcile: Notify::new(),
                 gate: tokio::sync::RwLock::new(()),
+                tasks: Mutex::new(Vec::new()),
             }),
         };
-        tokio::spawn(registry.clone().subscriber());
-        tokio::spawn(registry.clone().heartbeat());
-        tokio::spawn(registry.clone().janitor());
-        tokio::spawn(registry.clone().reconciler());
+        let tasks = vec![
+            tokio::spawn(registry.clone().subscriber()),
+            tokio::spawn(registry.clone().heartbeat()),
+            tokio::spawn(registry.clone().janitor()),
+            tokio::spawn(registry.clone().reconciler()),
+        ];
+        *registry.tasks() = tasks;
         Ok(registry)
     }
 
@@ -341,6 +347,16 @@ impl RedisRegistry {
     pub async fn shutdown(&self) {
         let inner = &self.inner;
         inner.stop.cancel();
+        // A heartbeat in flight must not re-register us after we leave.
+        let tasks = std::mem::take(&mut *self.tasks());
+        for task in tasks {
+            if tokio::time::timeout(inner.opts.command_timeout * 2, task)
+                .await
+                .is_err()
+            {
+                debug!("a background task did not stop in time");
+            }
+        }
         let mut conn = inner.conn.clone();
         let mut pipe = ::redis::pipe();
         pipe.del(self.key(&format!("inst:{}", inner.me)))
@@ -363,7 +379,14 @@ impl RedisRegistry {
     pub fn crash(&self) {
         self.inner.stopped.store(true, Ordering::SeqCst);
         self.inner.stop.cancel();
+        for task in self.tasks().drain(..) {
+            task.abort();
+        }
         warn!(instance = %self.inner.me, "registry crashed (simulated)");
+    }
+
+    fn tasks(&self) -> MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {
+        self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn key(&self, rest: &str) -> String {
@@ -405,6 +428,28 @@ impl RedisRegistry {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(Fail::Redis(e)),
             Err(_) => Err(Fail::Timeout),
+        }
+    }
+
+    /// [`Self::run`] for create and attach: retried once after a connection
+    /// error (the first command after Redis returns may get the error of the
+    /// last failed reconnection). What a first attempt may nevertheless have
+    /// written is removed by the re-sync that a failure schedules.
+    async fn run_retrying<T: ::redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        args: &[&str],
+    ) -> Result<T, Fail> {
+        match self.run(script, args).await {
+            Err(Fail::Redis(e))
+                if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() =>
+            {
+                debug!("retrying after a connection error: {e}");
+                self.inner.reconcile.notify_one();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                self.run(script, args).await
+            }
+            other => other,
         }
     }
 
@@ -521,7 +566,7 @@ impl RedisRegistry {
                 continue;
             }
             let reply: String = self
-                .run(
+                .run_retrying(
                     &self.inner.scripts.create,
                     &[&room, &host_id, &join, &watch, &resume, &me, &grace, &ttl],
                 )
@@ -592,7 +637,7 @@ impl RedisRegistry {
         for _ in 0..5 {
             let peer = token::new_peer_id();
             let reply: Vec<String> = self
-                .run(
+                .run_retrying(
                     &self.inner.scripts.attach,
                     &[token, role_code(role), &peer, &me, &max, &ttl],
                 )
