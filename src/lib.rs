@@ -34,3 +34,4 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod token;
+pub mod ws;

@@ -9,15 +9,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use axum::Router;
+use futures_util::future::Either;
 use futures_util::FutureExt;
+use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -31,18 +31,7 @@ use crate::metrics::{Metrics, Rejection};
 use crate::protocol::Role;
 use crate::rooms::{MemoryRegistry, RedisOptions, RedisRegistry, Registry, RoomLimits};
 use crate::session;
-
-/// tungstenite's read buffer per connection. Its default (128 KiB, allocated
-/// eagerly and zero-filled on every read) costs memory and CPU for nothing on
-/// signalling-sized messages. It is also the most bytes read per system call,
-/// and it stays allocated (and touched) for the connection's life: 2 KiB holds
-/// ten ICE candidates and keeps an idle connection under 8 KiB; 4 KiB costs
-/// about 2 KB more per connection and saves about 17% CPU on 4 KB messages
-/// (docs/BENCHMARKS.md).
-const READ_BUFFER_SIZE: usize = 2 * 1024;
-/// Bytes gathered before the socket is written (the writer task also flushes
-/// after each batch).
-const WRITE_BUFFER_SIZE: usize = 8 * 1024;
+use crate::ws::{self, NotUpgrade};
 
 struct App<R> {
     session: session::Shared<R>,
@@ -210,20 +199,17 @@ impl TokenQuery {
     }
 }
 
-type Upgrade = Result<WebSocketUpgrade, WebSocketUpgradeRejection>;
-
 /// `/`: the demo page, or a WebSocket (the original deployment's URL).
 async fn root<R: Registry>(
     State(app): State<Arc<App<R>>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-    upgrade: Upgrade,
     request: Request,
 ) -> Response {
-    match upgrade {
-        Ok(ws) => accept(app, ws, remote, query, &headers).await,
-        Err(_) => app.files.serve(request).await,
+    match ws::accept_key(request.headers()) {
+        Ok(key) => accept(app, request, key, remote, query).await,
+        Err(NotUpgrade::Plain) => app.files.serve(request).await,
+        Err(why) => bad_upgrade(why),
     }
 }
 
@@ -232,31 +218,52 @@ async fn webrtc<R: Registry>(
     State(app): State<Arc<App<R>>>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
     Query(query): Query<TokenQuery>,
-    headers: HeaderMap,
-    upgrade: Upgrade,
+    request: Request,
 ) -> Response {
-    match upgrade {
-        Ok(ws) => accept(app, ws, remote, query, &headers).await,
-        Err(_) => (
+    match ws::accept_key(request.headers()) {
+        Ok(key) => accept(app, request, key, remote, query).await,
+        Err(NotUpgrade::Plain) => (
             StatusCode::UPGRADE_REQUIRED,
             [(header::UPGRADE, HeaderValue::from_static("websocket"))],
             "this endpoint speaks WebSocket: connect with ws:// or wss://\n",
+        )
+            .into_response(),
+        Err(why) => bad_upgrade(why),
+    }
+}
+
+/// A WebSocket upgrade request this server cannot accept (RFC 6455 §4.2.2).
+fn bad_upgrade(why: NotUpgrade) -> Response {
+    match why {
+        NotUpgrade::Version => (
+            StatusCode::UPGRADE_REQUIRED,
+            [(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            )],
+            "unsupported WebSocket version: this server speaks version 13\n",
+        )
+            .into_response(),
+        NotUpgrade::Key | NotUpgrade::Plain => (
+            StatusCode::BAD_REQUEST,
+            "WebSocket upgrade without Sec-WebSocket-Key\n",
         )
             .into_response(),
     }
 }
 
 /// The checks made before upgrading, cheapest refusal first: origin (403),
-/// query-string token (404), connection limit (503).
+/// query-string token (404), connection limit (503); then the 101 response,
+/// and the session on the upgraded socket.
 async fn accept<R: Registry>(
     app: Arc<App<R>>,
-    ws: WebSocketUpgrade,
+    mut request: Request,
+    accept_key: String,
     remote: SocketAddr,
     query: TokenQuery,
-    headers: &HeaderMap,
 ) -> Response {
     let metrics = &app.session.metrics;
-    if !origin_allowed(&app.config().allowed_origins, headers) {
+    if !origin_allowed(&app.config().allowed_origins, request.headers()) {
         metrics.rejected(Rejection::Origin);
         debug!(%remote, "upgrade refused: origin not allowed");
         return (StatusCode::FORBIDDEN, "origin not allowed\n").into_response();
@@ -273,6 +280,18 @@ async fn accept<R: Registry>(
             return (StatusCode::NOT_FOUND, "no open room has this token\n").into_response();
         }
     }
+    let (Some(on_upgrade), Ok(accept_key)) = (
+        request
+            .extensions_mut()
+            .remove::<hyper::upgrade::OnUpgrade>(),
+        HeaderValue::try_from(accept_key),
+    ) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "this connection cannot be upgraded\n",
+        )
+            .into_response();
+    };
     let Ok(permit) = Arc::clone(&app.permits).try_acquire_owned() else {
         metrics.rejected(Rejection::TooManyConnections);
         warn!(%remote, "upgrade refused: connection limit reached");
@@ -283,21 +302,26 @@ async fn accept<R: Registry>(
         )
             .into_response();
     };
-    let max = app.config().max_message_size;
     let shared = app.session.clone();
-    let tracker = app.tracker.clone();
-    ws.read_buffer_size(READ_BUFFER_SIZE)
-        .write_buffer_size(WRITE_BUFFER_SIZE)
-        .max_write_buffer_size(WRITE_BUFFER_SIZE + 2 * max)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_failed_upgrade(move |err| debug!(%remote, "upgrade failed: {err}"))
-        .on_upgrade(move |socket| {
-            // A combinator rather than an async block, which would hold a
-            // second copy of the session's state (see `session::run`).
-            let session = session::run(socket, shared, remote, attach);
-            tracker.track_future(session.map(move |()| drop(permit)))
-        })
+    // Combinators rather than an async block, which would hold a second copy
+    // of the session's state (see `session::run`).
+    let session = on_upgrade.then(move |upgraded| match upgraded {
+        Ok(upgraded) => Either::Left(session::run(TokioIo::new(upgraded), shared, remote, attach)),
+        Err(err) => {
+            debug!(%remote, "upgrade failed: {err}");
+            Either::Right(std::future::ready(()))
+        }
+    });
+    app.tracker.spawn(session.map(move |()| drop(permit)));
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (header::CONNECTION, HeaderValue::from_static("upgrade")),
+            (header::UPGRADE, HeaderValue::from_static("websocket")),
+            (header::SEC_WEBSOCKET_ACCEPT, accept_key),
+        ],
+    )
+        .into_response()
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {

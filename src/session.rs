@@ -2,21 +2,25 @@
 //!
 //! Every connection has the same shape: one task reads frames and acts on
 //! them, and, in the same `select!`, drains the connection's bounded outbox
-//! (its [`PeerLink`]) into the socket, feeding a batch and flushing once
-//! (`Writer`); teardown
-//! is one `select!` over the reasons a connection ends. Errors are classified
-//! by who caused them: a peer's bad message is answered and the socket stays
-//! open; a transport error, a kick or a limit ends the connection.
+//! (its [`PeerLink`]) into the socket, encoding a batch and writing it with
+//! one system call ([`Outbound`]); teardown is one `select!` over the reasons
+//! a connection ends. Errors are classified by who caused them: a peer's bad
+//! message is answered and the socket stays open; a transport error, a kick
+//! or a limit ends the connection.
+//!
+//! Frames are read and written by [`crate::ws`], which holds buffers only
+//! while they have bytes in them: an idle connection costs its task, its
+//! outbox and its socket, nothing more.
 
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, Instrument};
@@ -27,13 +31,21 @@ use crate::protocol::{
     self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
 };
 use crate::rooms::{Kick, Member, Outgoing, PeerLink, Registry, Welcome};
+use crate::ws::{self, Incoming, ReadError, Utf8Bytes};
 
-/// Messages written per flush: bounds the time the writer spends before
+/// Messages encoded per write: bounds the time the writer spends before
 /// pushing bytes out, while batching bursts into few system calls.
 const WRITE_BATCH: usize = 64;
-/// Frames handled per wake-up before the select looks at its other branches.
+/// Encoded bytes above which the writer stops taking messages from the
+/// outbox until the socket has taken what it has: what a peer that does not
+/// read can cost beyond its outbox.
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// Messages, and bytes of messages, handled in one turn before the task
+/// yields to the others on its thread: a host relaying a burst of large
+/// messages must let its viewers' tasks write them out before it reads on.
 const READ_BATCH: usize = 32;
-/// How long teardown waits for a close frame to be written.
+const READ_BATCH_BYTES: usize = 64 * 1024;
+/// How long teardown waits for a close frame to be written and answered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// WebSocket close codes the server uses.
@@ -42,12 +54,14 @@ pub mod close {
     pub const NORMAL: u16 = 1000;
     /// Going away (server shutdown).
     pub const GOING_AWAY: u16 = 1001;
+    /// Protocol error at the WebSocket layer.
+    pub const PROTOCOL: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// Policy violation (idle, ping timeout, persistent flooding).
     pub const POLICY: u16 = 1008;
     /// Message too big.
     pub const TOO_BIG: u16 = 1009;
-    /// Protocol error at the WebSocket layer.
-    pub const PROTOCOL: u16 = 1002;
 }
 
 /// What every session shares.
@@ -73,16 +87,16 @@ impl<R: Clone> Clone for Shared<R> {
     }
 }
 
-/// Runs one connection to its end. `attach` is a query-string token
-/// (`?join=` / `?watch=`) to enter with before reading anything.
+/// Runs one connection to its end, on the upgraded connection `socket`. `attach` is a
+/// query-string token (`?join=` / `?watch=`) to enter with before reading
+/// anything.
 ///
 /// The returned future is most of what an idle connection costs, so it is
-/// kept small: the socket is split and its writer spawned before the future
-/// is made, and the future is assembled with combinators rather than an
-/// `async` wrapper (which would keep its own copy of everything it moves into
-/// the future it awaits).
-pub fn run<R: Registry>(
-    socket: WebSocket,
+/// kept small: it is assembled with combinators rather than an `async`
+/// wrapper (which would keep its own copy of everything it moves into the
+/// future it awaits).
+pub fn run<R: Registry, S: Socket>(
+    socket: S,
     shared: Shared<R>,
     remote: SocketAddr,
     attach: Option<(Role, String)>,
@@ -98,10 +112,13 @@ pub fn run<R: Registry>(
     shared.metrics.connection_opened();
     let metrics = shared.metrics.clone();
     let (link, outbox) = PeerLink::new(shared.config.outbox_capacity);
-    let (sink, stream) = socket.split();
-    let writer = Writer::new(sink, outbox);
+    let conn = Conn {
+        reader: ws::Reader::new(shared.config.max_message_size),
+        out: Outbound::new(outbox),
+        io: socket,
+    };
     Session::new(shared, link)
-        .run(stream, writer, attach)
+        .run(conn, attach)
         .map(move |end| {
             metrics.connection_closed();
             info!(reason = end.describe(), "disconnected");
@@ -112,12 +129,14 @@ pub fn run<R: Registry>(
 /// Why a connection ended.
 #[derive(Debug)]
 enum End {
-    /// The peer closed the connection or it dropped.
+    /// The connection dropped without a close frame.
     PeerClosed,
+    /// The peer sent a close frame (answered with this code).
+    PeerClosing(u16),
     /// The transport failed.
     Transport(String),
-    /// The writer finished (a write failed, or it wrote a close frame queued
-    /// by the registry).
+    /// The writer finished: a write failed, or it wrote a close frame queued
+    /// by the registry.
     WriterDone,
     /// The registry cut the peer off.
     Kicked(Option<Kick>),
@@ -128,7 +147,8 @@ enum End {
 impl End {
     fn describe(&self) -> String {
         match self {
-            End::PeerClosed => "closed by peer".into(),
+            End::PeerClosed => "connection dropped by peer".into(),
+            End::PeerClosing(code) => format!("closed by peer ({code})"),
             End::Transport(e) => format!("transport error: {e}"),
             End::WriterDone => "writer finished".into(),
             End::Kicked(Some(Kick::SlowConsumer)) => "dropped: not reading (outbox full)".into(),
@@ -157,12 +177,7 @@ impl<R: Registry> Session<R> {
         }
     }
 
-    async fn run(
-        mut self,
-        mut stream: SplitStream<WebSocket>,
-        mut writer: Writer,
-        attach: Option<(Role, String)>,
-    ) -> End {
+    async fn run<S: Socket>(mut self, mut conn: Conn<S>, attach: Option<(Role, String)>) -> End {
         let config = Arc::clone(&self.shared.config);
         let shutdown = self.shared.shutdown.clone();
 
@@ -177,7 +192,6 @@ impl<R: Registry> Session<R> {
         let mut ping = tokio::time::interval_at(start, config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard_since_ping = true;
-        let mut peer_closing = false;
         let link = self.link.clone();
         // Made once, not on every turn of the loop: each one registers with
         // a `Notify`, which costs a lock to enter and another to leave.
@@ -191,26 +205,29 @@ impl<R: Registry> Session<R> {
                 biased;
                 _ = &mut kicked => break End::Kicked(link.kick_reason()),
                 _ = &mut stopping => break End::Close(close::GOING_AWAY, "server shutting down"),
-                () = std::future::poll_fn(|cx| writer.poll_write(cx)) => break End::WriterDone,
-                frame = stream.next() => {
-                    let mut frame = frame;
+                event = poll_fn(|cx| conn.poll_event(cx)) => {
+                    let Event::Read(mut read) = event else {
+                        break End::WriterDone;
+                    };
                     let mut budget = READ_BATCH;
-                    // Frames that are already read are handled here, without
-                    // a turn of the select each (bounded, to stay fair).
+                    let mut bytes = 0;
+                    // Messages that are already read are handled here,
+                    // without a turn of the select each (bounded, to stay
+                    // fair).
                     loop {
-                        let message = match frame {
-                            None => break 'session End::PeerClosed,
-                            Some(Ok(message)) => message,
-                            Some(Err(err)) => break 'session self.on_transport_error(err),
+                        let message = match read {
+                            Ok(message) => message,
+                            Err(err) => break 'session self.on_read_error(err),
                         };
                         heard_since_ping = true;
                         match message {
-                            Message::Text(text) => {
+                            Incoming::Text(text) => {
+                                bytes += text.len();
                                 if let Some(end) = self.on_text(text).await {
                                     break 'session end;
                                 }
                             }
-                            Message::Binary(_) => match self.admit() {
+                            Incoming::Binary => match self.admit() {
                                 Ok(true) => self.reply_error(&PeerError::new(
                                     ErrorCode::UnsupportedFrame,
                                     "binary frames are not supported: send JSON text",
@@ -218,27 +235,40 @@ impl<R: Registry> Session<R> {
                                 Ok(false) => {}
                                 Err(end) => break 'session end,
                             },
-                            // Keep reading after a close frame so the library
-                            // can send its reply; the stream then ends.
-                            Message::Close(_) => peer_closing = true,
-                            Message::Ping(_) | Message::Pong(_) => {}
+                            Incoming::Ping(payload) => match self.admit() {
+                                Ok(true) => conn.out.writer.pong(&payload),
+                                Ok(false) => {}
+                                Err(end) => break 'session end,
+                            },
+                            Incoming::Pong => {}
+                            Incoming::Close(code) => {
+                                // Answer with the peer's code (RFC 6455 §5.5.1);
+                                // one it may not send is answered with 1002.
+                                let code = match code {
+                                    None => close::NORMAL,
+                                    Some(c) if valid_close_code(c) => c,
+                                    Some(_) => close::PROTOCOL,
+                                };
+                                break 'session End::PeerClosing(code);
+                            }
                         }
                         budget -= 1;
-                        if budget == 0 {
+                        if budget == 0 || bytes >= READ_BATCH_BYTES {
+                            tokio::task::yield_now().await;
                             break;
                         }
-                        match next_if_ready(&mut stream).await {
-                            Some(next) => frame = next,
-                            None => break,
+                        match poll_fn(|cx| Poll::Ready(conn.poll_read(cx))).await {
+                            Poll::Ready(next) => read = next,
+                            Poll::Pending => break,
                         }
                     }
                 }
-                _ = ping.tick(), if !peer_closing => {
+                _ = ping.tick() => {
                     if !heard_since_ping {
                         break End::Close(close::POLICY, "ping timeout");
                     }
                     heard_since_ping = false;
-                    self.link.send(Outgoing::Ping);
+                    conn.out.writer.ping();
                 }
                 _ = &mut idle, if self.member.is_none() => {
                     break End::Close(close::POLICY, "not in a room");
@@ -249,18 +279,26 @@ impl<R: Registry> Session<R> {
         if let Some(member) = self.member.take() {
             member.leave().await;
         }
-        // Otherwise the peer is gone or not reading: nothing more can reach
-        // it, and what was queued is dropped with the writer.
-        if let End::Close(code, reason) = &end {
-            self.link.send(Outgoing::Close(*code, reason));
-            drop(self.link);
-            let close = std::future::poll_fn(|cx| writer.poll_write(cx));
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-        }
+        // A close frame to send: after what is queued, then wait (briefly)
+        // for the peer to answer or hang up, so that the socket is not reset
+        // with the peer's last frames unread. Otherwise the peer is gone or
+        // not reading: nothing more can reach it, and what was queued is
+        // dropped.
+        let close = match &end {
+            End::Close(code, reason) => Some((*code, *reason)),
+            End::PeerClosing(code) => Some((*code, "")),
+            End::WriterDone if conn.out.sent_close => None,
+            _ => return end,
+        };
+        drop(self.link);
+        // Boxed: rare, and it would otherwise add its size to every idle
+        // connection's future.
+        let answered = !matches!(end, End::PeerClosing(_));
+        Box::pin(close_politely(close, conn, answered)).await;
         end
     }
 
-    /// Counts a data frame against the rate limit: `Ok(true)` to handle it,
+    /// Counts a frame against the rate limit: `Ok(true)` to handle it,
     /// `Ok(false)` if it was dropped (the first drop of a run is answered with
     /// `rate_limited`), `Err` to end the connection.
     fn admit(&mut self) -> Result<bool, End> {
@@ -283,7 +321,6 @@ impl<R: Registry> Session<R> {
             Verdict::Close => Err(End::Close(close::POLICY, "rate limit exceeded")),
         }
     }
-
     async fn on_text(&mut self, text: Utf8Bytes) -> Option<End> {
         match self.admit() {
             Ok(true) => {}
@@ -400,26 +437,19 @@ impl<R: Registry> Session<R> {
         member.relay(relay.kind, to, out).await
     }
 
-    fn on_transport_error(&mut self, err: axum::Error) -> End {
-        use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-        let text = err.to_string();
-        match err.into_inner().downcast::<WsError>() {
-            Ok(ws) => match *ws {
-                WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-                    self.reply_error(&PeerError::new(
-                        ErrorCode::TooLarge,
-                        format!("message of {size} bytes is over the limit of {max_size} bytes"),
-                    ));
-                    End::Close(close::TOO_BIG, "message too big")
-                }
-                WsError::Capacity(_) => End::Close(close::TOO_BIG, "frame too big"),
-                WsError::Protocol(_) | WsError::Utf8(_) => {
-                    End::Close(close::PROTOCOL, "websocket protocol error")
-                }
-                WsError::ConnectionClosed | WsError::AlreadyClosed => End::PeerClosed,
-                other => End::Transport(other.to_string()),
-            },
-            Err(_) => End::Transport(text),
+    fn on_read_error(&mut self, err: ReadError) -> End {
+        match err {
+            ReadError::Eof => End::PeerClosed,
+            ReadError::Io(e) => End::Transport(e.to_string()),
+            ReadError::TooBig { size, max } => {
+                self.reply_error(&PeerError::new(
+                    ErrorCode::TooLarge,
+                    format!("message of {size} bytes is over the limit of {max} bytes"),
+                ));
+                End::Close(close::TOO_BIG, "message too big")
+            }
+            ReadError::Protocol(why) => End::Close(close::PROTOCOL, why),
+            ReadError::InvalidUtf8 => End::Close(close::INVALID_DATA, "text is not UTF-8"),
         }
     }
 
@@ -430,114 +460,181 @@ impl<R: Registry> Session<R> {
     }
 }
 
-/// The stream's next item if it is ready now; `None` if it is not (the task
-/// is then woken when it is).
-async fn next_if_ready<S: futures_util::Stream + Unpin>(stream: &mut S) -> Option<Option<S::Item>> {
-    std::future::poll_fn(|cx| match stream.poll_next_unpin(cx) {
-        std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
-        std::task::Poll::Pending => std::task::Poll::Ready(None),
+/// Close codes a peer may send (RFC 6455 §7.4).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
+/// Writes what is queued and the close frame, shuts the socket's sending
+/// side, then (unless the peer closed first) reads until the peer answers or
+/// hangs up: at most [`CLOSE_TIMEOUT`] in all.
+async fn close_politely<S: Socket>(
+    close: Option<(u16, &'static str)>,
+    mut conn: Conn<S>,
+    wait_for_answer: bool,
+) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if let Some((code, reason)) = close {
+            conn.out.finish(code, reason);
+            poll_fn(|cx| conn.out.poll_write(cx, Pin::new(&mut conn.io))).await;
+        }
+        if wait_for_answer {
+            while let Ok(message) = poll_fn(|cx| conn.poll_read(cx)).await {
+                if let Incoming::Close(_) = message {
+                    break;
+                }
+            }
+        }
     })
-    .await
+    .await;
+}
+
+/// What a WebSocket connection runs on: the upgraded HTTP connection, or
+/// any byte stream in tests.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Socket for S {}
+
+/// A connection's socket with its frame reader and its sending half. Both
+/// are driven by the connection's one task, so they take turns on the
+/// socket without a lock.
+struct Conn<S> {
+    io: S,
+    reader: ws::Reader,
+    out: Outbound,
+}
+
+/// What happened on a connection's socket.
+enum Event {
+    /// A message read, or why reading ended.
+    Read(Result<Incoming, ReadError>),
+    /// The sending half finished (see [`Outbound::poll_write`]).
+    WriterDone,
+}
+
+impl<S: Socket> Conn<S> {
+    /// Writes what is queued, then reads the next message.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.out.poll_write(cx, Pin::new(&mut self.io)).is_ready() {
+            return Poll::Ready(Event::WriterDone);
+        }
+        self.poll_read(cx).map(Event::Read)
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
+        self.reader.poll_next(cx, Pin::new(&mut self.io))
+    }
 }
 
 /// The sending half of a connection, driven by the connection's own task (a
 /// branch of its select): no second task per connection, and no wake-up of
 /// one for each message.
-struct Writer {
-    sink: SplitSink<WebSocket, Message>,
+struct Outbound {
+    writer: ws::Writer,
     outbox: mpsc::Receiver<Outgoing>,
-    /// Frames fed since the last completed flush.
-    unflushed: bool,
-    closing: Closing,
+    /// The close frame to write once the outbox is drained (teardown).
+    finish: Option<(u16, &'static str)>,
+    state: OutState,
+    /// A close frame has been written.
+    sent_close: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Closing {
-    No,
-    /// A close frame is fed: flush it, then close the sink.
-    Flush,
-    Close,
+enum OutState {
+    Open,
+    /// Write what is encoded, then shut the socket's sending side.
+    Closing,
+    Done,
 }
 
-impl Writer {
-    fn new(sink: SplitSink<WebSocket, Message>, outbox: mpsc::Receiver<Outgoing>) -> Self {
-        Writer {
-            sink,
+impl Outbound {
+    fn new(outbox: mpsc::Receiver<Outgoing>) -> Self {
+        Outbound {
+            writer: ws::Writer::new(),
             outbox,
-            unflushed: false,
-            closing: Closing::No,
+            finish: None,
+            state: OutState::Open,
+            sent_close: false,
         }
     }
 
-    /// Writes what the outbox holds, feeding up to [`WRITE_BATCH`] frames
-    /// per flush. Pending while the connection is open (woken by the outbox
-    /// or the socket); ready when no more can be written: a write failed,
-    /// or the close frame was sent.
-    fn poll_write(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ends with a close frame after what the outbox holds; nothing more is
+    /// taken into it.
+    fn finish(&mut self, code: u16, reason: &'static str) {
+        self.outbox.close();
+        self.finish = Some((code, reason));
+    }
+
+    /// Writes what the outbox holds, encoding up to [`WRITE_BATCH`] messages
+    /// per write. Pending while the connection is open (woken by the outbox
+    /// or the socket); ready when no more can be written: a write failed, or
+    /// the close frame was sent.
+    fn poll_write<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut io: Pin<&mut W>,
+    ) -> Poll<()> {
         let mut fed = 0;
         loop {
-            match self.closing {
-                Closing::No => {}
-                Closing::Flush => {
-                    if ready!(self.sink.poll_flush_unpin(cx)).is_err() {
-                        return Poll::Ready(());
+            match self.state {
+                OutState::Done => return Poll::Ready(()),
+                OutState::Closing => {
+                    if ready!(self.writer.poll_flush(cx, io.as_mut())).is_ok() {
+                        let _ = ready!(io.as_mut().poll_shutdown(cx));
                     }
-                    self.closing = Closing::Close;
+                    self.state = OutState::Done;
                     continue;
                 }
-                Closing::Close => {
-                    let _ = ready!(self.sink.poll_close_unpin(cx));
-                    return Poll::Ready(());
-                }
+                OutState::Open => {}
             }
-            if ready!(self.sink.poll_ready_unpin(cx)).is_err() {
+            let mut took_all = false;
+            while self.writer.pending() < WRITE_HIGH_WATER {
+                if fed == WRITE_BATCH {
+                    break;
+                }
+                match self.outbox.poll_recv(cx) {
+                    Poll::Ready(Some(Outgoing::Text(text))) => self.writer.text(text.as_str()),
+                    Poll::Ready(Some(Outgoing::Ping)) => self.writer.ping(),
+                    Poll::Ready(Some(Outgoing::Close(code, reason))) => {
+                        self.close(code, reason);
+                        break;
+                    }
+                    // Every link is gone, or teardown closed the outbox and
+                    // it is drained.
+                    Poll::Ready(None) => {
+                        let (code, reason) = self.finish.unwrap_or((close::NORMAL, ""));
+                        self.close(code, reason);
+                        break;
+                    }
+                    Poll::Pending => {
+                        took_all = true;
+                        break;
+                    }
+                }
+                fed += 1;
+            }
+            if self.state != OutState::Open {
+                continue;
+            }
+            if ready!(self.writer.poll_flush(cx, io.as_mut())).is_err() {
+                self.state = OutState::Done;
                 return Poll::Ready(());
             }
-            let next = if fed < WRITE_BATCH {
-                self.outbox.poll_recv(cx)
-            } else {
-                Poll::Pending
-            };
-            match next {
-                Poll::Ready(Some(out)) => {
-                    let frame = match out {
-                        Outgoing::Text(text) => Message::Text(text),
-                        Outgoing::Ping => Message::Ping(Default::default()),
-                        Outgoing::Close(code, reason) => {
-                            self.closing = Closing::Flush;
-                            Message::Close(Some(CloseFrame {
-                                code,
-                                reason: Utf8Bytes::from_static(reason),
-                            }))
-                        }
-                    };
-                    if self.sink.start_send_unpin(frame).is_err() {
-                        return Poll::Ready(());
-                    }
-                    self.unflushed = true;
-                    fed += 1;
-                    continue;
-                }
-                // Every link is gone (teardown): what was queued is written.
-                Poll::Ready(None) => self.closing = Closing::Flush,
-                Poll::Pending => {}
-            }
-            if self.unflushed {
-                if ready!(self.sink.poll_flush_unpin(cx)).is_err() {
-                    return Poll::Ready(());
-                }
-                self.unflushed = false;
-            }
-            if self.closing != Closing::No {
-                continue;
+            if took_all {
+                return Poll::Pending;
             }
             if fed >= WRITE_BATCH {
                 // A full batch is out; let the other branches run before the
                 // next one.
                 cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
-            return Poll::Pending;
         }
+    }
+
+    fn close(&mut self, code: u16, reason: &str) {
+        self.writer.close(code, reason);
+        self.sent_close = true;
+        self.state = OutState::Closing;
     }
 }
 
@@ -614,7 +711,12 @@ mod tests {
     /// The size of the future `run` returns, without making one.
     fn future_size<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(WebSocket, Shared<MemoryRegistry>, SocketAddr, Option<(Role, String)>) -> Fut,
+        F: FnOnce(
+            hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+            Shared<MemoryRegistry>,
+            SocketAddr,
+            Option<(Role, String)>,
+        ) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }
@@ -622,9 +724,12 @@ mod tests {
     #[test]
     fn a_connection_future_stays_small() {
         // Most of what an idle connection costs (docs/BENCHMARKS.md): it was
-        // 3 KB before `run` was assembled from combinators.
-        let size = future_size(run::<MemoryRegistry>);
-        assert!(size <= 1536, "the per-connection future is {size} bytes");
+        // 3 KB before `run` was assembled from combinators. It holds the
+        // socket and the frame reader and writer (empty while idle) since
+        // the connection stopped going through tungstenite's `WebSocket`,
+        // whose state and buffers lived on the heap beside it.
+        let size = future_size(run::<MemoryRegistry, _>);
+        assert!(size <= 1792, "the per-connection future is {size} bytes");
     }
 
     #[test]

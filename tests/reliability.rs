@@ -700,12 +700,12 @@ async fn a_slow_peer_is_counted_once_however_many_messages_it_misses() {
     // Found by the soak (tools/soak): signal_slow_peers_dropped_total said 13
     // for 9 peers dropped. Every send to a full outbox counted, also those
     // made after the peer was cut off and before its session left the room.
-    use axum::extract::ws::Utf8Bytes;
     use signal_server::metrics::Metrics;
     use signal_server::protocol::{InitRequest, RelayKind, Role};
     use signal_server::rooms::{
         Kick, Member, MemoryRegistry, PeerLink, Queued, Registry, RoomLimits, Welcome,
     };
+    use signal_server::ws::Utf8Bytes;
 
     let (link, _outbox) = PeerLink::new(1);
     assert_eq!(link.send_text("a"), Queued::Yes);

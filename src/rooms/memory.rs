@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use axum::extract::ws::Utf8Bytes;
+use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
 use super::{room_not_found, Kick, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::Utf8Bytes;
+use crate::ws::Utf8Bytes;
 
 use crate::metrics::Metrics;
 use crate::protocol::{RelayKind, Role, ServerMessage};

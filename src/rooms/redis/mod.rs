@@ -25,9 +25,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::ws::Utf8Bytes;
 use ::redis::aio::ConnectionManager;
 use ::redis::{Client, RedisError, Script};
-use axum::extract::ws::Utf8Bytes;
 use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;

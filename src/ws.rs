@@ -1,0 +1,627 @@
+//! The server side of a WebSocket connection (RFC 6455) over the upgraded
+//! TCP socket: the handshake checks, a frame [`Reader`] and a frame
+//! [`Writer`].
+//!
+//! Why not tungstenite's `WebSocket` (which axum wraps): its read and write
+//! buffers belong to the connection, grow to the largest frame it has seen
+//! and are never released, so an idle connection that once carried a 4 KB
+//! SDP keeps about 10 KB of buffers for its whole life; its split halves
+//! share the stream through a lock, and each poll goes through a waker proxy.
+//! Signalling connections are idle nearly all the time and busy in short
+//! bursts, so here every buffer is held only while it has bytes in it:
+//!
+//! - reads go into one scratch buffer per thread; only bytes not yet handled
+//!   (the rest of a burst, or a frame still arriving) are copied into the
+//!   connection's own buffer, which is freed as soon as it is drained;
+//! - frames to send are encoded into the connection's write buffer, written
+//!   with as few system calls as the socket allows, and the buffer is freed
+//!   once it is written.
+//!
+//! Frame headers are parsed and formatted by tungstenite's [`FrameHeader`];
+//! what is ours is the buffer policy and the checks a server makes (masking,
+//! reserved bits, control frame rules, message size, UTF-8).
+
+use std::cell::RefCell;
+use std::io::{self, Cursor};
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use axum::http::{header, HeaderMap, HeaderName};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
+
+pub use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+pub use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// Bytes read per system call, into the thread's scratch buffer. Large
+/// enough for a burst of candidates or a whole SDP in one read.
+pub const READ_CHUNK: usize = 16 * 1024;
+/// The longest payload a control frame may carry (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// Why a request is not a WebSocket upgrade this server accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotUpgrade {
+    /// Not an upgrade request at all (a plain GET).
+    Plain,
+    /// An upgrade request for a WebSocket version other than 13.
+    Version,
+    /// An upgrade request without `Sec-WebSocket-Key`.
+    Key,
+}
+
+/// The `Sec-WebSocket-Accept` value if `headers` ask for a WebSocket
+/// (HTTP/1.1 `Connection: upgrade`, `Upgrade: websocket`, version 13).
+pub fn accept_key(headers: &HeaderMap) -> Result<String, NotUpgrade> {
+    if !header_has_token(headers, header::CONNECTION, "upgrade")
+        || !header_has_token(headers, header::UPGRADE, "websocket")
+    {
+        return Err(NotUpgrade::Plain);
+    }
+    if !header_has_token(headers, header::SEC_WEBSOCKET_VERSION, "13") {
+        return Err(NotUpgrade::Version);
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
+        _ => Err(NotUpgrade::Key),
+    }
+}
+
+/// Whether a comma-separated header holds `token` (case-insensitive).
+fn header_has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers.get_all(name).iter().any(|value| {
+        value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// A message read from the peer.
+#[derive(Debug, PartialEq)]
+pub enum Incoming {
+    /// A complete text message (valid UTF-8).
+    Text(Utf8Bytes),
+    /// A complete binary message (its content is not kept).
+    Binary,
+    /// A ping, with its payload (to send back in the pong).
+    Ping(Bytes),
+    /// A pong.
+    Pong,
+    /// A close frame, with its status code if it had one.
+    Close(Option<u16>),
+}
+
+/// Why reading ended or failed. Every variant but [`ReadError::Io`] and
+/// [`ReadError::Eof`] is the peer's fault and gets a close code.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The connection ended without a close frame.
+    Eof,
+    /// The transport failed.
+    Io(io::Error),
+    /// A message over the size limit (close code 1009).
+    TooBig {
+        /// Its size, or the size it had reached.
+        size: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// A framing error (close code 1002).
+    Protocol(&'static str),
+    /// A text message that is not UTF-8 (close code 1007).
+    InvalidUtf8,
+}
+
+thread_local! {
+    /// Where reads land: one buffer per thread instead of one per connection.
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_CHUNK].into_boxed_slice());
+}
+
+/// Reads frames and assembles messages. Holds memory only while a frame is
+/// partly read or a burst is partly handled.
+#[derive(Debug)]
+pub struct Reader {
+    /// Bytes read but not yet handled; empty, without capacity, when idle.
+    buf: BytesMut,
+    /// A fragmented message being assembled: text or not, and its bytes.
+    fragments: Option<(bool, BytesMut)>,
+    max_message: usize,
+}
+
+impl Reader {
+    /// A reader for messages of at most `max_message` bytes.
+    pub fn new(max_message: usize) -> Self {
+        Reader {
+            buf: BytesMut::new(),
+            fragments: None,
+            max_message,
+        }
+    }
+
+    /// Bytes the reader holds (for tests and diagnostics).
+    pub fn buffered(&self) -> usize {
+        self.buf.capacity() + self.fragments.as_ref().map_or(0, |(_, b)| b.capacity())
+    }
+
+    /// The next message, read from `io` if it is not buffered yet.
+    pub fn poll_next<R: AsyncRead + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut io: Pin<&mut R>,
+    ) -> Poll<Result<Incoming, ReadError>> {
+        loop {
+            if let Some(message) = self.parse()? {
+                return Poll::Ready(Ok(message));
+            }
+            let read = SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let mut rb = ReadBuf::new(&mut scratch[..]);
+                match io.as_mut().poll_read(cx, &mut rb) {
+                    Poll::Ready(Ok(())) => {
+                        let n = rb.filled().len();
+                        self.buf.extend_from_slice(rb.filled());
+                        Poll::Ready(Ok(n))
+                    }
+                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                    Poll::Pending => Poll::Pending,
+                }
+            });
+            match ready!(read) {
+                Ok(0) => return Poll::Ready(Err(ReadError::Eof)),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Err(ReadError::Io(e))),
+            }
+        }
+    }
+
+    /// One message from the buffered bytes, if a whole one is there.
+    fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
+        loop {
+            if self.buf.is_empty() {
+                // Drained: let the allocation go (a burst's worth, or the
+                // size of the largest frame) rather than keep it while idle.
+                if self.buf.capacity() != 0 {
+                    self.buf = BytesMut::new();
+                }
+                return Ok(None);
+            }
+            let mut cursor = Cursor::new(&self.buf[..]);
+            let (header, len) = match FrameHeader::parse(&mut cursor) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => return Ok(None),
+                Err(_) => return Err(ReadError::Protocol("invalid frame header")),
+            };
+            let header_len = cursor.position() as usize;
+            // A continuation counts with the fragments before it.
+            let assembled = match (&self.fragments, header.opcode) {
+                (Some((_, b)), OpCode::Data(Data::Continue)) => b.len() as u64,
+                _ => 0,
+            };
+            let size = len.saturating_add(assembled);
+            if size > self.max_message as u64 {
+                return Err(ReadError::TooBig {
+                    size,
+                    max: self.max_message,
+                });
+            }
+            if header.rsv1 || header.rsv2 || header.rsv3 {
+                return Err(ReadError::Protocol(
+                    "reserved bits set (no extension agreed)",
+                ));
+            }
+            let Some(mask) = header.mask else {
+                return Err(ReadError::Protocol("client frames must be masked"));
+            };
+            let len = len as usize;
+            if self.buf.len() < header_len + len {
+                // Not all here yet: make room for the rest at once.
+                self.buf.reserve(header_len + len - self.buf.len());
+                return Ok(None);
+            }
+            self.buf.advance(header_len);
+            let payload = &mut self.buf[..len];
+            unmask(payload, mask);
+            let message = self.on_frame(header.opcode, header.is_final, len)?;
+            if let Some(message) = message {
+                return Ok(Some(message));
+            }
+        }
+    }
+
+    /// Handles the frame whose unmasked payload is the first `len` buffered
+    /// bytes, consuming them.
+    fn on_frame(
+        &mut self,
+        opcode: OpCode,
+        is_final: bool,
+        len: usize,
+    ) -> Result<Option<Incoming>, ReadError> {
+        let payload = self.buf.split_to(len);
+        match opcode {
+            OpCode::Control(control) => {
+                if !is_final || len > MAX_CONTROL_PAYLOAD {
+                    return Err(ReadError::Protocol("invalid control frame"));
+                }
+                match control {
+                    Control::Ping => Ok(Some(Incoming::Ping(Bytes::copy_from_slice(&payload)))),
+                    Control::Pong => Ok(Some(Incoming::Pong)),
+                    Control::Close => close_frame(&payload).map(|code| Some(Incoming::Close(code))),
+                    Control::Reserved(_) => Err(ReadError::Protocol("reserved opcode")),
+                }
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some((text, mut assembled)) = self.fragments.take() else {
+                    return Err(ReadError::Protocol("continuation without a message"));
+                };
+                assembled.extend_from_slice(&payload);
+                if is_final {
+                    finish(text, &assembled).map(Some)
+                } else {
+                    self.fragments = Some((text, assembled));
+                    Ok(None)
+                }
+            }
+            OpCode::Data(data @ (Data::Text | Data::Binary)) => {
+                if self.fragments.is_some() {
+                    return Err(ReadError::Protocol("new message before the last one ended"));
+                }
+                let text = data == Data::Text;
+                if is_final {
+                    finish(text, &payload).map(Some)
+                } else {
+                    self.fragments = Some((text, BytesMut::from(&payload[..])));
+                    Ok(None)
+                }
+            }
+            OpCode::Data(Data::Reserved(_)) => Err(ReadError::Protocol("reserved opcode")),
+        }
+    }
+}
+
+/// A whole message. Text is copied out of the read buffer into an allocation
+/// of its own size, so a message queued for a slow peer never pins a burst's
+/// worth of buffer.
+fn finish(text: bool, payload: &[u8]) -> Result<Incoming, ReadError> {
+    if !text {
+        return Ok(Incoming::Binary);
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| ReadError::InvalidUtf8)?;
+    Ok(Incoming::Text(Utf8Bytes::from(text.to_owned())))
+}
+
+/// The status code of a close frame's payload.
+fn close_frame(payload: &[u8]) -> Result<Option<u16>, ReadError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(ReadError::Protocol("close frame of one byte")),
+        [hi, lo, reason @ ..] => {
+            if std::str::from_utf8(reason).is_err() {
+                return Err(ReadError::InvalidUtf8);
+            }
+            Ok(Some(u16::from_be_bytes([*hi, *lo])))
+        }
+    }
+}
+
+/// XORs `buf` with the frame's masking key, eight bytes at a time.
+pub fn unmask(buf: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = buf.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        chunk.copy_from_slice(&(u64::from_ne_bytes(word) ^ wide).to_ne_bytes());
+    }
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i & 3];
+    }
+}
+
+/// Encodes frames and writes them. The buffer is freed once written.
+#[derive(Debug, Default)]
+pub struct Writer {
+    out: BytesMut,
+}
+
+impl Writer {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Writer::default()
+    }
+
+    /// Bytes waiting to be written.
+    pub fn pending(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Bytes the writer holds, written or not (for tests and diagnostics).
+    pub fn buffered(&self) -> usize {
+        self.out.capacity()
+    }
+
+    /// Queues a text frame.
+    pub fn text(&mut self, text: &str) {
+        self.frame(OpCode::Data(Data::Text), text.as_bytes());
+    }
+
+    /// Queues a ping with an empty payload.
+    pub fn ping(&mut self) {
+        self.frame(OpCode::Control(Control::Ping), &[]);
+    }
+
+    /// Queues a pong answering a ping's payload.
+    pub fn pong(&mut self, payload: &[u8]) {
+        self.frame(OpCode::Control(Control::Pong), payload);
+    }
+
+    /// Queues a close frame (the reason is cut to what a control frame holds).
+    pub fn close(&mut self, code: u16, reason: &str) {
+        let mut cut = reason.len().min(MAX_CONTROL_PAYLOAD - 2);
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
+        payload[..2].copy_from_slice(&code.to_be_bytes());
+        payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
+        self.frame(OpCode::Control(Control::Close), &payload[..2 + cut]);
+    }
+
+    fn frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = FrameHeader {
+            opcode,
+            ..FrameHeader::default()
+        };
+        let len = payload.len() as u64;
+        self.out.reserve(header.len(len) + payload.len());
+        let mut w = (&mut self.out).writer();
+        // Writing into memory cannot fail.
+        let _ = header.format(len, &mut w);
+        self.out.put_slice(payload);
+    }
+
+    /// Writes what is queued. Ready with `Ok` once all of it is written (the
+    /// buffer is then freed).
+    pub fn poll_flush<W: AsyncWrite + ?Sized>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut io: Pin<&mut W>,
+    ) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            let n = ready!(io.as_mut().poll_write(cx, &self.out))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.out.advance(n);
+        }
+        if self.out.capacity() != 0 {
+            self.out = BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A frame as a client sends it: masked.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![first];
+        let len = payload.len();
+        if len < 126 {
+            out.push(0x80 | len as u8);
+        } else if len < 65536 {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        out
+    }
+
+    async fn next(reader: &mut Reader, io: &mut tokio::io::DuplexStream) -> Incoming {
+        poll_fn(|cx| reader.poll_next(cx, Pin::new(&mut *io)))
+            .await
+            .expect("a message")
+    }
+
+    async fn next_err(reader: &mut Reader, io: &mut tokio::io::DuplexStream) -> ReadError {
+        poll_fn(|cx| reader.poll_next(cx, Pin::new(&mut *io)))
+            .await
+            .expect_err("an error")
+    }
+
+    #[test]
+    fn unmask_matches_the_byte_by_byte_definition() {
+        let mask = [1, 2, 3, 4];
+        for len in 0..40 {
+            let original: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            let mut fast = original.clone();
+            unmask(&mut fast, mask);
+            let slow: Vec<u8> = original
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
+            assert_eq!(fast, slow, "length {len}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_frames_is_read_and_the_buffer_released() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let mut burst = Vec::new();
+        for i in 0..5 {
+            burst.extend(client_frame(0x81, format!("message {i}").as_bytes()));
+        }
+        client.write_all(&burst).await.unwrap();
+        let mut reader = Reader::new(1024);
+        for i in 0..5 {
+            assert_eq!(
+                next(&mut reader, &mut server).await,
+                Incoming::Text(Utf8Bytes::from(format!("message {i}")))
+            );
+        }
+        assert_eq!(reader.buffered(), 0, "an idle reader holds no buffer");
+    }
+
+    #[tokio::test]
+    async fn a_frame_split_across_reads_and_fragments_are_assembled() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let big = "x".repeat(5000);
+        let frame = client_frame(0x81, big.as_bytes());
+        let mut reader = Reader::new(1 << 16);
+        let writer = tokio::spawn(async move {
+            for part in frame.chunks(700) {
+                client.write_all(part).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            // Then a message in three fragments, with a ping between them.
+            client.write_all(&client_frame(0x01, b"ab")).await.unwrap();
+            client.write_all(&client_frame(0x89, b"p")).await.unwrap();
+            client.write_all(&client_frame(0x00, b"cd")).await.unwrap();
+            client.write_all(&client_frame(0x80, b"ef")).await.unwrap();
+            client
+        });
+        assert_eq!(
+            next(&mut reader, &mut server).await,
+            Incoming::Text(Utf8Bytes::from(big))
+        );
+        assert_eq!(
+            next(&mut reader, &mut server).await,
+            Incoming::Ping(Bytes::from_static(b"p"))
+        );
+        assert_eq!(
+            next(&mut reader, &mut server).await,
+            Incoming::Text(Utf8Bytes::from_static("abcdef"))
+        );
+        drop(writer.await.unwrap());
+        assert!(matches!(
+            next_err(&mut reader, &mut server).await,
+            ReadError::Eof
+        ));
+    }
+
+    #[tokio::test]
+    async fn peer_faults_are_classified() {
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (client_frame(0x81, &[0xff, 0xfe]), "utf8"),
+            (client_frame(0x81, &vec![b'a'; 2000]), "big"),
+            (
+                {
+                    let mut f = client_frame(0x81, b"hi");
+                    f[1] &= 0x7f; // unmasked
+                    f.drain(2..6);
+                    f
+                },
+                "protocol",
+            ),
+            (client_frame(0xc1, b"hi"), "protocol"), // rsv1
+            (client_frame(0x83, b"hi"), "protocol"), // reserved opcode
+            (client_frame(0x09, b"hi"), "protocol"), // fragmented ping
+            (client_frame(0x80, b"hi"), "protocol"), // stray continuation
+            (client_frame(0x88, &[3]), "protocol"),  // close of one byte
+            (client_frame(0x89, &[0; 126]), "protocol"), // long ping
+        ];
+        for (bytes, want) in cases {
+            let (mut client, mut server) = tokio::io::duplex(1 << 16);
+            client.write_all(&bytes).await.unwrap();
+            let mut reader = Reader::new(1000);
+            let err = next_err(&mut reader, &mut server).await;
+            let got = match err {
+                ReadError::InvalidUtf8 => "utf8",
+                ReadError::TooBig { .. } => "big",
+                ReadError::Protocol(_) => "protocol",
+                other => panic!("unexpected {other:?}"),
+            };
+            assert_eq!(got, want, "frame {bytes:02x?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_oversized_frame_is_refused_from_its_header() {
+        // The header announces 1 MB: refused before any payload arrives.
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&(1u64 << 20).to_be_bytes());
+        header.extend_from_slice(&[0, 0, 0, 0]);
+        client.write_all(&header).await.unwrap();
+        let mut reader = Reader::new(65536);
+        assert!(matches!(
+            next_err(&mut reader, &mut server).await,
+            ReadError::TooBig { size, max: 65536 } if size == 1 << 20
+        ));
+    }
+
+    #[tokio::test]
+    async fn written_frames_are_what_a_client_library_reads() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::tungstenite::Message;
+        let (client, mut server) = tokio::io::duplex(1 << 16);
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let mut writer = Writer::new();
+        let long = "y".repeat(70_000);
+        writer.text("{\"type\":\"offer\"}");
+        writer.text(&long);
+        writer.ping();
+        writer.close(1001, "server shutting down");
+        let flush = tokio::spawn(async move {
+            poll_fn(|cx| writer.poll_flush(cx, Pin::new(&mut server)))
+                .await
+                .unwrap();
+            assert_eq!(writer.buffered(), 0, "a flushed writer holds no buffer");
+            let mut rest = Vec::new();
+            let _ = server.read_to_end(&mut rest).await;
+        });
+        let got = ws.next().await.unwrap().unwrap();
+        assert_eq!(got, Message::text("{\"type\":\"offer\"}"));
+        assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(long));
+        assert!(matches!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Ping(_)
+        ));
+        match ws.next().await.unwrap().unwrap() {
+            Message::Close(Some(frame)) => {
+                assert_eq!(u16::from(frame.code), 1001);
+                assert_eq!(frame.reason.as_str(), "server shutting down");
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+        drop(ws);
+        flush.await.unwrap();
+    }
+
+    #[test]
+    fn upgrade_headers_are_checked() {
+        let mut h = HeaderMap::new();
+        assert_eq!(accept_key(&h), Err(NotUpgrade::Plain));
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "WebSocket".parse().unwrap());
+        h.insert(header::SEC_WEBSOCKET_VERSION, "8".parse().unwrap());
+        assert_eq!(accept_key(&h), Err(NotUpgrade::Version));
+        h.insert(header::SEC_WEBSOCKET_VERSION, "13".parse().unwrap());
+        assert_eq!(accept_key(&h), Err(NotUpgrade::Key));
+        // The example of RFC 6455 §1.3.
+        h.insert(
+            header::SEC_WEBSOCKET_KEY,
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
+        assert_eq!(
+            accept_key(&h).as_deref(),
+            Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
+    }
+}
