@@ -9,9 +9,11 @@
 //!   offer/answer/ICE exchange; then each viewer keeps `--inflight` messages
 //!   of `--size` bytes in flight to its host, which echoes each one back.
 //!   Every delivery counts as one relayed message.
-//! - `open`: the same rooms, each viewer sending at a fixed rate whatever the
-//!   replies do; latency is measured from the intended send time (no
-//!   coordinated omission): one hop (viewer to host) and the round trip.
+//! - `open`: the same rooms, the viewers sending at fixed times whatever the
+//!   replies do (one pacer spinning on the clock, round robin over the
+//!   viewers); latency is measured from the intended send time (no
+//!   coordinated omission): one hop (viewer to host) and the round trip, and
+//!   the generator's own send lag.
 //! - `setup`: memory per room (RSS growth over `--rooms` rooms held open),
 //!   then the rate of host init + viewer join + first relayed offer, with
 //!   `--concurrency` set-ups in flight, each closed when done.
@@ -32,6 +34,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand, ValueEnum};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::{json, Map, Value};
 use tokio::task::{spawn_local, LocalSet};
@@ -236,6 +239,12 @@ struct Stats {
     hop: RefCell<Vec<u64>>,
     /// Round trip: viewer's intended send time to the echo's receipt.
     rtt: RefCell<Vec<u64>>,
+    /// Open loop: the generator's own send lag, from the intended send time
+    /// to the start of the write (the frame built and buffered).
+    lag: RefCell<Vec<u64>>,
+    /// Open loop: the time the write system call takes (on loopback it
+    /// includes handing the segment to the server's socket and waking it).
+    write: RefCell<Vec<u64>>,
 }
 
 impl Stats {
@@ -287,45 +296,53 @@ async fn closed_or_open(
     let t0 = Instant::now();
     let w0 = secs(a.warmup).as_nanos() as u64;
     let w1 = w0 + secs(a.duration).as_nanos() as u64;
+    // Open loop: room for every sample of the window, so that no push has
+    // to reallocate (and copy) while messages are being timed.
+    let cap = rate.map_or(0, |r| (r / 2.0 * a.duration.max(0.0) * 1.1) as usize + 1024);
+    let samples = || RefCell::new(Vec::with_capacity(cap));
     let st = Rc::new(Stats {
         t0,
         recv: Cell::new(0),
         stop: Cell::new(false),
         window: (w0, w1),
-        hop: RefCell::new(Vec::new()),
-        rtt: RefCell::new(Vec::new()),
+        hop: samples(),
+        rtt: samples(),
+        lag: samples(),
+        write: samples(),
     });
-    let viewers_total = rooms.len() * a.viewers;
-    let mut g = 0;
+    // Open loop: one pacer writes every viewer's messages on the global
+    // schedule; each viewer's read half is read by its own task.
+    let mut sinks = Vec::new();
     for room in rooms {
         let tmpl = Rc::new(t.templates(&room.host_id, &room.viewer_ids, kind_of(a.size), a.size));
         spawn_local(host_task(room.host, Rc::clone(&tmpl), Rc::clone(&st)));
         for (v, ws) in room.viewers.into_iter().enumerate() {
             match rate {
-                None => spawn_local(viewer_closed(
-                    ws,
-                    Rc::clone(&tmpl),
-                    v,
-                    a.inflight,
-                    Rc::clone(&st),
-                )),
-                Some(rate) => {
-                    // Each send is relayed twice (there and back).
-                    let per_viewer = rate / 2.0 / viewers_total as f64;
-                    let period = Duration::from_secs_f64(1.0 / per_viewer);
-                    let offset = period.mul_f64(g as f64 / viewers_total as f64);
-                    spawn_local(viewer_open(
+                None => {
+                    spawn_local(viewer_closed(
                         ws,
                         Rc::clone(&tmpl),
                         v,
-                        t0 + offset,
-                        period,
+                        a.inflight,
                         Rc::clone(&st),
-                    ))
+                    ));
                 }
-            };
-            g += 1;
+                Some(_) => {
+                    let (sink, stream) = ws.split();
+                    spawn_local(viewer_open_reader(stream, Rc::clone(&st)));
+                    sinks.push(PacedViewer {
+                        sink,
+                        tmpl: Rc::clone(&tmpl),
+                        v,
+                        seq: 0,
+                    });
+                }
+            }
         }
+    }
+    if let Some(rate) = rate {
+        // Each send is relayed twice (there and back).
+        spawn_local(pacer(sinks, rate / 2.0, Rc::clone(&st)));
     }
     tokio::time::sleep_until((t0 + secs(a.warmup)).into()).await;
     let (r0, s0, g0, i0) = (
@@ -362,10 +379,17 @@ async fn closed_or_open(
         m.insert("offered_per_s".into(), json!(rate));
         // Let messages sent at the end of the window arrive.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        for (name, v) in [("hop", &st.hop), ("rtt", &st.rtt)] {
+        const ALL: &[(f64, &str)] = &[(0.5, "p50"), (0.99, "p99"), (0.999, "p999")];
+        // The generator's own share: lag before the write, and the write.
+        for (name, v, qs) in [
+            ("hop", &st.hop, ALL),
+            ("rtt", &st.rtt, ALL),
+            ("send_lag", &st.lag, &ALL[..2]),
+            ("send_write", &st.write, &ALL[..2]),
+        ] {
             let mut v = v.borrow_mut();
             v.sort_unstable();
-            for (q, qn) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p999")] {
+            for &(q, qn) in qs {
                 m.insert(format!("{name}_{qn}_us"), json!(quantile(&v, q) / 1e3));
             }
             m.insert(format!("{name}_samples"), json!(v.len()));
@@ -470,42 +494,66 @@ async fn viewer_closed(mut ws: Ws, tmpl: Rc<Templates>, v: usize, inflight: usiz
     }
 }
 
-/// A viewer sending every `period` from `start`, whatever the replies do.
-async fn viewer_open(
-    mut ws: Ws,
+/// An open-loop viewer's write half, driven by the pacer.
+struct PacedViewer {
+    sink: SplitSink<Ws, Message>,
     tmpl: Rc<Templates>,
     v: usize,
-    start: Instant,
-    period: Duration,
-    st: Rc<Stats>,
-) {
-    let mut next = start;
-    let mut seq = 0;
-    loop {
-        tokio::select! {
-            biased;
-            m = ws.next() => {
-                let Some(Ok(m)) = m else { return };
-                if let Some((_, _, t)) = data(&m) {
-                    st.recv.set(st.recv.get() + 1);
-                    if st.in_window(t) {
-                        st.rtt.borrow_mut().push(st.now().saturating_sub(t));
-                    }
-                }
+    seq: u64,
+}
+
+/// The open loop's sender: message `i` is intended at `t0 + i / per_s` and
+/// goes to viewer `i mod n` (round robin). Timers have a 1 ms granularity and
+/// would make sends leave late, in bursts; instead the pacer spins on the
+/// clock (the generator has a core of its own), writing each message as soon
+/// as it is due, and yields to the runtime between checks so that replies
+/// are still read at once (`yield_now` resumes it after the I/O driver has
+/// been polled, without blocking).
+async fn pacer(mut viewers: Vec<PacedViewer>, per_s: f64, st: Rc<Stats>) {
+    if viewers.is_empty() || per_s <= 0.0 {
+        return;
+    }
+    let n = viewers.len();
+    let due = |i: u64| (i as f64 * 1e9 / per_s) as u64;
+    let mut i = 0u64;
+    while !st.stop.get() {
+        let mut next = due(i);
+        // When behind, catch up in bursts of at most 32 sends, so that the
+        // replies (and the end of the window) are still seen.
+        let mut burst = 0;
+        while next <= st.now() && burst < 32 {
+            burst += 1;
+            let pv = &mut viewers[(i % n as u64) as usize];
+            let m = pv.tmpl.to_host(pv.v, pv.seq, next);
+            pv.seq += 1;
+            // Feed (frame it into the write buffer), then flush: one write
+            // system call, which waits only if the socket's send buffer is
+            // full.
+            if pv.sink.feed(m).await.is_err() {
+                return;
             }
-            _ = tokio::time::sleep_until(next.into()), if !st.stop.get() => {
-                let now = Instant::now();
-                while next <= now {
-                    let t = (next - st.t0).as_nanos() as u64;
-                    if ws.feed(tmpl.to_host(v, seq, t)).await.is_err() {
-                        return;
-                    }
-                    seq += 1;
-                    next += period;
-                }
-                if ws.flush().await.is_err() {
-                    return;
-                }
+            let t_write = st.now();
+            if pv.sink.flush().await.is_err() {
+                return;
+            }
+            if st.in_window(next) {
+                st.lag.borrow_mut().push(t_write.saturating_sub(next));
+                st.write.borrow_mut().push(st.now().saturating_sub(t_write));
+            }
+            i += 1;
+            next = due(i);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// An open-loop viewer's read half: records the round trip of every echo.
+async fn viewer_open_reader(mut rx: SplitStream<Ws>, st: Rc<Stats>) {
+    while let Some(Ok(m)) = rx.next().await {
+        if let Some((_, _, t)) = data(&m) {
+            st.recv.set(st.recv.get() + 1);
+            if st.in_window(t) {
+                st.rtt.borrow_mut().push(st.now().saturating_sub(t));
             }
         }
     }
