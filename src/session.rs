@@ -164,6 +164,9 @@ struct Session<R: Registry> {
     link: PeerLink,
     member: Option<R::Member>,
     limiter: RateLimiter,
+    /// When the batch of messages being handled was read (one clock read
+    /// per batch, not per message, for the rate limiter).
+    now: Instant,
 }
 
 impl<R: Registry> Session<R> {
@@ -174,6 +177,7 @@ impl<R: Registry> Session<R> {
             link,
             member: None,
             limiter,
+            now: Instant::now(),
         }
     }
 
@@ -209,6 +213,7 @@ impl<R: Registry> Session<R> {
                     let Event::Read(mut read) = event else {
                         break End::WriterDone;
                     };
+                    self.now = Instant::now();
                     let mut budget = READ_BATCH;
                     let mut bytes = 0;
                     // Messages that are already read are handled here,
@@ -236,7 +241,7 @@ impl<R: Registry> Session<R> {
                                 Err(end) => break 'session end,
                             },
                             Incoming::Ping(payload) => match self.admit() {
-                                Ok(true) => conn.out.writer.pong(&payload),
+                                Ok(true) => conn.out.writer.pong(payload),
                                 Ok(false) => {}
                                 Err(end) => break 'session end,
                             },
@@ -302,7 +307,7 @@ impl<R: Registry> Session<R> {
     /// `Ok(false)` if it was dropped (the first drop of a run is answered with
     /// `rate_limited`), `Err` to end the connection.
     fn admit(&mut self) -> Result<bool, End> {
-        match self.limiter.check(Instant::now()) {
+        match self.limiter.check(self.now) {
             Verdict::Allow => Ok(true),
             Verdict::Drop { first: true } => {
                 self.reply_error(&PeerError::new(
@@ -592,7 +597,7 @@ impl Outbound {
                     break;
                 }
                 match self.outbox.poll_recv(cx) {
-                    Poll::Ready(Some(Outgoing::Text(text))) => self.writer.text(text.as_str()),
+                    Poll::Ready(Some(Outgoing::Text(text))) => self.writer.text(text),
                     Poll::Ready(Some(Outgoing::Ping)) => self.writer.ping(),
                     Poll::Ready(Some(Outgoing::Close(code, reason))) => {
                         self.close(code, reason);

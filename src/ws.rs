@@ -22,7 +22,8 @@
 //! reserved bits, control frame rules, message size, UTF-8).
 
 use std::cell::RefCell;
-use std::io::{self, Cursor};
+use std::collections::VecDeque;
+use std::io::{self, Cursor, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
@@ -153,131 +154,174 @@ impl Reader {
         mut io: Pin<&mut R>,
     ) -> Poll<Result<Incoming, ReadError>> {
         loop {
-            if let Some(message) = self.parse()? {
-                return Poll::Ready(Ok(message));
+            if !self.buf.is_empty() {
+                let parsed = parse(&mut self.buf[..], &mut self.fragments, self.max_message)?;
+                self.buf.advance(parsed.consumed);
+                if self.buf.is_empty() {
+                    // Drained: let the allocation go rather than keep it
+                    // while idle.
+                    self.buf = BytesMut::new();
+                } else if parsed.need > self.buf.len() {
+                    // A frame still arriving: make room for all of it.
+                    self.buf.reserve(parsed.need - self.buf.len());
+                }
+                if let Some(message) = parsed.message {
+                    return Poll::Ready(Ok(message));
+                }
+                // Otherwise nothing more can be parsed without more bytes.
             }
-            let read = SCRATCH.with(|scratch| {
+            let step = SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
                 let mut rb = ReadBuf::new(&mut scratch[..]);
                 match io.as_mut().poll_read(cx, &mut rb) {
-                    Poll::Ready(Ok(())) => {
-                        let n = rb.filled().len();
-                        self.buf.extend_from_slice(rb.filled());
-                        Poll::Ready(Ok(n))
-                    }
-                    Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(ReadError::Io(e))),
+                    Poll::Pending => return Poll::Pending,
                 }
+                let n = rb.filled().len();
+                if n == 0 {
+                    return Poll::Ready(Err(ReadError::Eof));
+                }
+                if !self.buf.is_empty() {
+                    self.buf.extend_from_slice(&scratch[..n]);
+                    return Poll::Ready(Ok(None));
+                }
+                // The usual case: whole frames, parsed where they landed;
+                // only what is left after the first message is kept.
+                let parsed = parse(&mut scratch[..n], &mut self.fragments, self.max_message)?;
+                let rest = &scratch[parsed.consumed..n];
+                if !rest.is_empty() {
+                    self.buf.reserve(parsed.need.max(rest.len()));
+                    self.buf.extend_from_slice(rest);
+                }
+                Poll::Ready(Ok(parsed.message))
             });
-            match ready!(read) {
-                Ok(0) => return Poll::Ready(Err(ReadError::Eof)),
-                Ok(_) => {}
-                Err(e) => return Poll::Ready(Err(ReadError::Io(e))),
+            match ready!(step) {
+                Ok(Some(message)) => return Poll::Ready(Ok(message)),
+                Ok(None) => {}
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
+}
 
-    /// One message from the buffered bytes, if a whole one is there.
-    fn parse(&mut self) -> Result<Option<Incoming>, ReadError> {
-        loop {
-            if self.buf.is_empty() {
-                // Drained: let the allocation go (a burst's worth, or the
-                // size of the largest frame) rather than keep it while idle.
-                if self.buf.capacity() != 0 {
-                    self.buf = BytesMut::new();
-                }
-                return Ok(None);
-            }
-            let mut cursor = Cursor::new(&self.buf[..]);
-            let (header, len) = match FrameHeader::parse(&mut cursor) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) => return Ok(None),
-                Err(_) => return Err(ReadError::Protocol("invalid frame header")),
-            };
-            let header_len = cursor.position() as usize;
-            // A continuation counts with the fragments before it.
-            let assembled = match (&self.fragments, header.opcode) {
-                (Some((_, b)), OpCode::Data(Data::Continue)) => b.len() as u64,
-                _ => 0,
-            };
-            let size = len.saturating_add(assembled);
-            if size > self.max_message as u64 {
-                return Err(ReadError::TooBig {
-                    size,
-                    max: self.max_message,
-                });
-            }
-            if header.rsv1 || header.rsv2 || header.rsv3 {
-                return Err(ReadError::Protocol(
-                    "reserved bits set (no extension agreed)",
-                ));
-            }
-            let Some(mask) = header.mask else {
-                return Err(ReadError::Protocol("client frames must be masked"));
-            };
-            let len = len as usize;
-            if self.buf.len() < header_len + len {
-                // Not all here yet: make room for the rest at once.
-                self.buf.reserve(header_len + len - self.buf.len());
-                return Ok(None);
-            }
-            self.buf.advance(header_len);
-            let payload = &mut self.buf[..len];
-            unmask(payload, mask);
-            let message = self.on_frame(header.opcode, header.is_final, len)?;
-            if let Some(message) = message {
-                return Ok(Some(message));
-            }
+/// What [`parse`] found.
+struct Parsed {
+    /// Bytes of whole frames handled.
+    consumed: usize,
+    /// The message they completed, if any.
+    message: Option<Incoming>,
+    /// When the bytes after `consumed` hold only part of a frame: its whole
+    /// size, if known (0 otherwise).
+    need: usize,
+}
+
+/// Handles whole frames from the front of `bytes` (unmasking them in place)
+/// until one completes a message or a frame is incomplete.
+fn parse(
+    bytes: &mut [u8],
+    fragments: &mut Option<(bool, BytesMut)>,
+    max_message: usize,
+) -> Result<Parsed, ReadError> {
+    let mut at = 0;
+    loop {
+        let rest = &mut bytes[at..];
+        let not_yet = |need| Parsed {
+            consumed: at,
+            message: None,
+            need,
+        };
+        if rest.is_empty() {
+            return Ok(not_yet(0));
+        }
+        let mut cursor = Cursor::new(&rest[..]);
+        let (header, len) = match FrameHeader::parse(&mut cursor) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return Ok(not_yet(0)),
+            Err(_) => return Err(ReadError::Protocol("invalid frame header")),
+        };
+        let header_len = cursor.position() as usize;
+        // A continuation counts with the fragments before it.
+        let assembled = match (&*fragments, header.opcode) {
+            (Some((_, b)), OpCode::Data(Data::Continue)) => b.len() as u64,
+            _ => 0,
+        };
+        let size = len.saturating_add(assembled);
+        if size > max_message as u64 {
+            return Err(ReadError::TooBig {
+                size,
+                max: max_message,
+            });
+        }
+        if header.rsv1 || header.rsv2 || header.rsv3 {
+            return Err(ReadError::Protocol(
+                "reserved bits set (no extension agreed)",
+            ));
+        }
+        let Some(mask) = header.mask else {
+            return Err(ReadError::Protocol("client frames must be masked"));
+        };
+        let len = len as usize;
+        if rest.len() < header_len + len {
+            return Ok(not_yet(header_len + len));
+        }
+        let payload = &mut rest[header_len..header_len + len];
+        unmask(payload, mask);
+        at += header_len + len;
+        if let Some(message) = on_frame(fragments, header.opcode, header.is_final, payload)? {
+            return Ok(Parsed {
+                consumed: at,
+                message: Some(message),
+                need: 0,
+            });
         }
     }
+}
 
-    /// Handles the frame whose unmasked payload is the first `len` buffered
-    /// bytes, consuming them.
-    fn on_frame(
-        &mut self,
-        opcode: OpCode,
-        is_final: bool,
-        len: usize,
-    ) -> Result<Option<Incoming>, ReadError> {
-        let payload = self.buf.split_to(len);
-        match opcode {
-            OpCode::Control(control) => {
-                if !is_final || len > MAX_CONTROL_PAYLOAD {
-                    return Err(ReadError::Protocol("invalid control frame"));
-                }
-                match control {
-                    Control::Ping => Ok(Some(Incoming::Ping(Bytes::copy_from_slice(&payload)))),
-                    Control::Pong => Ok(Some(Incoming::Pong)),
-                    Control::Close => close_frame(&payload).map(|code| Some(Incoming::Close(code))),
-                    Control::Reserved(_) => Err(ReadError::Protocol("reserved opcode")),
-                }
+/// Handles one frame's unmasked payload.
+fn on_frame(
+    fragments: &mut Option<(bool, BytesMut)>,
+    opcode: OpCode,
+    is_final: bool,
+    payload: &[u8],
+) -> Result<Option<Incoming>, ReadError> {
+    match opcode {
+        OpCode::Control(control) => {
+            if !is_final || payload.len() > MAX_CONTROL_PAYLOAD {
+                return Err(ReadError::Protocol("invalid control frame"));
             }
-            OpCode::Data(Data::Continue) => {
-                let Some((text, mut assembled)) = self.fragments.take() else {
-                    return Err(ReadError::Protocol("continuation without a message"));
-                };
-                assembled.extend_from_slice(&payload);
-                if is_final {
-                    finish(text, &assembled).map(Some)
-                } else {
-                    self.fragments = Some((text, assembled));
-                    Ok(None)
-                }
+            match control {
+                Control::Ping => Ok(Some(Incoming::Ping(Bytes::copy_from_slice(payload)))),
+                Control::Pong => Ok(Some(Incoming::Pong)),
+                Control::Close => close_frame(payload).map(|code| Some(Incoming::Close(code))),
+                Control::Reserved(_) => Err(ReadError::Protocol("reserved opcode")),
             }
-            OpCode::Data(data @ (Data::Text | Data::Binary)) => {
-                if self.fragments.is_some() {
-                    return Err(ReadError::Protocol("new message before the last one ended"));
-                }
-                let text = data == Data::Text;
-                if is_final {
-                    finish(text, &payload).map(Some)
-                } else {
-                    self.fragments = Some((text, BytesMut::from(&payload[..])));
-                    Ok(None)
-                }
-            }
-            OpCode::Data(Data::Reserved(_)) => Err(ReadError::Protocol("reserved opcode")),
         }
+        OpCode::Data(Data::Continue) => {
+            let Some((text, mut assembled)) = fragments.take() else {
+                return Err(ReadError::Protocol("continuation without a message"));
+            };
+            assembled.extend_from_slice(payload);
+            if is_final {
+                finish(text, &assembled).map(Some)
+            } else {
+                *fragments = Some((text, assembled));
+                Ok(None)
+            }
+        }
+        OpCode::Data(data @ (Data::Text | Data::Binary)) => {
+            if fragments.is_some() {
+                return Err(ReadError::Protocol("new message before the last one ended"));
+            }
+            let text = data == Data::Text;
+            if is_final {
+                finish(text, payload).map(Some)
+            } else {
+                *fragments = Some((text, BytesMut::from(payload)));
+                Ok(None)
+            }
+        }
+        OpCode::Data(Data::Reserved(_)) => Err(ReadError::Protocol("reserved opcode")),
     }
 }
 
@@ -322,10 +366,31 @@ pub fn unmask(buf: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-/// Encodes frames and writes them. The buffer is freed once written.
+/// Frames per gathered write (`writev`).
+const GATHER: usize = 32;
+
+/// Queues frames and writes them with gathered writes straight from the
+/// messages' own buffers: no copy, and nothing held once written.
 #[derive(Debug, Default)]
 pub struct Writer {
-    out: BytesMut,
+    frames: VecDeque<OutFrame>,
+    /// Bytes of the front frame already written.
+    written: usize,
+    /// Bytes queued and not yet written.
+    pending: usize,
+}
+
+#[derive(Debug)]
+struct OutFrame {
+    head: [u8; 10],
+    head_len: u8,
+    payload: Bytes,
+}
+
+impl OutFrame {
+    fn len(&self) -> usize {
+        usize::from(self.head_len) + self.payload.len()
+    }
 }
 
 impl Writer {
@@ -336,26 +401,26 @@ impl Writer {
 
     /// Bytes waiting to be written.
     pub fn pending(&self) -> usize {
-        self.out.len()
+        self.pending
     }
 
-    /// Bytes the writer holds, written or not (for tests and diagnostics).
+    /// Bytes the writer holds for its queue (for tests and diagnostics).
     pub fn buffered(&self) -> usize {
-        self.out.capacity()
+        self.frames.capacity() * std::mem::size_of::<OutFrame>()
     }
 
     /// Queues a text frame.
-    pub fn text(&mut self, text: &str) {
-        self.frame(OpCode::Data(Data::Text), text.as_bytes());
+    pub fn text(&mut self, text: Utf8Bytes) {
+        self.frame(OpCode::Data(Data::Text), Bytes::from(text));
     }
 
     /// Queues a ping with an empty payload.
     pub fn ping(&mut self) {
-        self.frame(OpCode::Control(Control::Ping), &[]);
+        self.frame(OpCode::Control(Control::Ping), Bytes::new());
     }
 
     /// Queues a pong answering a ping's payload.
-    pub fn pong(&mut self, payload: &[u8]) {
+    pub fn pong(&mut self, payload: Bytes) {
         self.frame(OpCode::Control(Control::Pong), payload);
     }
 
@@ -365,43 +430,79 @@ impl Writer {
         while !reason.is_char_boundary(cut) {
             cut -= 1;
         }
-        let mut payload = [0u8; MAX_CONTROL_PAYLOAD];
-        payload[..2].copy_from_slice(&code.to_be_bytes());
-        payload[2..2 + cut].copy_from_slice(&reason.as_bytes()[..cut]);
-        self.frame(OpCode::Control(Control::Close), &payload[..2 + cut]);
+        let mut payload = BytesMut::with_capacity(2 + cut);
+        payload.put_u16(code);
+        payload.put_slice(&reason.as_bytes()[..cut]);
+        self.frame(OpCode::Control(Control::Close), payload.freeze());
     }
 
-    fn frame(&mut self, opcode: OpCode, payload: &[u8]) {
+    fn frame(&mut self, opcode: OpCode, payload: Bytes) {
         let header = FrameHeader {
             opcode,
             ..FrameHeader::default()
         };
         let len = payload.len() as u64;
-        self.out.reserve(header.len(len) + payload.len());
-        let mut w = (&mut self.out).writer();
-        // Writing into memory cannot fail.
+        let mut head = [0u8; 10];
+        let mut w = &mut head[..];
+        // A server frame's header is at most 10 bytes: this cannot fail.
         let _ = header.format(len, &mut w);
-        self.out.put_slice(payload);
+        let head_len = (10 - w.len()) as u8;
+        let frame = OutFrame {
+            head,
+            head_len,
+            payload,
+        };
+        self.pending += frame.len();
+        self.frames.push_back(frame);
     }
 
     /// Writes what is queued. Ready with `Ok` once all of it is written (the
-    /// buffer is then freed).
+    /// queue's memory is then freed).
     pub fn poll_flush<W: AsyncWrite + ?Sized>(
         &mut self,
         cx: &mut Context<'_>,
         mut io: Pin<&mut W>,
     ) -> Poll<io::Result<()>> {
-        while !self.out.is_empty() {
-            let n = ready!(io.as_mut().poll_write(cx, &self.out))?;
+        while !self.frames.is_empty() {
+            let mut slices = [IoSlice::new(&[]); 2 * GATHER];
+            let mut k = 0;
+            let mut skip = self.written;
+            for frame in self.frames.iter().take(GATHER) {
+                let head = &frame.head[..usize::from(frame.head_len)];
+                if skip < head.len() {
+                    slices[k] = IoSlice::new(&head[skip..]);
+                    slices[k + 1] = IoSlice::new(&frame.payload);
+                    k += 2;
+                } else {
+                    slices[k] = IoSlice::new(&frame.payload[skip - head.len()..]);
+                    k += 1;
+                }
+                skip = 0;
+            }
+            let n = ready!(io.as_mut().poll_write_vectored(cx, &slices[..k]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            self.out.advance(n);
+            self.advance(n);
         }
-        if self.out.capacity() != 0 {
-            self.out = BytesMut::new();
+        if self.frames.capacity() != 0 {
+            self.frames = VecDeque::new();
         }
         Poll::Ready(Ok(()))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.pending -= n;
+        while let Some(front) = self.frames.front() {
+            let left = front.len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.written = 0;
+            self.frames.pop_front();
+        }
     }
 }
 
@@ -574,8 +675,8 @@ mod tests {
             tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
         let mut writer = Writer::new();
         let long = "y".repeat(70_000);
-        writer.text("{\"type\":\"offer\"}");
-        writer.text(&long);
+        writer.text(Utf8Bytes::from_static("{\"type\":\"offer\"}"));
+        writer.text(Utf8Bytes::from(long.clone()));
         writer.ping();
         writer.close(1001, "server shutting down");
         let flush = tokio::spawn(async move {
