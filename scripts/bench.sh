@@ -16,6 +16,9 @@
 #   SERVERS     subset of "ours minimal matchbox peerjs python"
 #   BEFORE_BIN  an older signal-server build, run beside as server "before"
 #   MODES       subset of "closed1 closed10 closed4k open light setup idle"
+#   SWEEP_RATES offered rates (relayed/s) of the latency sweep (mode "sweep")
+#   DOCS=0      a full-length run that prints its tables instead of
+#               rewriting docs/BENCHMARKS.md (e.g. MODES=sweep on its own)
 #   OPEN_STEPS  offered rates (relayed/s) of the open-loop ramp that finds the
 #               maximum the server sustains without batching (see `open_max`)
 #   LIGHT       relayed messages/s of the light open loop (default 5000)
@@ -235,9 +238,12 @@ print(json.dumps({"label": "sockperf", "mode": "tcp", "repeat": rep,
 if [ "$MODE" = smoke ]; then
   MODES=${MODES:-"closed10 open setup idle"}  # every generator mode, once
 else
-  MODES=${MODES:-"closed1 closed10 closed4k open light setup idle"}
+  MODES=${MODES:-"closed1 closed10 closed4k open light sweep setup idle"}
 fi
 LIGHT=${LIGHT:-5000}
+# Offered loads (relayed/s) of the latency sweep: where each server's relay
+# p99 stands against sockperf's as its load rises.
+SWEEP_RATES=${SWEEP_RATES:-"10000 25000 50000"}
 want() { [[ " $MODES " == *" $1 "* ]]; }
 
 skip() { # name: whether the server is not installed
@@ -265,6 +271,12 @@ for rep in $(seq 1 "$REPEATS"); do
       gen "$s" "$rep" --mode open --size 200 --rooms $ROOMS --rate "$half" \
         --scenario "open loop, 200 B, at half the open-loop maximum"
     fi
+    if want sweep; then
+      for r in $SWEEP_RATES; do
+        gen "$s" "$rep" --mode open --size 200 --rooms $ROOMS --rate "$r" \
+          --scenario "open loop, 200 B, $r relayed/s"
+      done
+    fi
     want light && gen "$s" "$rep" --mode open --size 200 --rooms $ROOMS --rate $LIGHT \
       --scenario "open loop, 200 B, light load ($LIGHT relayed/s)"
     if [ "$s" = minimal ]; then v=1; else v=2; fi  # it pairs two connections
@@ -279,7 +291,7 @@ for rep in $(seq 1 "$REPEATS"); do
 done
 
 REPORT=$("$BIN/signal-bench" report "$OUT")
-if [ "$MODE" = smoke ]; then
+if [ "$MODE" = smoke ] || [ "${DOCS:-1}" = 0 ]; then
   printf '%s\n' "$REPORT"
   n=$(wc -l < "$OUT")
   log "smoke run OK: $n result lines in $OUT"

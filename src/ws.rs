@@ -368,6 +368,8 @@ pub fn unmask(buf: &mut [u8], mask: [u8; 4]) {
 
 /// Frames per gathered write (`writev`).
 const GATHER: usize = 32;
+/// Bytes at most that are copied together for a plain write instead.
+const SMALL_WRITE: usize = 2048;
 
 /// Queues frames and writes them with gathered writes straight from the
 /// messages' own buffers: no copy, and nothing held once written.
@@ -464,6 +466,30 @@ impl Writer {
         mut io: Pin<&mut W>,
     ) -> Poll<io::Result<()>> {
         while !self.frames.is_empty() {
+            if self.pending <= SMALL_WRITE {
+                // A few small frames: one contiguous copy on the stack and a
+                // plain write, cheaper in the kernel than a gathered write of
+                // many tiny pieces.
+                let mut buf = [0u8; SMALL_WRITE];
+                let mut len = 0;
+                let mut skip = self.written;
+                for frame in &self.frames {
+                    let head = &frame.head[..usize::from(frame.head_len)];
+                    for part in [head, &frame.payload[..]] {
+                        let from = skip.min(part.len());
+                        skip -= from;
+                        let part = &part[from..];
+                        buf[len..len + part.len()].copy_from_slice(part);
+                        len += part.len();
+                    }
+                }
+                let n = ready!(io.as_mut().poll_write(cx, &buf[..len]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.advance(n);
+                continue;
+            }
             let mut slices = [IoSlice::new(&[]); 2 * GATHER];
             let mut k = 0;
             let mut skip = self.written;
@@ -701,6 +727,50 @@ mod tests {
             }
             other => panic!("expected a close frame, got {other:?}"),
         }
+        drop(ws);
+        flush.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn partial_writes_resume_where_they_stopped() {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        use tokio_tungstenite::tungstenite::Message;
+        // A pipe of 7 bytes: every write is cut short, on both paths (small
+        // frames copied together, and large ones gathered).
+        let (client, mut server) = tokio::io::duplex(7);
+        let mut ws =
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await;
+        let texts: Vec<String> = (0..40)
+            .map(|i| format!("{i}:{}", "z".repeat(i * 37 % 300)))
+            .collect();
+        let sent = texts.clone();
+        let flush = tokio::spawn(async move {
+            let mut writer = Writer::new();
+            for (i, text) in sent.into_iter().enumerate() {
+                writer.text(Utf8Bytes::from(text));
+                // Small batches first, then one of about 3 KB.
+                if (i < 20 && i % 3 == 0) || i == 35 {
+                    poll_fn(|cx| writer.poll_flush(cx, Pin::new(&mut server)))
+                        .await
+                        .unwrap();
+                    assert_eq!(writer.pending(), 0);
+                }
+            }
+            writer.close(1000, "");
+            poll_fn(|cx| writer.poll_flush(cx, Pin::new(&mut server)))
+                .await
+                .unwrap();
+            let mut rest = Vec::new();
+            let _ = server.read_to_end(&mut rest).await;
+        });
+        for text in texts {
+            assert_eq!(ws.next().await.unwrap().unwrap(), Message::text(text));
+        }
+        assert!(matches!(
+            ws.next().await.unwrap().unwrap(),
+            Message::Close(_)
+        ));
         drop(ws);
         flush.await.unwrap();
     }
