@@ -258,7 +258,7 @@ fn bad_upgrade(why: NotUpgrade) -> Response {
 async fn accept<R: Registry>(
     app: Arc<App<R>>,
     mut request: Request,
-    accept_key: String,
+    accept_key: HeaderValue,
     remote: SocketAddr,
     query: TokenQuery,
 ) -> Response {
@@ -280,12 +280,10 @@ async fn accept<R: Registry>(
             return (StatusCode::NOT_FOUND, "no open room has this token\n").into_response();
         }
     }
-    let (Some(on_upgrade), Ok(accept_key)) = (
-        request
-            .extensions_mut()
-            .remove::<hyper::upgrade::OnUpgrade>(),
-        HeaderValue::try_from(accept_key),
-    ) else {
+    let Some(on_upgrade) = request
+        .extensions_mut()
+        .remove::<hyper::upgrade::OnUpgrade>()
+    else {
         return (
             StatusCode::BAD_REQUEST,
             "this connection cannot be upgraded\n",

@@ -27,7 +27,7 @@ use std::io::{self, Cursor, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use axum::http::{header, HeaderMap, HeaderName};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
@@ -55,7 +55,7 @@ pub enum NotUpgrade {
 
 /// The `Sec-WebSocket-Accept` value if `headers` ask for a WebSocket
 /// (HTTP/1.1 `Connection: upgrade`, `Upgrade: websocket`, version 13).
-pub fn accept_key(headers: &HeaderMap) -> Result<String, NotUpgrade> {
+pub fn accept_key(headers: &HeaderMap) -> Result<HeaderValue, NotUpgrade> {
     if !header_has_token(headers, header::CONNECTION, "upgrade")
         || !header_has_token(headers, header::UPGRADE, "websocket")
     {
@@ -65,7 +65,10 @@ pub fn accept_key(headers: &HeaderMap) -> Result<String, NotUpgrade> {
         return Err(NotUpgrade::Version);
     }
     match headers.get(header::SEC_WEBSOCKET_KEY) {
-        Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
+        // Base64 is always a valid header value.
+        Some(key) if !key.is_empty() => {
+            HeaderValue::try_from(derive_accept_key(key.as_bytes())).map_err(|_| NotUpgrade::Key)
+        }
         _ => Err(NotUpgrade::Key),
     }
 }
@@ -791,8 +794,8 @@ mod tests {
             "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
         );
         assert_eq!(
-            accept_key(&h).as_deref(),
-            Ok("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+            accept_key(&h).as_ref().map(|v| v.as_bytes()),
+            Ok(&b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="[..])
         );
     }
 }
