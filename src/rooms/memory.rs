@@ -5,9 +5,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
-use super::{room_not_found, Kick, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
+use super::errors::{self, room_not_found};
+use super::{Kick, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, InitRequest, PeerError, RelayKind, Role, ServerMessage};
+use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
 use crate::token;
 
 /// The in-memory registry: the default, for a single instance.
@@ -171,13 +172,7 @@ impl MemoryRegistry {
             return Err(room_not_found());
         }
         if st.peers.len() >= self.shared.limits.max_peers {
-            return Err(PeerError::new(
-                ErrorCode::RoomFull,
-                format!(
-                    "the room already has its maximum of {} peers",
-                    self.shared.limits.max_peers
-                ),
-            ));
+            return Err(errors::room_full(self.shared.limits.max_peers));
         }
         let mut id = token::new_peer_id();
         while id == room.host_id || st.peers.iter().any(|g| g.id == id) {
@@ -302,7 +297,7 @@ impl MemoryRegistry {
         let closed = Utf8Bytes::from(ServerMessage::RoomClosed.to_json());
         for guest in guests {
             if self.deliver(&guest.link, closed.clone()) == Queued::Yes {
-                guest.link.close(1000, "room closed");
+                errors::close_room_closed(&guest.link);
             }
         }
         self.shared.tokens.remove(&room.join);
@@ -379,28 +374,22 @@ impl Member for MemoryMember {
             return Err(room_not_found());
         }
         if self.role != Role::Host {
-            let host = st.host.as_ref().ok_or_else(|| {
-                PeerError::new(
-                    ErrorCode::HostAbsent,
-                    "the host is disconnected; it may come back",
-                )
-            })?;
+            let host = st.host.as_ref().ok_or_else(errors::host_absent)?;
             if self.registry.deliver(host, text) == Queued::Yes {
                 metrics.relayed(kind, len);
             }
             return Ok(());
         }
         if st.epoch != self.epoch {
-            return Err(PeerError::new(
-                ErrorCode::NotInRoom,
-                "another connection has resumed hosting this room",
-            ));
+            return Err(errors::replaced());
         }
         match to {
             Some(to) => {
-                let guest = st.peers.iter().find(|g| g.id == to).ok_or_else(|| {
-                    PeerError::new(ErrorCode::PeerNotFound, "`to` names no peer of this room")
-                })?;
+                let guest = st
+                    .peers
+                    .iter()
+                    .find(|g| g.id == to)
+                    .ok_or_else(errors::peer_not_found)?;
                 if self.registry.deliver(&guest.link, text) == Queued::Yes {
                     metrics.relayed(kind, len);
                 }

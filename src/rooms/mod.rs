@@ -19,8 +19,9 @@ use crate::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
-use crate::protocol::{ErrorCode, InitRequest, PeerError, RelayKind, Role};
+use crate::protocol::{InitRequest, PeerError, RelayKind, Role};
 
+pub mod errors;
 mod memory;
 pub mod redis;
 
@@ -207,12 +208,4 @@ pub struct RoomLimits {
     pub max_peers: usize,
     /// How long a room waits for its host to resume.
     pub host_grace: Duration,
-}
-
-/// The error for a token or secret that names no open room.
-pub(crate) fn room_not_found() -> PeerError {
-    PeerError::new(
-        ErrorCode::RoomNotFound,
-        "no open room has this token (it is wrong, or the room has closed)",
-    )
 }

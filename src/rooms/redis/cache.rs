@@ -14,9 +14,11 @@ use std::time::{Duration, Instant};
 
 use crate::ws::Utf8Bytes;
 
+use super::events::Event;
+use super::scripts::Snapshot;
 use crate::metrics::Metrics;
 use crate::protocol::{RelayKind, Role, ServerMessage};
-use crate::rooms::{Kick, PeerLink, Queued};
+use crate::rooms::{errors, Kick, PeerLink, Queued};
 
 /// Held events per room at most (oldest dropped first).
 pub(super) const HELD_MAX: usize = 256;
@@ -43,210 +45,6 @@ pub(super) struct LocalHost {
 pub(super) struct LocalGuest {
     pub role: Role,
     pub link: PeerLink,
-}
-
-/// An event received on this instance's channel.
-#[derive(Debug, Clone)]
-pub(super) enum Event {
-    Joined {
-        ver: u64,
-        peer: String,
-        role: Role,
-        inst: String,
-    },
-    Left {
-        ver: u64,
-        peer: String,
-    },
-    HostLeft {
-        ver: u64,
-    },
-    HostJoined {
-        ver: u64,
-        inst: String,
-        epoch: u64,
-        resume: String,
-    },
-    Closed {
-        counted: bool,
-    },
-    ToPeers {
-        kind: RelayKind,
-        peers: Vec<String>,
-        text: Utf8Bytes,
-    },
-    ToHost {
-        kind: RelayKind,
-        text: Utf8Bytes,
-    },
-}
-
-impl Event {
-    /// A one-line description for trace logs (no message text, no secrets).
-    pub fn describe(&self) -> String {
-        match self {
-            Event::Joined {
-                ver, peer, inst, ..
-            } => format!("J ver {ver} peer {peer} on {inst}"),
-            Event::Left { ver, peer } => format!("L ver {ver} peer {peer}"),
-            Event::HostLeft { ver } => format!("HL ver {ver}"),
-            Event::HostJoined {
-                ver, inst, epoch, ..
-            } => format!("HJ ver {ver} on {inst} epoch {epoch}"),
-            Event::Closed { counted } => format!("C counted {counted}"),
-            Event::ToPeers { peers, text, .. } => {
-                format!("relay of {} bytes to {}", text.len(), peers.join(","))
-            }
-            Event::ToHost { text, .. } => format!("relay of {} bytes to the host", text.len()),
-        }
-    }
-}
-
-/// The room's state as a script returned it.
-#[derive(Debug, Clone)]
-pub(super) struct Snapshot {
-    pub ver: u64,
-    pub host_id: String,
-    pub host: Option<HostAt>,
-    pub epoch: u64,
-    pub join: String,
-    pub watch: String,
-    pub resume: String,
-    pub grace_ms: u64,
-    pub cinst: String,
-    /// The full membership, when the script returned it.
-    pub peers: Option<HashMap<String, PeerAt>>,
-}
-
-pub(super) fn role_code(role: Role) -> &'static str {
-    if role == Role::Watch {
-        "w"
-    } else {
-        "j"
-    }
-}
-
-pub(super) fn role_from_code(code: &str) -> Option<Role> {
-    match code {
-        "j" => Some(Role::Join),
-        "w" => Some(Role::Watch),
-        _ => None,
-    }
-}
-
-/// `role|inst` as stored in a room's peers hash.
-pub(super) fn parse_peer_value(v: &str) -> Option<PeerAt> {
-    let (role, inst) = v.split_once('|')?;
-    Some(PeerAt {
-        role: role_from_code(role)?,
-        inst: inst.to_string(),
-    })
-}
-
-/// Peers from `id, value, id, value...`.
-pub(super) fn parse_peers(flat: &[String]) -> Option<HashMap<String, PeerAt>> {
-    let mut peers = HashMap::with_capacity(flat.len() / 2);
-    for pair in flat.chunks(2) {
-        let [id, value] = pair else { return None };
-        peers.insert(id.clone(), parse_peer_value(value)?);
-    }
-    Some(peers)
-}
-
-/// Parses a message of an instance channel into its room and event.
-pub(super) fn parse_event(payload: &str) -> Option<(String, Event)> {
-    let (kind, rest) = payload.split_once('|')?;
-    let (room, rest) = rest.split_once('|').unwrap_or((rest, ""));
-    let room = room.to_string();
-    let event = match kind {
-        "m" => {
-            let mut it = rest.splitn(3, '|');
-            let kind = relay_kind(it.next()?)?;
-            let peers = it.next()?.split(',').map(str::to_string).collect();
-            let text = Utf8Bytes::from(it.next()?.to_string());
-            Event::ToPeers { kind, peers, text }
-        }
-        "h" => {
-            let (kind, text) = rest.split_once('|')?;
-            Event::ToHost {
-                kind: relay_kind(kind)?,
-                text: Utf8Bytes::from(text.to_string()),
-            }
-        }
-        "J" => {
-            let mut it = rest.split('|');
-            let ver = it.next()?.parse().ok()?;
-            let peer = it.next()?.to_string();
-            let role = role_from_code(it.next()?)?;
-            let inst = it.next()?.to_string();
-            Event::Joined {
-                ver,
-                peer,
-                role,
-                inst,
-            }
-        }
-        "L" => {
-            let (ver, peer) = rest.split_once('|')?;
-            Event::Left {
-                ver: ver.parse().ok()?,
-                peer: peer.to_string(),
-            }
-        }
-        "HL" => Event::HostLeft {
-            ver: rest.parse().ok()?,
-        },
-        "HJ" => {
-            let mut it = rest.split('|');
-            let ver = it.next()?.parse().ok()?;
-            let inst = it.next()?.to_string();
-            let epoch = it.next()?.parse().ok()?;
-            let resume = it.next()?.to_string();
-            Event::HostJoined {
-                ver,
-                inst,
-                epoch,
-                resume,
-            }
-        }
-        "C" => {
-            let (ver, counted) = rest.split_once('|')?;
-            ver.parse::<u64>().ok()?;
-            Event::Closed {
-                counted: counted == "1",
-            }
-        }
-        _ => return None,
-    };
-    Some((room, event))
-}
-
-fn relay_kind(code: &str) -> Option<RelayKind> {
-    RelayKind::ALL.get(code.parse::<usize>().ok()?).copied()
-}
-
-/// The envelope of a relay from the host to peers on another instance.
-pub(super) fn to_peers_envelope(room: &str, kind: RelayKind, peers: &[&str], text: &str) -> String {
-    let mut out = String::with_capacity(room.len() + text.len() + 16 + peers.len() * 9);
-    out.push_str("m|");
-    out.push_str(room);
-    out.push('|');
-    out.push_str(&kind.index().to_string());
-    out.push('|');
-    for (n, p) in peers.iter().enumerate() {
-        if n > 0 {
-            out.push(',');
-        }
-        out.push_str(p);
-    }
-    out.push('|');
-    out.push_str(text);
-    out
-}
-
-/// The envelope of a relay from a peer to its host on another instance.
-pub(super) fn to_host_envelope(room: &str, kind: RelayKind, text: &str) -> String {
-    format!("h|{room}|{}|{text}", kind.index())
 }
 
 /// What applying an event did.
@@ -484,11 +282,11 @@ impl RoomCache {
         let closed = Utf8Bytes::from(ServerMessage::RoomClosed.to_json());
         for (_, g) in self.local_guests.drain() {
             if ctx.deliver(&g.link, closed.clone()) == Queued::Yes {
-                g.link.close(1000, "room closed");
+                errors::close_room_closed(&g.link);
             }
         }
         if let Some(h) = self.local_host.take() {
-            h.link.close(1000, "room closed");
+            errors::close_room_closed(&h.link);
         }
         self.peers.clear();
         self.held.clear();
@@ -500,51 +298,21 @@ impl RoomCache {
             return Applied::Done;
         }
         match event {
+            held @ (Event::Joined { .. } | Event::Left { .. }) if self.local_host.is_none() => {
+                Applied::Hold(held)
+            }
             Event::Joined {
                 ver,
                 peer,
                 role,
                 inst,
             } => {
-                let Some(host) = &self.local_host else {
-                    return Applied::Hold(Event::Joined {
-                        ver,
-                        peer,
-                        role,
-                        inst,
-                    });
-                };
-                if ver <= self.pver {
-                    tracing::trace!(ver, pver = self.pver, "stale J ignored");
-                    return Applied::Done;
-                }
-                self.pver = ver;
-                let link = host.link.clone();
-                self.suspects.remove(&peer);
-                if self
-                    .peers
-                    .insert(peer.clone(), PeerAt { role, inst })
-                    .is_none()
-                {
-                    ctx.deliver(
-                        &link,
-                        ServerMessage::PeerJoined { peer: &peer, role }.to_json(),
-                    );
-                }
+                self.peer_joined(ver, peer, PeerAt { role, inst }, ctx);
+                Applied::Done
             }
             Event::Left { ver, peer } => {
-                let Some(host) = &self.local_host else {
-                    return Applied::Hold(Event::Left { ver, peer });
-                };
-                if ver <= self.pver {
-                    return Applied::Done;
-                }
-                self.pver = ver;
-                let link = host.link.clone();
-                self.suspects.remove(&peer);
-                if self.peers.remove(&peer).is_some() {
-                    ctx.deliver(&link, ServerMessage::PeerLeft { peer: &peer }.to_json());
-                }
+                self.peer_left(ver, &peer, ctx);
+                Applied::Done
             }
             Event::HostLeft { ver } => {
                 if ver > self.hver {
@@ -552,6 +320,7 @@ impl RoomCache {
                     let epoch = self.epoch;
                     self.set_host(None, epoch, ctx);
                 }
+                Applied::Done
             }
             Event::HostJoined {
                 ver,
@@ -564,41 +333,92 @@ impl RoomCache {
                     self.resume = resume;
                     self.set_host(Some(HostAt { inst, epoch }), epoch, ctx);
                 }
+                Applied::Done
             }
             Event::Closed { .. } => {
                 self.close(ctx);
-                return Applied::Closed;
+                Applied::Closed
             }
-            Event::ToPeers { kind, peers, text } => {
-                let mut missing = Vec::new();
-                for id in peers {
-                    match self.local_guests.get(&id) {
-                        Some(g) => {
-                            if ctx.deliver(&g.link, text.clone()) == Queued::Yes {
-                                ctx.metrics.relayed(kind, text.len());
-                            }
-                        }
-                        None => missing.push(id),
-                    }
-                }
-                if !missing.is_empty() {
-                    return Applied::Hold(Event::ToPeers {
-                        kind,
-                        peers: missing,
-                        text,
-                    });
-                }
+            Event::ToPeers { kind, peers, text } => self.relay_to_peers(kind, peers, text, ctx),
+            Event::ToHost { kind, text } => self.relay_to_host(kind, text, ctx),
+        }
+    }
+
+    /// A member joined (the host is here): the host is told, once.
+    fn peer_joined(&mut self, ver: u64, peer: String, at: PeerAt, ctx: &Ctx<'_>) {
+        if ver <= self.pver {
+            tracing::trace!(ver, pver = self.pver, "stale J ignored");
+            return;
+        }
+        self.pver = ver;
+        self.suspects.remove(&peer);
+        let role = at.role;
+        if self.peers.insert(peer.clone(), at).is_none() {
+            if let Some(host) = &self.local_host {
+                ctx.deliver(
+                    &host.link,
+                    ServerMessage::PeerJoined { peer: &peer, role }.to_json(),
+                );
             }
-            Event::ToHost { kind, text } => match &self.local_host {
-                Some(h) => {
-                    if ctx.deliver(&h.link, text.clone()) == Queued::Yes {
+        }
+    }
+
+    /// A member left (the host is here): the host is told, once.
+    fn peer_left(&mut self, ver: u64, peer: &str, ctx: &Ctx<'_>) {
+        if ver <= self.pver {
+            return;
+        }
+        self.pver = ver;
+        self.suspects.remove(peer);
+        if self.peers.remove(peer).is_some() {
+            if let Some(host) = &self.local_host {
+                ctx.deliver(&host.link, ServerMessage::PeerLeft { peer }.to_json());
+            }
+        }
+    }
+
+    /// A relay from the host on another instance to peers here; those not
+    /// registered here yet are held.
+    fn relay_to_peers(
+        &mut self,
+        kind: RelayKind,
+        peers: Vec<String>,
+        text: Utf8Bytes,
+        ctx: &Ctx<'_>,
+    ) -> Applied {
+        let mut missing = Vec::new();
+        for id in peers {
+            match self.local_guests.get(&id) {
+                Some(g) => {
+                    if ctx.deliver(&g.link, text.clone()) == Queued::Yes {
                         ctx.metrics.relayed(kind, text.len());
                     }
                 }
-                None => return Applied::Hold(Event::ToHost { kind, text }),
-            },
+                None => missing.push(id),
+            }
         }
-        Applied::Done
+        if missing.is_empty() {
+            return Applied::Done;
+        }
+        Applied::Hold(Event::ToPeers {
+            kind,
+            peers: missing,
+            text,
+        })
+    }
+
+    /// A relay from a peer on another instance to the host here; held until
+    /// the host is registered.
+    fn relay_to_host(&mut self, kind: RelayKind, text: Utf8Bytes, ctx: &Ctx<'_>) -> Applied {
+        match &self.local_host {
+            Some(h) => {
+                if ctx.deliver(&h.link, text.clone()) == Queued::Yes {
+                    ctx.metrics.relayed(kind, text.len());
+                }
+                Applied::Done
+            }
+            None => Applied::Hold(Event::ToHost { kind, text }),
+        }
     }
 
     /// Retries the held events (after a registration). Returns whether the
@@ -628,6 +448,7 @@ mod tests {
 
     fn snapshot(ver: u64, peers: &[(&str, &str)]) -> Snapshot {
         Snapshot {
+            room: "r00m".into(),
             ver,
             host_id: "h0st0000".into(),
             host: Some(HostAt {
@@ -745,48 +566,5 @@ mod tests {
         );
         assert!(texts(&mut rx).is_empty());
         assert!(room.peers.contains_key("p1"));
-    }
-
-    #[test]
-    fn events_parse() {
-        let (room, e) = parse_event("J|r00m|17|p33r|w|inst").unwrap();
-        assert_eq!(room, "r00m");
-        assert!(
-            matches!(e, Event::Joined { ver: 17, ref peer, role: Role::Watch, ref inst } if peer == "p33r" && inst == "inst")
-        );
-        let text = r#"{"type":"offer","sdp":"a|b,c","to":"p1"}"#;
-        let env = to_peers_envelope("r00m", RelayKind::Offer, &["p1", "p2"], text);
-        let (_, e) = parse_event(&env).unwrap();
-        match e {
-            Event::ToPeers {
-                kind,
-                peers,
-                text: t,
-            } => {
-                assert_eq!(kind, RelayKind::Offer);
-                assert_eq!(peers, ["p1", "p2"]);
-                assert_eq!(t.as_str(), text);
-            }
-            other => panic!("{other:?}"),
-        }
-        let env = to_host_envelope("r00m", RelayKind::IceCandidate, "{|}");
-        let (_, e) = parse_event(&env).unwrap();
-        assert!(
-            matches!(e, Event::ToHost { kind: RelayKind::IceCandidate, ref text } if text.as_str() == "{|}")
-        );
-        assert!(matches!(
-            parse_event("HJ|r|5|i|2|secret").unwrap().1,
-            Event::HostJoined {
-                ver: 5,
-                epoch: 2,
-                ..
-            }
-        ));
-        assert!(matches!(
-            parse_event("C|r|9|1").unwrap().1,
-            Event::Closed { counted: true }
-        ));
-        assert!(parse_event("X|r|1").is_none());
-        assert!(parse_event("J|r|x|p|j|i").is_none());
     }
 }

@@ -1,342 +1,493 @@
-//! The Lua scripts that change shared room state. Each runs atomically in
-//! Redis, bumps the room's version and publishes the events it causes to the
-//! instances concerned, so a change and its notification cannot be separated.
-//!
-//! Every script takes the key prefix as `ARGV[1]` and builds key names from it
-//! (the registry targets a single Redis server, not Redis Cluster). Layout:
-//!
-//! | key | type | holds |
-//! |---|---|---|
-//! | `{p}tok:{token}` | string | `j\|room`, `w\|room` or `r\|room` (join, watch, resume) |
-//! | `{p}room:{room}` | hash | join, watch, resume, host (peer id), hinst (host's instance, empty while away), cinst (creator), epoch, ver, grace (ms) |
-//! | `{p}room:{room}:peers` | hash | peer id → `j\|instance` or `w\|instance` |
-//! | `{p}inst:{inst}` | string | heartbeat, expires after the heartbeat TTL |
-//! | `{p}inst:{inst}:rooms` | set | rooms where the instance has the host or peers |
-//! | `{p}instances` | set | instance ids, checked for missing heartbeats |
-//! | `{p}grace` | sorted set | hostless rooms scored by their deadline (ms) |
-//! | `{p}closed:{room}` | string | tombstone of a closed room (10 min) |
-//! | `{p}reap:{inst}` | string | lock taken by the instance reaping a dead one |
-//!
-//! Events go to channel `{p}i:{inst}` as `|`-separated text:
-//! `J|room|ver|peer|role|inst`, `L|room|ver|peer`, `HL|room|ver`,
-//! `HJ|room|ver|inst|epoch|resume`, `C|room|ver|counted`.
+//! One typed call per Lua script of [`super::lua`]: its arguments and its
+//! reply as Rust types, encoded and decoded here and nowhere else. Attach,
+//! resume and sync reply with the same room [`Snapshot`], decoded by
+//! [`Snapshot::decode`].
 
-/// Helpers shared by the scripts.
-const PRELUDE: &str = r#"
-local P = ARGV[1]
-local function rk(room) return P .. 'room:' .. room end
-local function pk(room) return P .. 'room:' .. room .. ':peers' end
-local function tk(t) return P .. 'tok:' .. t end
-local function irk(i) return P .. 'inst:' .. i .. ':rooms' end
-local function chan(i) return P .. 'i:' .. i end
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
--- Versions are microseconds of Redis time, bumped past the last one: they
--- keep growing even across a Redis restart that lost the data.
-local function nextver(room)
-  local t = redis.call('TIME')
-  local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local v = tonumber(redis.call('HGET', rk(room), 'ver') or '0') or 0
-  if now > v then v = now else v = v + 1 end
-  local s = string.format('%.0f', v)
-  redis.call('HSET', rk(room), 'ver', s)
-  return s
-end
-local function peer_insts(room)
-  local seen, out = {}, {}
-  for _, v in ipairs(redis.call('HVALS', pk(room))) do
-    local i = string.sub(v, 3)
-    if not seen[i] then seen[i] = true; out[#out + 1] = i end
-  end
-  return out
-end
-local function has_peers_on(room, inst)
-  for _, v in ipairs(redis.call('HVALS', pk(room))) do
-    if string.sub(v, 3) == inst then return true end
-  end
-  return false
-end
-local function touch(room, ttl)
-  redis.call('PEXPIRE', rk(room), ttl)
-  redis.call('PEXPIRE', pk(room), ttl)
-  for _, t in ipairs(redis.call('HMGET', rk(room), 'join', 'watch', 'resume')) do
-    if t then redis.call('PEXPIRE', tk(t), ttl) end
-  end
-end
-local function enlist(inst, room, ttl)
-  redis.call('SADD', irk(inst), room)
-  redis.call('PEXPIRE', irk(inst), ttl)
-  redis.call('SADD', P .. 'instances', inst)
-end
-local function forget_if_unused(inst, room)
-  if redis.call('HGET', rk(room), 'hinst') ~= inst and not has_peers_on(room, inst) then
-    redis.call('SREM', irk(inst), room)
-  end
-end
-local function set_host_absent(room)
-  redis.call('HSET', rk(room), 'hinst', '')
-  local v = nextver(room)
-  local grace = tonumber(redis.call('HGET', rk(room), 'grace') or '0') or 0
-  redis.call('ZADD', P .. 'grace', now_ms() + grace, room)
-  local msg = 'HL|' .. room .. '|' .. v
-  for _, i in ipairs(peer_insts(room)) do redis.call('PUBLISH', chan(i), msg) end
-end
-local function snapshot_peers(room, out)
-  local all = redis.call('HGETALL', pk(room))
-  for n = 1, #all do out[#out + 1] = all[n] end
-  return out
-end
-"#;
+use std::collections::HashMap;
+use std::time::Duration;
 
-/// Creates a room. ARGV: prefix, room, host id, join, watch, resume,
-/// instance, grace ms, key ttl ms. Returns `clash` or the room's version.
-pub const CREATE: &str = r#"
-local room, host, join, watch, resume, inst, grace, ttl =
-  ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
-if redis.call('EXISTS', rk(room), tk(join), tk(watch), tk(resume), P .. 'closed:' .. room) > 0 then
-  return 'clash'
-end
-redis.call('HSET', rk(room), 'join', join, 'watch', watch, 'resume', resume, 'host', host,
-  'hinst', inst, 'cinst', inst, 'epoch', '1', 'grace', grace)
-local v = nextver(room)
-redis.call('SET', tk(join), 'j|' .. room, 'PX', ttl)
-redis.call('SET', tk(watch), 'w|' .. room, 'PX', ttl)
-redis.call('SET', tk(resume), 'r|' .. room, 'PX', ttl)
-redis.call('PEXPIRE', rk(room), ttl)
-enlist(inst, room, ttl)
-return v
-"#;
+use ::redis::{Script, ScriptInvocation};
 
-/// Attaches a guest or watcher. ARGV: prefix, token, role (`j`/`w`), peer id,
-/// instance, max peers, key ttl ms. Returns `{nf}`, `{full}`, `{clash}` or
-/// `{ok, room, ver, host, hinst, epoch, join, watch, resume, grace, cinst}`.
-pub const ATTACH: &str = r#"
-local tok = redis.call('GET', tk(ARGV[2]))
-if not tok or string.sub(tok, 1, 1) ~= ARGV[3] then return {'nf'} end
-local room = string.sub(tok, 3)
-local r = redis.call('HMGET', rk(room), 'host', 'hinst', 'epoch', 'join', 'watch', 'resume', 'grace', 'cinst')
-if not r[1] then return {'nf'} end
-if redis.call('HLEN', pk(room)) >= tonumber(ARGV[6]) then return {'full'} end
-local peer, inst, ttl = ARGV[4], ARGV[5], ARGV[7]
-if peer == r[1] or redis.call('HEXISTS', pk(room), peer) == 1 then return {'clash'} end
-redis.call('HSET', pk(room), peer, ARGV[3] .. '|' .. inst)
-local v = nextver(room)
-touch(room, ttl)
-enlist(inst, room, ttl)
-if r[2] ~= '' then
-  redis.call('PUBLISH', chan(r[2]), 'J|' .. room .. '|' .. v .. '|' .. peer .. '|' .. ARGV[3] .. '|' .. inst)
-end
-return {'ok', room, v, r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8] or ''}
-"#;
+use super::cache::{HostAt, PeerAt};
+use super::lua;
+use super::store::{Fail, Store};
+use crate::protocol::Role;
 
-/// Resumes hosting. ARGV: prefix, secret, new secret, instance, key ttl ms.
-/// Returns `{nf}`, `{clash}` or `{ok, room, ver, host, epoch, join, watch,
-/// resume, grace, cinst, peer, value, peer, value...}`.
-pub const RESUME: &str = r#"
-local secret, fresh, inst, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local tok = redis.call('GET', tk(secret))
-if not tok or string.sub(tok, 1, 1) ~= 'r' then return {'nf'} end
-local room = string.sub(tok, 3)
-local r = redis.call('HMGET', rk(room), 'host', 'hinst', 'epoch', 'join', 'watch', 'resume', 'grace', 'cinst')
-if not r[1] or r[6] ~= secret then return {'nf'} end
-if redis.call('EXISTS', tk(fresh)) == 1 then return {'clash'} end
-local epoch = redis.call('HINCRBY', rk(room), 'epoch', 1)
-redis.call('HSET', rk(room), 'resume', fresh, 'hinst', inst)
-local v = nextver(room)
-redis.call('DEL', tk(secret))
-redis.call('SET', tk(fresh), 'r|' .. room, 'PX', ttl)
-redis.call('ZREM', P .. 'grace', room)
-touch(room, ttl)
-enlist(inst, room, ttl)
-local msg = 'HJ|' .. room .. '|' .. v .. '|' .. inst .. '|' .. epoch .. '|' .. fresh
-local sent = {}
-for _, i in ipairs(peer_insts(room)) do sent[i] = true; redis.call('PUBLISH', chan(i), msg) end
-if r[2] ~= '' and not sent[r[2]] then sent[r[2]] = true; redis.call('PUBLISH', chan(r[2]), msg) end
-if not sent[inst] then redis.call('PUBLISH', chan(inst), msg) end
-return snapshot_peers(room, {'ok', room, v, r[1], tostring(epoch), r[4], r[5], fresh, r[7], r[8] or ''})
-"#;
+/// The compiled scripts (each sent by its SHA, loaded on first use).
+pub(super) struct Scripts {
+    create: Script,
+    attach: Script,
+    resume: Script,
+    leave: Script,
+    leave_host: Script,
+    sweep: Script,
+    find_dead: Script,
+    reap: Script,
+    sync: Script,
+    touch: Script,
+}
 
-/// A guest or watcher leaves. ARGV: prefix, room, peer, instance.
-pub const LEAVE: &str = r#"
-local room, peer, inst = ARGV[2], ARGV[3], ARGV[4]
-local hinst = redis.call('HGET', rk(room), 'hinst')
-if not hinst then return 'gone' end
-local v = redis.call('HGET', pk(room), peer)
-if not v or string.sub(v, 3) ~= inst then return 'gone' end
-redis.call('HDEL', pk(room), peer)
-local ver = nextver(room)
-if hinst ~= '' then redis.call('PUBLISH', chan(hinst), 'L|' .. room .. '|' .. ver .. '|' .. peer) end
-forget_if_unused(inst, room)
-return 'ok'
-"#;
+impl Scripts {
+    pub fn new() -> Self {
+        let s = |body: &str| Script::new(&lua::source(body));
+        Scripts {
+            create: s(lua::CREATE),
+            attach: s(lua::ATTACH),
+            resume: s(lua::RESUME),
+            leave: s(lua::LEAVE),
+            leave_host: s(lua::LEAVE_HOST),
+            sweep: s(lua::SWEEP),
+            find_dead: s(lua::FIND_DEAD),
+            reap: s(lua::REAP),
+            sync: s(lua::SYNC),
+            touch: s(lua::TOUCH),
+        }
+    }
+}
 
-/// The host leaves: the grace period starts. ARGV: prefix, room, epoch,
-/// instance.
-pub const LEAVE_HOST: &str = r#"
-local room, epoch, inst = ARGV[2], ARGV[3], ARGV[4]
-local r = redis.call('HMGET', rk(room), 'hinst', 'epoch')
-if not r[1] then return 'gone' end
-if r[1] ~= inst or r[2] ~= epoch then return 'stale' end
-set_host_absent(room)
-forget_if_unused(inst, room)
-return 'ok'
-"#;
+/// A role as stored in Redis: `j` (join) or `w` (watch).
+pub(super) fn role_code(role: Role) -> &'static str {
+    if role == Role::Watch {
+        "w"
+    } else {
+        "j"
+    }
+}
 
-/// Closes the rooms whose grace period has ended. ARGV: prefix. Returns the
-/// number closed.
-pub const SWEEP: &str = r#"
-local due = redis.call('ZRANGEBYSCORE', P .. 'grace', '-inf', now_ms(), 'LIMIT', 0, 64)
-local closed = 0
-for _, room in ipairs(due) do
-  redis.call('ZREM', P .. 'grace', room)
-  local r = redis.call('HMGET', rk(room), 'hinst', 'join', 'watch', 'resume', 'cinst')
-  if r[1] == '' then
-    local v = nextver(room)
-    local insts = peer_insts(room)
-    redis.call('DEL', rk(room), pk(room), tk(r[2]), tk(r[3]), tk(r[4]))
-    redis.call('SET', P .. 'closed:' .. room, '1', 'PX', 600000)
-    local told = false
-    for _, i in ipairs(insts) do
-      local counted = '0'
-      if i == r[5] then counted = '1'; told = true end
-      redis.call('PUBLISH', chan(i), 'C|' .. room .. '|' .. v .. '|' .. counted)
-      redis.call('SREM', irk(i), room)
-    end
-    if not told and r[5] and r[5] ~= '' then
-      redis.call('PUBLISH', chan(r[5]), 'C|' .. room .. '|' .. v .. '|1')
-    end
-    closed = closed + 1
-  end
-end
-return closed
-"#;
+pub(super) fn role_from_code(code: &str) -> Option<Role> {
+    match code {
+        "j" => Some(Role::Join),
+        "w" => Some(Role::Watch),
+        _ => None,
+    }
+}
 
-/// Instances whose heartbeat key is gone. ARGV: prefix, own instance.
-pub const FIND_DEAD: &str = r#"
-local out = {}
-for _, i in ipairs(redis.call('SMEMBERS', P .. 'instances')) do
-  if i ~= ARGV[2] and redis.call('EXISTS', P .. 'inst:' .. i) == 0 then out[#out + 1] = i end
-end
-return out
-"#;
+/// `role|inst` as stored in a room's peers hash.
+fn parse_peer_value(v: &str) -> Option<PeerAt> {
+    let (role, inst) = v.split_once('|')?;
+    Some(PeerAt {
+        role: role_from_code(role)?,
+        inst: inst.to_string(),
+    })
+}
 
-/// Removes a dead instance's peers and host from one room, telling the
-/// others. ARGV: prefix, room, dead instance. Returns how many left.
-pub const REAP: &str = r#"
-local room, dead = ARGV[2], ARGV[3]
-local hinst = redis.call('HGET', rk(room), 'hinst')
-if not hinst then return 0 end
-local n = 0
-local all = redis.call('HGETALL', pk(room))
-for k = 1, #all, 2 do
-  if string.sub(all[k + 1], 3) == dead then
-    redis.call('HDEL', pk(room), all[k])
-    n = n + 1
-    local v = nextver(room)
-    if hinst ~= '' and hinst ~= dead then
-      redis.call('PUBLISH', chan(hinst), 'L|' .. room .. '|' .. v .. '|' .. all[k])
-    end
-  end
-end
-if hinst == dead then set_host_absent(room); n = n + 1 end
-return n
-"#;
+/// Peers from `id, value, id, value...`.
+fn parse_peers(flat: &[String]) -> Option<HashMap<String, PeerAt>> {
+    let mut peers = HashMap::with_capacity(flat.len() / 2);
+    for pair in flat.chunks(2) {
+        let [id, value] = pair else { return None };
+        peers.insert(id.clone(), parse_peer_value(value)?);
+    }
+    Some(peers)
+}
 
-/// Re-asserts what one instance knows of a room after Redis was unreachable
-/// or lost its data, and returns the room as Redis now has it. ARGV: prefix,
-/// room, instance, key ttl ms, have (`1` if the room's data follows), join,
-/// watch, resume, host id, epoch, grace, host here (`1`/`0`), host's instance
-/// as last known, creator instance, heartbeat ttl ms, then local peer id and
-/// role pairs. An instance listed on another's behalf gets a heartbeat of
-/// its own (`NX`) so that it has a full TTL to show up before it can be
-/// taken for dead.
-/// Returns `{gone}` or `{ok, ver, host, hinst, epoch, join, watch, resume,
-/// grace, cinst, peer, value...}`.
-pub const SYNC: &str = r#"
-local room, inst, ttl, have = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
-local join, watch, resume, host, epoch, grace = ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10], ARGV[11]
-local hlocal, hknown, cinst, hbttl = ARGV[12], ARGV[13], ARGV[14], ARGV[15]
-local mine = {}
-for n = 16, #ARGV, 2 do mine[ARGV[n]] = ARGV[n + 1] end
-local R = rk(room)
-if redis.call('EXISTS', R) == 0 then
-  if have ~= '1' or redis.call('EXISTS', P .. 'closed:' .. room) == 1 then return {'gone'} end
-  local h = hknown
-  if hlocal == '1' then h = inst end
-  redis.call('HSET', R, 'join', join, 'watch', watch, 'resume', resume, 'host', host,
-    'hinst', h, 'cinst', cinst, 'epoch', epoch, 'grace', grace)
-  nextver(room)
-  redis.call('SET', tk(join), 'j|' .. room, 'PX', ttl)
-  redis.call('SET', tk(watch), 'w|' .. room, 'PX', ttl)
-  redis.call('SET', tk(resume), 'r|' .. room, 'PX', ttl)
-  if h == '' then
-    redis.call('ZADD', P .. 'grace', now_ms() + tonumber(grace), room)
-  elseif h ~= inst then
-    redis.call('SET', P .. 'inst:' .. h, '1', 'PX', hbttl, 'NX')
-    enlist(h, room, ttl)
-  end
-end
-local hinst = redis.call('HGET', R, 'hinst')
-local all = redis.call('HGETALL', pk(room))
-for k = 1, #all, 2 do
-  local id = all[k]
-  if string.sub(all[k + 1], 3) == inst and not mine[id] then
-    redis.call('HDEL', pk(room), id)
-    local v = nextver(room)
-    if hinst ~= '' then redis.call('PUBLISH', chan(hinst), 'L|' .. room .. '|' .. v .. '|' .. id) end
-  end
-end
-for id, role in pairs(mine) do
-  local want = role .. '|' .. inst
-  if redis.call('HGET', pk(room), id) ~= want then
-    redis.call('HSET', pk(room), id, want)
-    local v = nextver(room)
-    if hinst ~= '' then
-      redis.call('PUBLISH', chan(hinst), 'J|' .. room .. '|' .. v .. '|' .. id .. '|' .. role .. '|' .. inst)
-    end
-  end
-end
-local repoch = tonumber(redis.call('HGET', R, 'epoch') or '0') or 0
-if hlocal == '1' then
-  local old = redis.call('HGET', R, 'resume')
-  local e = tonumber(epoch)
-  if e >= repoch and (hinst ~= inst or e ~= repoch or old ~= resume) then
-    if old and old ~= resume then redis.call('DEL', tk(old)) end
-    redis.call('HSET', R, 'hinst', inst, 'epoch', epoch, 'resume', resume)
-    redis.call('SET', tk(resume), 'r|' .. room, 'PX', ttl)
-    redis.call('ZREM', P .. 'grace', room)
-    local v = nextver(room)
-    if hinst ~= inst or e ~= repoch then
-      local msg = 'HJ|' .. room .. '|' .. v .. '|' .. inst .. '|' .. epoch .. '|' .. resume
-      for _, i in ipairs(peer_insts(room)) do redis.call('PUBLISH', chan(i), msg) end
-    end
-  end
-elseif hinst == inst then
-  set_host_absent(room)
-end
-touch(room, ttl)
-enlist(inst, room, ttl)
-local r = redis.call('HMGET', R, 'ver', 'host', 'hinst', 'epoch', 'join', 'watch', 'resume', 'grace', 'cinst')
-return snapshot_peers(room, {'ok', r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9] or ''})
-"#;
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
 
-/// Refreshes the expiry of rooms an instance takes part in. ARGV: prefix,
-/// instance, key ttl ms, rooms...
-pub const TOUCH: &str = r#"
-local inst, ttl = ARGV[2], ARGV[3]
-for n = 4, #ARGV do
-  if redis.call('EXISTS', rk(ARGV[n])) == 1 then
-    touch(ARGV[n], ttl)
-    enlist(inst, ARGV[n], ttl)
-  end
-end
-redis.call('PEXPIRE', irk(inst), ttl)
-return 1
-"#;
+/// The room's state as a script returned it (or, for a room just created,
+/// as the creating instance knows it).
+#[derive(Debug, Clone)]
+pub(super) struct Snapshot {
+    pub room: String,
+    pub ver: u64,
+    pub host_id: String,
+    /// Where the host is; `None` while it is away.
+    pub host: Option<HostAt>,
+    pub epoch: u64,
+    pub join: String,
+    pub watch: String,
+    pub resume: String,
+    pub grace_ms: u64,
+    pub cinst: String,
+    /// The full membership, when the script returned it.
+    pub peers: Option<HashMap<String, PeerAt>>,
+}
 
-/// A script's full source: the prelude and its body.
-pub fn source(body: &str) -> String {
-    format!("{PRELUDE}\n{body}")
+impl Snapshot {
+    /// Fields of the layout before the peers: status, room, ver, host,
+    /// hinst, epoch, join, watch, resume, grace, cinst.
+    const FIELDS: usize = 11;
+
+    /// Decodes the reply of the `snapshot` helper of [`lua`] (its status
+    /// already checked); `with_peers` when the script added the peers.
+    fn decode(reply: &[String], with_peers: bool) -> Result<Snapshot, Fail> {
+        let (head, peers) = reply
+            .split_at_checked(Self::FIELDS)
+            .ok_or_else(|| Fail::Reply(format!("{} fields", reply.len())))?;
+        let [_status, room, ver, host_id, hinst, epoch, join, watch, resume, grace, cinst] = head
+        else {
+            return Err(Fail::Reply(format!("{} fields", reply.len())));
+        };
+        let number = |s: &String| {
+            s.parse::<u64>()
+                .map_err(|_| Fail::Reply(format!("not a number: {s}")))
+        };
+        let epoch = number(epoch)?;
+        let peers = if with_peers {
+            Some(parse_peers(peers).ok_or_else(|| Fail::Reply("peers".into()))?)
+        } else {
+            None
+        };
+        Ok(Snapshot {
+            room: room.clone(),
+            ver: number(ver)?,
+            host_id: host_id.clone(),
+            host: (!hinst.is_empty()).then(|| HostAt {
+                inst: hinst.clone(),
+                epoch,
+            }),
+            epoch,
+            join: join.clone(),
+            watch: watch.clone(),
+            resume: resume.clone(),
+            grace_ms: number(grace)?,
+            cinst: cinst.clone(),
+            peers,
+        })
+    }
+}
+
+fn unexpected(reply: &[String]) -> Fail {
+    Fail::Reply(format!("{reply:?}"))
+}
+
+/// A new room, created by instance `inst` as its host's instance.
+pub(super) struct CreateArgs<'a> {
+    pub room: &'a str,
+    pub host_id: &'a str,
+    pub join: &'a str,
+    pub watch: &'a str,
+    pub resume: &'a str,
+    pub inst: &'a str,
+    pub grace: Duration,
+    pub key_ttl: Duration,
+}
+
+pub(super) enum Created {
+    /// At this version.
+    Ok { ver: u64 },
+    /// The room id or a token is taken: draw new ones.
+    Clash,
+}
+
+/// A guest or watcher entering with `token`, as peer `peer` of `inst`.
+pub(super) struct AttachArgs<'a> {
+    pub token: &'a str,
+    pub role: Role,
+    pub peer: &'a str,
+    pub inst: &'a str,
+    pub max_peers: usize,
+    pub key_ttl: Duration,
+}
+
+pub(super) enum Attached {
+    /// The room as the peer entered it (without its membership).
+    Ok(Box<Snapshot>),
+    NotFound,
+    Full,
+    /// The peer id is taken: draw another.
+    Clash,
+}
+
+/// The host coming back with `secret`, on `inst`; `fresh` is its next
+/// secret.
+pub(super) struct ResumeArgs<'a> {
+    pub secret: &'a str,
+    pub fresh: &'a str,
+    pub inst: &'a str,
+    pub key_ttl: Duration,
+}
+
+pub(super) enum Resumed {
+    /// The room as the host resumed it, with its membership.
+    Ok(Box<Snapshot>),
+    NotFound,
+    /// The fresh secret is taken: draw another.
+    Clash,
+}
+
+/// A guest or watcher of `inst` leaving `room`.
+pub(super) struct LeaveArgs<'a> {
+    pub room: &'a str,
+    pub peer: &'a str,
+    pub inst: &'a str,
+}
+
+/// The host of `epoch`, on `inst`, leaving `room` (its grace period starts).
+pub(super) struct LeaveHostArgs<'a> {
+    pub room: &'a str,
+    pub epoch: u64,
+    pub inst: &'a str,
+}
+
+/// What a leave found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Left {
+    Ok,
+    /// The room, or this peer in it, is no longer there.
+    Gone,
+    /// The host has been replaced by a later resume.
+    Stale,
+}
+
+/// The members and host of dead instance `dead` in `room`, to remove.
+pub(super) struct ReapArgs<'a> {
+    pub room: &'a str,
+    pub dead: &'a str,
+}
+
+/// A re-sync of `room` by instance `inst`.
+pub(super) struct SyncArgs<'a> {
+    pub room: &'a str,
+    pub inst: &'a str,
+    pub key_ttl: Duration,
+    pub heartbeat_ttl: Duration,
+    /// What this instance knows of the room, if it has members in it.
+    pub known: Option<Known>,
+}
+
+/// What an instance asserts of a room it has members in.
+pub(super) struct Known {
+    pub join: String,
+    pub watch: String,
+    pub resume: String,
+    pub host_id: String,
+    pub epoch: u64,
+    pub grace_ms: u64,
+    /// The host is connected to this instance.
+    pub host_here: bool,
+    /// The host's instance as last known (empty while it is away).
+    pub host_inst: String,
+    pub cinst: String,
+    /// The guests and watchers connected to this instance.
+    pub local_peers: Vec<(String, Role)>,
+}
+
+pub(super) enum Synced {
+    /// The room as Redis now has it, with its membership.
+    Ok(Box<Snapshot>),
+    /// Redis no longer has the room (it closed).
+    Gone,
+}
+
+/// Which rooms instance `inst` still takes part in, to keep their keys.
+pub(super) struct TouchArgs<'a> {
+    pub inst: &'a str,
+    pub key_ttl: Duration,
+    pub rooms: &'a [String],
+}
+
+impl Store {
+    pub async fn create(&self, a: &CreateArgs<'_>) -> Result<Created, Fail> {
+        let reply: String = self
+            .invoke(&self.scripts.create, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(a.room)
+                    .arg(a.host_id)
+                    .arg(a.join)
+                    .arg(a.watch)
+                    .arg(a.resume)
+                    .arg(a.inst)
+                    .arg(ms(a.grace))
+                    .arg(ms(a.key_ttl));
+            })
+            .await?;
+        if reply == "clash" {
+            return Ok(Created::Clash);
+        }
+        match reply.parse() {
+            Ok(ver) => Ok(Created::Ok { ver }),
+            Err(_) => Err(Fail::Reply(reply)),
+        }
+    }
+
+    pub async fn attach(&self, a: &AttachArgs<'_>) -> Result<Attached, Fail> {
+        let reply: Vec<String> = self
+            .invoke(&self.scripts.attach, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(a.token)
+                    .arg(role_code(a.role))
+                    .arg(a.peer)
+                    .arg(a.inst)
+                    .arg(a.max_peers)
+                    .arg(ms(a.key_ttl));
+            })
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Attached::Ok(Box::new(Snapshot::decode(&reply, false)?))),
+            Some("nf") => Ok(Attached::NotFound),
+            Some("full") => Ok(Attached::Full),
+            Some("clash") => Ok(Attached::Clash),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    pub async fn resume(&self, a: &ResumeArgs<'_>) -> Result<Resumed, Fail> {
+        let reply: Vec<String> = self
+            .invoke(&self.scripts.resume, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(a.secret)
+                    .arg(a.fresh)
+                    .arg(a.inst)
+                    .arg(ms(a.key_ttl));
+            })
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Resumed::Ok(Box::new(Snapshot::decode(&reply, true)?))),
+            Some("nf") => Ok(Resumed::NotFound),
+            Some("clash") => Ok(Resumed::Clash),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    pub async fn leave(&self, a: &LeaveArgs<'_>) -> Result<Left, Fail> {
+        let reply: String = self
+            .invoke(&self.scripts.leave, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(a.room).arg(a.peer).arg(a.inst);
+            })
+            .await?;
+        left(reply)
+    }
+
+    pub async fn leave_host(&self, a: &LeaveHostArgs<'_>) -> Result<Left, Fail> {
+        let reply: String = self
+            .invoke(
+                &self.scripts.leave_host,
+                |inv: &mut ScriptInvocation<'_>| {
+                    inv.arg(a.room).arg(a.epoch).arg(a.inst);
+                },
+            )
+            .await?;
+        left(reply)
+    }
+
+    /// Closes the rooms whose grace period has ended (at most 64 a call);
+    /// returns how many.
+    pub async fn sweep(&self) -> Result<u64, Fail> {
+        self.invoke(&self.scripts.sweep, |_: &mut ScriptInvocation<'_>| {})
+            .await
+    }
+
+    /// The instances, other than `me`, whose heartbeat key is gone.
+    pub async fn find_dead(&self, me: &str) -> Result<Vec<String>, Fail> {
+        self.invoke(&self.scripts.find_dead, |inv: &mut ScriptInvocation<'_>| {
+            inv.arg(me);
+        })
+        .await
+    }
+
+    /// Returns how many of the dead instance's peers (and host) left.
+    pub async fn reap(&self, a: &ReapArgs<'_>) -> Result<u64, Fail> {
+        self.invoke(&self.scripts.reap, |inv: &mut ScriptInvocation<'_>| {
+            inv.arg(a.room).arg(a.dead);
+        })
+        .await
+    }
+
+    pub async fn sync(&self, a: &SyncArgs<'_>) -> Result<Synced, Fail> {
+        let reply: Vec<String> = self
+            .invoke(&self.scripts.sync, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(a.room)
+                    .arg(a.inst)
+                    .arg(ms(a.key_ttl))
+                    .arg(ms(a.heartbeat_ttl));
+                let Some(k) = &a.known else {
+                    inv.arg("0");
+                    return;
+                };
+                inv.arg("1")
+                    .arg(&k.join)
+                    .arg(&k.watch)
+                    .arg(&k.resume)
+                    .arg(&k.host_id)
+                    .arg(k.epoch)
+                    .arg(k.grace_ms)
+                    .arg(if k.host_here { "1" } else { "0" })
+                    .arg(&k.host_inst)
+                    .arg(&k.cinst);
+                for (id, role) in &k.local_peers {
+                    inv.arg(id).arg(role_code(*role));
+                }
+            })
+            .await?;
+        match reply.first().map(String::as_str) {
+            Some("ok") => Ok(Synced::Ok(Box::new(Snapshot::decode(&reply, true)?))),
+            Some("gone") => Ok(Synced::Gone),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    pub async fn touch(&self, a: &TouchArgs<'_>) -> Result<(), Fail> {
+        self.invoke::<i64>(&self.scripts.touch, |inv: &mut ScriptInvocation<'_>| {
+            inv.arg(a.inst).arg(ms(a.key_ttl));
+            for room in a.rooms {
+                inv.arg(room);
+            }
+        })
+        .await
+        .map(drop)
+    }
+}
+
+fn left(reply: String) -> Result<Left, Fail> {
+    match reply.as_str() {
+        "ok" => Ok(Left::Ok),
+        "gone" => Ok(Left::Gone),
+        "stale" => Ok(Left::Stale),
+        _ => Err(Fail::Reply(reply)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(fields: &[&str]) -> Vec<String> {
+        fields.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_snapshot_decodes_from_the_one_layout() {
+        let head = [
+            "ok", "r00m", "17", "h0st", "instA", "3", "J", "W", "R", "1500", "instC",
+        ];
+        let s = Snapshot::decode(&reply(&head), false).unwrap();
+        assert_eq!((s.room.as_str(), s.ver, s.epoch), ("r00m", 17, 3));
+        assert_eq!(
+            s.host,
+            Some(HostAt {
+                inst: "instA".into(),
+                epoch: 3
+            })
+        );
+        assert_eq!((s.join.as_str(), s.watch.as_str()), ("J", "W"));
+        assert_eq!((s.resume.as_str(), s.grace_ms), ("R", 1500));
+        assert_eq!(s.cinst, "instC");
+        assert!(s.peers.is_none());
+
+        let mut with = head.to_vec();
+        with[4] = ""; // the host is away
+        with.extend(["p1", "j|instB", "p2", "w|instA"]);
+        let s = Snapshot::decode(&reply(&with), true).unwrap();
+        assert_eq!(s.host, None);
+        let peers = s.peers.unwrap();
+        assert_eq!(
+            peers["p1"],
+            PeerAt {
+                role: Role::Join,
+                inst: "instB".into()
+            }
+        );
+        assert_eq!(peers["p2"].role, Role::Watch);
+
+        // Short, malformed numbers, odd or malformed peers: refused.
+        assert!(Snapshot::decode(&reply(&head[..10]), false).is_err());
+        let mut bad = head.to_vec();
+        bad[2] = "x";
+        assert!(Snapshot::decode(&reply(&bad), false).is_err());
+        let mut odd = head.to_vec();
+        odd.push("p1");
+        assert!(Snapshot::decode(&reply(&odd), true).is_err());
+        let mut role = head.to_vec();
+        role.extend(["p1", "x|instB"]);
+        assert!(Snapshot::decode(&reply(&role), true).is_err());
+    }
 }
