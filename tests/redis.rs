@@ -1,17 +1,16 @@
 //! Several instances sharing rooms through a real Redis: relay, presence,
 //! resume across instances, instance crashes, and Redis going away and coming
-//! back. Each test starts its own `redis-server` on a free loopback port
-//! (installed with apt when missing; the tests skip, saying why, only when it
-//! cannot be installed).
+//! back. Each test starts its own `redis-server` on a free loopback port; a
+//! missing `redis-server` fails them (`scripts/install-test-deps.sh`
+//! installs it).
 
 mod common;
-#[macro_use]
 mod redis_support;
 
 use std::time::{Duration, Instant};
 
 use common::{Client, Ended, Room};
-use redis_support::{quick_options, Instance};
+use redis_support::{quick_options, Instance, RedisServer};
 use serde_json::{json, Value};
 use signal_server::config::Config;
 
@@ -69,7 +68,7 @@ fn quick_grace() -> Config {
 
 #[tokio::test]
 async fn a_host_on_a_and_viewers_on_b_and_c_complete_an_exchange() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start().await;
     let a = Instance::start(quick_options(&redis.url()), config()).await;
     let b = Instance::start(quick_options(&redis.url()), config()).await;
     let c = Instance::start(quick_options(&redis.url()), config()).await;
@@ -202,7 +201,7 @@ async fn a_host_on_a_and_viewers_on_b_and_c_complete_an_exchange() {
 
 #[tokio::test]
 async fn presence_is_reported_across_instances() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start().await;
     let cfg = Config {
         max_peers_per_room: 2,
         host_grace: Duration::from_secs(30),
@@ -293,7 +292,7 @@ async fn presence_is_reported_across_instances() {
 
 #[tokio::test]
 async fn the_host_resumes_on_another_instance() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start().await;
     let a = Instance::start(quick_options(&redis.url()), config()).await;
     let b = Instance::start(quick_options(&redis.url()), config()).await;
     let c = Instance::start(quick_options(&redis.url()), config()).await;
@@ -384,7 +383,7 @@ async fn the_host_resumes_on_another_instance() {
 
 #[tokio::test]
 async fn the_grace_period_ends_on_any_instance() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start().await;
     let a = Instance::start(quick_options(&redis.url()), quick_grace()).await;
     let b = Instance::start(quick_options(&redis.url()), quick_grace()).await;
     let mut r = room(&a).await;
@@ -411,7 +410,7 @@ async fn the_grace_period_ends_on_any_instance() {
 
 #[tokio::test]
 async fn a_crashed_instance_is_reported_left_within_the_bound() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start().await;
     let opts = quick_options(&redis.url());
     let bound = opts.death_bound();
     let a = Instance::start(opts.clone(), quick_grace()).await;
@@ -469,7 +468,7 @@ async fn a_crashed_instance_is_reported_left_within_the_bound() {
 
 #[tokio::test]
 async fn a_sigkilled_process_is_reported_left() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start().await;
     // B is the real binary with default timings (3 s heartbeat TTL); A
     // checks for dead instances every 100 ms.
     let a = Instance::start(quick_options(&redis.url()), config()).await;
@@ -544,7 +543,7 @@ async fn a_sigkilled_process_is_reported_left() {
 
 #[tokio::test]
 async fn the_servers_recover_when_redis_restarts() {
-    let mut redis = redis_or_skip!();
+    let mut redis = RedisServer::start().await;
     let a = Instance::start(quick_options(&redis.url()), config()).await;
     let b = Instance::start(quick_options(&redis.url()), config()).await;
     let h = a.wait_health(200).await;
@@ -656,11 +655,8 @@ async fn the_servers_recover_when_redis_restarts() {
 async fn an_instance_started_before_redis_waits_for_it() {
     let port = redis_support::free_port().await;
     let url = format!("redis://127.0.0.1:{port}");
-    // Skip only when redis-server cannot be had at all.
-    if let Err(why) = redis_support::redis_server_binary() {
-        eprintln!("SKIPPED: the Redis tests need redis-server: {why}");
-        return;
-    }
+    // Fails at once, saying so, if there is no redis-server to start below.
+    redis_support::redis_server_binary();
     let a = Instance::start_unchecked(quick_options(&url), config()).await;
     let h = a.wait_health(503).await;
     assert_eq!(h["redis"], "unreachable");
@@ -668,9 +664,7 @@ async fn an_instance_started_before_redis_waits_for_it() {
     c.send(r#"{"type":"init"}"#).await;
     c.expect_error("unavailable").await;
     // Redis appears on that port: the instance becomes healthy by itself.
-    let redis = redis_support::RedisServer::start_on(port)
-        .await
-        .expect("redis-server");
+    let redis = RedisServer::start_on(port).await;
     a.wait_health(200).await;
     let mut r = room(&a).await;
     let (mut g, gid) = attach(&a, &mut r, "join").await;
@@ -684,13 +678,7 @@ async fn an_instance_started_before_redis_waits_for_it() {
 
 #[tokio::test]
 async fn rediss_with_a_self_signed_certificate_needs_the_explicit_option() {
-    let redis = match redis_support::RedisServer::start_tls().await {
-        Ok(r) => r,
-        Err(why) => {
-            eprintln!("SKIPPED: {why}");
-            return;
-        }
-    };
+    let redis = RedisServer::start_tls().await;
     let url = format!("rediss://127.0.0.1:{}", redis.port);
     // Verified by default: a self-signed chain is refused.
     let strict = Instance::start_unchecked(quick_options(&url), config()).await;
@@ -718,7 +706,7 @@ async fn rediss_with_a_self_signed_certificate_needs_the_explicit_option() {
 
 #[tokio::test]
 async fn a_clean_stop_leaves_nothing_behind() {
-    let redis = redis_or_skip!();
+    let redis = RedisServer::start().await;
     let a = Instance::start(quick_options(&redis.url()), quick_grace()).await;
     let b = Instance::start(quick_options(&redis.url()), quick_grace()).await;
     let mut r = room(&a).await;

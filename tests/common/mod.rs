@@ -101,15 +101,7 @@ impl TestServer {
     /// The value of one unlabelled series in /metrics.
     pub async fn metric(&self, series: &str) -> f64 {
         let (_, _, body) = self.get("/metrics").await;
-        body.lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no series {series} in:\n{body}"))
+        series_value(&body, series).unwrap_or_else(|| panic!("no series {series} in:\n{body}"))
     }
 
     /// Waits until a metric reaches `value`.
@@ -311,4 +303,16 @@ pub fn quick_config() -> Config {
         host_grace: Duration::from_millis(500),
         ..Config::default()
     }
+}
+
+/// The value of `series` (with its labels, if any) in a Prometheus text
+/// exposition, if present.
+pub fn series_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

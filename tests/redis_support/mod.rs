@@ -1,6 +1,7 @@
 //! Helpers for the shared-registry tests: a real `redis-server` on a free
 //! loopback port (no persistence, a temporary directory), and server
-//! instances sharing it.
+//! instances sharing it. A missing `redis-server` fails the test that needs
+//! it, saying so.
 
 #![allow(dead_code)] // not every test uses every helper
 
@@ -20,38 +21,20 @@ use tokio::task::JoinHandle;
 
 use crate::common::{Client, WAIT};
 
-/// Where `redis-server` is, installing it with apt when it is missing and
-/// this process may (root, apt-get present, `SIGNAL_SERVER_NO_APT` unset).
-/// `Err` says why there is none.
-pub fn redis_server_binary() -> Result<PathBuf, String> {
-    static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+/// Where `redis-server` is. Panics, saying so, when it is not installed:
+/// a Redis test must fail rather than pass untested
+/// (`scripts/install-test-deps.sh` installs it).
+pub fn redis_server_binary() -> PathBuf {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
     FOUND
-        .get_or_init(|| {
-            if let Some(p) = which("redis-server") {
-                return Ok(p);
-            }
-            if std::env::var_os("SIGNAL_SERVER_NO_APT").is_some() {
-                return Err("redis-server is not installed (SIGNAL_SERVER_NO_APT set)".into());
-            }
-            let root = Command::new("id")
-                .arg("-u")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
-            if !root || which("apt-get").is_none() {
-                return Err("redis-server is not installed and apt-get cannot be run".into());
-            }
-            eprintln!("redis tests: installing redis-server with apt-get");
-            let status = Command::new("sh")
-                .arg("-c")
-                .arg("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server")
-                .stdout(Stdio::null())
-                .status();
-            match which("redis-server") {
-                Some(p) => Ok(p),
-                None => Err(format!("apt-get install redis-server failed: {status:?}")),
-            }
-        })
+        .get_or_init(|| which("redis-server"))
         .clone()
+        .unwrap_or_else(|| {
+            panic!(
+                "redis-server is not installed (not on PATH, nor in /usr/bin or /usr/sbin): \
+                 the Redis tests need it; scripts/install-test-deps.sh installs it"
+            )
+        })
 }
 
 fn which(name: &str) -> Option<PathBuf> {
@@ -60,19 +43,6 @@ fn which(name: &str) -> Option<PathBuf> {
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
         .map(|d| d.join(name))
         .find(|p| p.is_file())
-}
-
-/// Starts a Redis for a test, or explains why the test skips.
-macro_rules! redis_or_skip {
-    () => {
-        match redis_support::RedisServer::start().await {
-            Ok(r) => r,
-            Err(why) => {
-                eprintln!("SKIPPED: {why}");
-                return;
-            }
-        }
-    };
 }
 
 /// A `redis-server` child process on a loopback port, killed on drop.
@@ -86,17 +56,17 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    pub async fn start() -> Result<Self, String> {
+    /// A Redis on a free port (panics if `redis-server` is missing).
+    pub async fn start() -> Self {
         Self::start_on(free_port().await).await
     }
 
     /// A Redis on a given port.
-    pub async fn start_on(port: u16) -> Result<Self, String> {
-        let bin =
-            redis_server_binary().map_err(|e| format!("the Redis tests need redis-server: {e}"))?;
+    pub async fn start_on(port: u16) -> Self {
+        let bin = redis_server_binary();
         let dir =
             std::env::temp_dir().join(format!("signal-server-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir: {e}"))?;
+        std::fs::create_dir_all(&dir).expect("temp dir for redis-server");
         let mut r = RedisServer {
             port,
             dir,
@@ -105,20 +75,19 @@ impl RedisServer {
             tls: false,
         };
         r.spawn().await;
-        Ok(r)
+        r
     }
 
     /// A Redis that speaks only TLS, with a self-signed certificate (as
     /// Heroku's does). Needs `openssl` to make the certificate.
-    pub async fn start_tls() -> Result<Self, String> {
-        let bin =
-            redis_server_binary().map_err(|e| format!("the Redis tests need redis-server: {e}"))?;
+    pub async fn start_tls() -> Self {
+        let bin = redis_server_binary();
         let port = free_port().await;
         let dir = std::env::temp_dir().join(format!(
             "signal-server-redis-tls-{}-{port}",
             std::process::id()
         ));
-        std::fs::create_dir_all(&dir).map_err(|e| format!("temp dir: {e}"))?;
+        std::fs::create_dir_all(&dir).expect("temp dir for redis-server");
         let made = Command::new("openssl")
             .args([
                 "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
@@ -131,9 +100,10 @@ impl RedisServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
-        if !made.is_ok_and(|s| s.success()) {
-            return Err("openssl could not make a test certificate".into());
-        }
+        assert!(
+            made.is_ok_and(|s| s.success()),
+            "openssl could not make a test certificate (scripts/install-test-deps.sh installs openssl)"
+        );
         let mut r = RedisServer {
             port,
             dir,
@@ -142,7 +112,7 @@ impl RedisServer {
             tls: true,
         };
         r.spawn().await;
-        Ok(r)
+        r
     }
 
     pub fn url(&self) -> String {
