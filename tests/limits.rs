@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{attach, quick_config, room, TestServer};
+use common::{attach, quick_config, room, TestServer, WAIT};
 use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
+use serde_json::{json, Value};
 use signal_server::config::Config;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
@@ -143,8 +143,10 @@ async fn a_flood_gets_rate_limited_then_closed_1008() {
     for i in 0..39 {
         assert_eq!(r.host.recv().await["candidate"], format!("{i}"));
     }
-    // ...then messages are dropped with one rate_limited error, and a client
-    // that keeps going (more than max(rate, 10) drops in a row) is closed.
+    // ...then messages are dropped with one rate_limited error per run of
+    // drops, and a client that keeps going (more than max(rate, 10) drops in
+    // a row) is closed.
+    let flood_started = Instant::now();
     for _ in 0..30 {
         if flooder
             .ws
@@ -155,9 +157,26 @@ async fn a_flood_gets_rate_limited_then_closed_1008() {
             break;
         }
     }
-    flooder.expect_error("rate_limited").await;
-    flooder.expect_close(1008).await;
-    // The host saw at most what refilled (nothing, at 1/s), then the flooder left.
+    let mut rate_limited = 0;
+    let end = loop {
+        let frame = tokio::time::timeout(WAIT, flooder.ws.next())
+            .await
+            .expect("the flood is closed in time");
+        match frame {
+            Some(Ok(Message::Text(t))) => {
+                let v: Value = serde_json::from_str(&t).expect("JSON");
+                assert_eq!(v["code"], "rate_limited", "{v}");
+                assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()));
+                rate_limited += 1;
+            }
+            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break None,
+        }
+    };
+    assert_eq!(end, Some(1008));
+    // The host saw at most what refilled (one a second), then the flooder left.
+    let mut passed = 0;
     loop {
         let m = r.host.recv().await;
         if m["type"] == "peer_left" {
@@ -165,7 +184,15 @@ async fn a_flood_gets_rate_limited_then_closed_1008() {
             break;
         }
         assert_eq!(m["candidate"], "x", "{m}");
+        passed += 1;
     }
+    let refilled = flood_started.elapsed().as_secs() + 1;
+    assert!(passed <= refilled, "{passed} passed, {refilled} refilled");
+    // A refill ends a run of drops; the next drop starts another.
+    assert!(
+        (1..=1 + passed).contains(&rate_limited),
+        "{rate_limited} rate_limited replies for {passed} refills"
+    );
     // The room is unharmed.
     honest.send(r#"{"type":"answer","sdp":"s"}"#).await;
     assert_eq!(r.host.recv().await["from"], hid.as_str());

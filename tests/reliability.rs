@@ -761,64 +761,6 @@ async fn hostile_frames_get_their_error_and_nothing_else() {
     exchange(&mut room, &mut g2, &g2_id).await;
 }
 
-#[tokio::test]
-async fn a_flood_is_rate_limited_then_closed_1008() {
-    // One token a second: the burst is all the flood gets, whatever the
-    // machine's speed; ten drops in a row close the connection.
-    let server = Server::start("flood", &["--rate-limit", "1", "--rate-burst", "100"], &[]);
-    let mut room = create_room(&server).await;
-    let (mut guest, _) = attach(&server, "join", &room.join).await;
-    recv_type(&mut room.host, "peer_joined").await;
-    let mut sent = 0;
-    let mut write_failed = false;
-    for i in 0..400 {
-        let m = Message::text(json!({"type":"offer","sdp":"s","i":i}).to_string());
-        if guest.feed(m).await.is_err() {
-            write_failed = true;
-            break;
-        }
-        sent += 1;
-    }
-    let _ = guest.flush().await;
-    let mut rate_limited = 0;
-    let end = loop {
-        match timeout(STEP, guest.next())
-            .await
-            .expect("flood never closed")
-        {
-            Some(Ok(Message::Text(t))) => {
-                let v: Value = serde_json::from_str(&t).expect("JSON");
-                assert_eq!(v["code"], "rate_limited", "{v}");
-                rate_limited += 1;
-            }
-            Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => break None,
-        }
-    };
-    // One per run of drops (a refill mid-flood would start a second run).
-    assert!(
-        (1..=2).contains(&rate_limited),
-        "{rate_limited} rate_limited replies"
-    );
-    assert_eq!(end, Some(1008), "sent {sent}, write failed {write_failed}");
-    // The host got the burst, in order, and then the guest left.
-    let mut got = 0;
-    loop {
-        let m = recv(&mut room.host).await;
-        if m["type"] == "peer_left" {
-            break;
-        }
-        assert_eq!(m["i"], got, "{m}");
-        got += 1;
-    }
-    // The burst is 100 messages, and `init` took one of them.
-    assert!(
-        (99..=101).contains(&got),
-        "host received {got} of the flood"
-    );
-}
-
 // --- faults ----------------------------------------------------------------------------
 
 #[tokio::test]
