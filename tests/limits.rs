@@ -1,5 +1,6 @@
-//! Bad input and limits: every error code, close codes, floods, slow readers,
-//! idle sockets, the connection limit and origins.
+//! Bad input and limits: every error code, close codes, floods, idle
+//! sockets and the connection limit. (Origins: `tests/reliability.rs`; slow
+//! readers: there and in the registry contract suite.)
 
 mod common;
 
@@ -9,7 +10,6 @@ use common::{attach, quick_config, room, TestServer, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use signal_server::config::Config;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -273,35 +273,6 @@ async fn over_the_connection_limit_upgrades_get_503() {
     server.wait_metric("signal_connections", 1.0).await;
     assert_eq!(server.upgrade_status(server.url("/webrtc")).await, None);
     drop(b);
-    server.stop().await;
-}
-
-#[tokio::test]
-async fn origins_can_be_restricted() {
-    let server = TestServer::with_config(Config {
-        allowed_origins: vec!["https://robots.example.com".into()],
-        ..Config::default()
-    })
-    .await;
-    let with_origin = |origin: &str| {
-        let mut req = server.url("/webrtc").into_client_request().unwrap();
-        req.headers_mut().insert("Origin", origin.parse().unwrap());
-        req
-    };
-    assert_eq!(
-        server
-            .upgrade_status(with_origin("https://evil.example"))
-            .await,
-        Some(403)
-    );
-    assert_eq!(
-        server
-            .upgrade_status(with_origin("https://robots.example.com"))
-            .await,
-        None
-    );
-    // Non-browser clients send no Origin and are allowed.
-    assert_eq!(server.upgrade_status(server.url("/webrtc")).await, None);
     server.stop().await;
 }
 
