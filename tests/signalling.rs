@@ -397,18 +397,3 @@ async fn the_room_closes_when_the_grace_period_ends() {
     );
     server.stop().await;
 }
-
-#[tokio::test]
-async fn a_room_outlives_its_guests() {
-    let server = TestServer::start().await;
-    let mut r = room(&server).await;
-    let (g, _) = attach(&server, &mut r, "join").await;
-    g.close().await;
-    r.host.recv_type("peer_left").await;
-    let (mut g2, g2id) = attach(&server, &mut r, "join").await;
-    r.host
-        .send_json(json!({"type":"offer","sdp":"s","to":g2id}))
-        .await;
-    g2.recv_type("offer").await;
-    server.stop().await;
-}
