@@ -185,6 +185,7 @@ pub struct KeyArgs {
     #[arg(
         long = "auth-max-token-lifetime",
         env = "SIGNAL_SERVER_AUTH_MAX_TOKEN_LIFETIME",
+        value_name = "DURATION",
         value_parser = duration,
         default_value = "30d"
     )]

@@ -54,3 +54,18 @@ pub use revocation::{
 pub use verify::{
     unix_now, MintError, Minted, TokenRequest, MAX_TOKEN_LEN, NOT_BEFORE_LEEWAY_SECS,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shared_handles_can_cross_tasks() {
+        fn shared<T: Send + Sync + 'static>() {}
+        shared::<KeyRing>();
+        shared::<RevocationList>();
+        shared::<AuthConfig>();
+        shared::<Claims>();
+        shared::<AuthError>();
+    }
+}

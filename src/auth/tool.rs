@@ -126,6 +126,11 @@ pub fn run_with(args: TokenArgs, out: &mut dyn Write, err: &mut dyn Write) -> Re
     let TokenCommand::Create(args) = args.command;
     let ring = args.keys.key_ring()?;
     let grants = Grants::new(args.grants.iter().copied()).ok_or("--grant is required")?;
+    if grants.need_room() && args.room.is_none() {
+        return Err(format!(
+            "--room is required: the {grants} grant needs a `room`"
+        ));
+    }
     let request = TokenRequest {
         sub: args.sub,
         room: args.room,
