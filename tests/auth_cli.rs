@@ -382,10 +382,13 @@ fn token_create_reads_a_secret_file_with_its_trailing_newline_trimmed() {
         .is_ok());
 }
 
+/// Arguments after `token create`, environment, expected words on stderr.
+type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn token_create_refuses_bad_input_with_a_clear_message_and_no_token() {
     let env = [("SIGNAL_SERVER_AUTH_SECRET", SECRET)];
-    let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+    let cases: &[Case] = &[
         (
             &["--room", "r", "--grant", "watch"],
             &[("SIGNAL_SERVER_AUTH_SECRET", "short")],

@@ -43,6 +43,13 @@ pub(crate) fn key_label(kid: Option<&KeyId>) -> String {
     }
 }
 
+fn bad_pem(kid: Option<&KeyId>, what: &str) -> KeyError {
+    KeyError::BadPem {
+        key: key_label(kid),
+        what: what.to_string(),
+    }
+}
+
 /// A configuration mistake in the keys (a startup error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -232,10 +239,7 @@ impl KeyRingBuilder {
         kid: Option<KeyId>,
         pem: &[u8],
     ) -> Result<(), KeyError> {
-        let bad = |what: &str| KeyError::BadPem {
-            key: key_label(kid.as_ref()),
-            what: what.to_string(),
-        };
+        let bad = |what: &str| bad_pem(kid.as_ref(), what);
         let encoding = EncodingKey::from_ed_pem(pem)
             .map_err(|_| bad("not an Ed25519 private key in PEM (BEGIN PRIVATE KEY)"))?;
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8_maybe_unchecked(encoding.inner())
@@ -257,10 +261,7 @@ impl KeyRingBuilder {
         kid: Option<KeyId>,
         pem: &[u8],
     ) -> Result<(), KeyError> {
-        let bad = |what: &str| KeyError::BadPem {
-            key: key_label(kid.as_ref()),
-            what: what.to_string(),
-        };
+        let bad = |what: &str| bad_pem(kid.as_ref(), what);
         let decoding = DecodingKey::from_ed_pem(pem)
             .map_err(|_| bad("not an Ed25519 public key in PEM (BEGIN PUBLIC KEY)"))?;
         match decoding.kind() {
