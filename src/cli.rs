@@ -39,6 +39,8 @@ pub enum Command {
     /// server, host a room, and give each viewer its own connection to
     /// webrtc_ros.
     Bridge(crate::bridge::BridgeArgs),
+    /// Mint access tokens for `--auth token` (see docs/AUTH.md).
+    Token(crate::auth::tool::TokenArgs),
 }
 
 /// Logging.
@@ -172,6 +174,10 @@ pub struct ServeArgs {
     /// deployments.
     #[arg(long, env = "SIGNAL_SERVER_REDIS_PREFIX", default_value = "ss:")]
     pub redis_prefix: String,
+
+    /// Access control (`--auth`, the keys): see docs/AUTH.md.
+    #[command(flatten)]
+    pub auth: crate::auth::AuthArgs,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.

@@ -13,6 +13,7 @@
 //!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
 //!   protocol.rs wire types and validation, no I/O
 //!   token.rs    random tokens and peer ids
+//!   auth/       signed access tokens (JWT): keys, claims, grants, revocation
 //!   metrics.rs  Prometheus counters
 //!   assets.rs   the embedded demo page
 //!   config.rs   limits and their defaults; cli.rs the command line
@@ -27,6 +28,7 @@
 #![warn(missing_docs)]
 
 pub mod assets;
+pub mod auth;
 pub mod bridge;
 pub mod cli;
 pub mod config;

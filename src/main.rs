@@ -14,6 +14,7 @@ fn main() -> ExitCode {
     let threads = match &cli.command {
         Some(Command::Serve(args)) => args.threads,
         Some(Command::Bridge(_)) => 0,
+        Some(Command::Token(_)) => 1,
         None => cli.serve.threads,
     };
     let mut builder = match threads {
@@ -36,6 +37,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Bridge(args)) => runtime.block_on(bridge(args)),
+        Some(Command::Token(args)) => signal_server::auth::tool::run(args),
         None => runtime.block_on(serve(cli.serve)),
     };
     match result {
@@ -51,6 +53,17 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // Handlers go in before the socket is bound, so a signal that arrives as
     // soon as the server listens still means "shut down cleanly".
     let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
+    let auth = args.auth.config()?;
+    if let signal_server::auth::AuthConfig::Token(keys) = &auth {
+        // Until the server checks tokens on connections (issue 13's
+        // integration), token mode must not start and silently run open.
+        tracing::info!("auth: token mode, {}", keys.describe());
+        return Err(
+            "--auth token: the server does not check tokens on connections yet \
+                    (only `token create` uses the keys so far)"
+                .into(),
+        );
+    }
     let port = std::env::var("PORT").ok();
     let addr = args.bind_addr(port.as_deref())?;
     let listener = TcpListener::bind(addr)
