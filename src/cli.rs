@@ -59,7 +59,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 20s, 500ms, 1m)"))
 }
 
@@ -172,6 +172,10 @@ pub struct ServeArgs {
     /// deployments.
     #[arg(long, env = "SIGNAL_SERVER_REDIS_PREFIX", default_value = "ss:")]
     pub redis_prefix: String,
+
+    /// Webhook options (`--webhook-*`).
+    #[command(flatten)]
+    pub webhooks: crate::webhooks::WebhookArgs,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.
@@ -224,6 +228,7 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
             static_dir: self.static_dir.clone(),
+            webhooks: self.webhooks.options(),
         }
     }
 }

@@ -13,6 +13,7 @@
 //!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
 //!   protocol.rs wire types and validation, no I/O
 //!   token.rs    random tokens and peer ids
+//!   webhooks/   signed POSTs of room and peer events (docs/WEBHOOKS.md)
 //!   metrics.rs  Prometheus counters
 //!   assets.rs   the embedded demo page
 //!   config.rs   limits and their defaults; cli.rs the command line
@@ -36,4 +37,5 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod token;
+pub mod webhooks;
 pub mod ws;
