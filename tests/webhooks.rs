@@ -52,16 +52,22 @@ fn seqs(events: &[Value]) -> Vec<u64> {
 async fn every_event_kind_arrives_signed_and_in_order_per_room() {
     let receiver = Receiver::start(always(Reply::Status(204))).await;
     let (secret, key) = secret(1);
-    let (hooks, delivery, metrics) = start(options(vec![receiver.url("/hooks/in?k=v")], &[&secret]));
+    let (hooks, delivery, metrics) =
+        start(options(vec![receiver.url("/hooks/in?k=v")], &[&secret]));
     let a = RoomRef::named("roomAAAA", "robot-7");
     let b = room("roomBBBB");
     // Two rooms' lives interleaved, and a revocation in the middle.
-    let (life_a, life_b) = (room_life(&a, "hostAAAA", "peerAAAA"), room_life(&b, "hostBBBB", "peerBBBB"));
+    let (life_a, life_b) = (
+        room_life(&a, "hostAAAA", "peerAAAA"),
+        room_life(&b, "hostBBBB", "peerBBBB"),
+    );
     for (i, (ea, eb)) in life_a.into_iter().zip(life_b).enumerate() {
         hooks.emit(ea);
         hooks.emit(eb);
         if i == 2 {
-            hooks.emit(Event::token_revoked(Revocation::Jti { jti: "tok-42".into() }));
+            hooks.emit(Event::token_revoked(Revocation::Jti {
+                jti: "tok-42".into(),
+            }));
         }
     }
     let hits = receiver.wait_for("13 events", |h| h.len() >= 13).await;
@@ -71,7 +77,11 @@ async fn every_event_kind_arrives_signed_and_in_order_per_room() {
         assert!(hit.verifies(&key), "signature: {:?}", hit.headers);
         assert!(!hit.verifies(&secret_key_of(2)), "verifies under any key?");
         let v = hit.json();
-        assert_eq!(hit.id(), v["id"].as_str().unwrap(), "webhook-id is the event id");
+        assert_eq!(
+            hit.id(),
+            v["id"].as_str().unwrap(),
+            "webhook-id is the event id"
+        );
         assert!(hit.id().starts_with("evt_") && !hit.id().contains('.'));
         assert_eq!(hit.header("content-type"), "application/json");
         assert!(hit.header("user-agent").starts_with("signal-server/"));
@@ -83,17 +93,36 @@ async fn every_event_kind_arrives_signed_and_in_order_per_room() {
 
     let rooms = by_room(&hits);
     let kinds = |events: &[Value]| -> Vec<String> {
-        events.iter().map(|v| v["type"].as_str().unwrap().to_string()).collect()
+        events
+            .iter()
+            .map(|v| v["type"].as_str().unwrap().to_string())
+            .collect()
     };
-    let life = ["room_started", "peer_joined", "host_left", "host_joined", "peer_left", "room_ended"];
+    let life = [
+        "room_started",
+        "peer_joined",
+        "host_left",
+        "host_joined",
+        "peer_left",
+        "room_ended",
+    ];
     for label in ["roomAAAA", "roomBBBB"] {
         assert_eq!(kinds(&rooms[label]), life, "{label} in order");
         assert_eq!(seqs(&rooms[label]), [1, 2, 3, 4, 5, 6], "{label} numbered");
     }
     let a_events = &rooms["roomAAAA"];
-    assert_eq!(a_events[0]["room"], json!({"label": "roomAAAA", "name": "robot-7"}));
-    assert_eq!(a_events[0]["peer"], json!({"id": "hostAAAA", "role": "host"}));
-    assert_eq!(a_events[1]["peer"], json!({"id": "peerAAAA", "role": "watch"}));
+    assert_eq!(
+        a_events[0]["room"],
+        json!({"label": "roomAAAA", "name": "robot-7"})
+    );
+    assert_eq!(
+        a_events[0]["peer"],
+        json!({"id": "hostAAAA", "role": "host"})
+    );
+    assert_eq!(
+        a_events[1]["peer"],
+        json!({"id": "peerAAAA", "role": "watch"})
+    );
     assert_eq!(a_events[2]["reason"], "lost");
     assert_eq!(a_events[3]["peer"]["role"], "host");
     assert_eq!(a_events[4]["reason"], "left");
@@ -151,9 +180,11 @@ async fn a_receiver_that_answers_500_gets_the_event_again_until_it_accepts() {
     for event in room_life(&r, "hostRRRR", "peerRRRR") {
         hooks.emit(event);
     }
-    let hits = receiver.wait_for("6 events accepted", |h| {
-        h.iter().filter(|h| h.status == Some(200)).count() == 6
-    }).await;
+    let hits = receiver
+        .wait_for("6 events accepted", |h| {
+            h.iter().filter(|h| h.status == Some(200)).count() == 6
+        })
+        .await;
     until("6 delivered", || metrics.webhooks().delivered() == 6).await;
     assert_eq!(hits.len(), 18, "three attempts per event");
     assert_eq!(metrics.webhooks().retries(), 12);
@@ -165,10 +196,18 @@ async fn a_receiver_that_answers_500_gets_the_event_again_until_it_accepts() {
         bodies.entry(hit.id()).or_default().push(hit.body.clone());
     }
     assert_eq!(bodies.len(), 6);
-    assert!(bodies.values().all(|b| b.len() == 3 && b.iter().all(|x| x == &b[0])));
+    assert!(bodies
+        .values()
+        .all(|b| b.len() == 3 && b.iter().all(|x| x == &b[0])));
     // In order: an event is not tried before the previous one was accepted.
-    let order: Vec<u64> = hits.iter().map(|h| h.json()["seq"].as_u64().unwrap()).collect();
-    assert_eq!(order, [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]);
+    let order: Vec<u64> = hits
+        .iter()
+        .map(|h| h.json()["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5, 6, 6, 6]
+    );
     delivery.shutdown().await;
 }
 
@@ -185,7 +224,11 @@ async fn retry_after_is_waited_for_and_408_and_429_are_retried() {
     .await;
     let (secret, _) = secret(6);
     let (hooks, delivery, metrics) = start(options(vec![receiver.url("/")], &[&secret]));
-    for (label, peer) in [("room0408", "peer0408"), ("room0429", "peer0429"), ("room0503", "peer0503")] {
+    for (label, peer) in [
+        ("room0408", "peer0408"),
+        ("room0429", "peer0429"),
+        ("room0503", "peer0503"),
+    ] {
         hooks.emit(Event::peer_joined(room(label), peer, Role::Join));
     }
     until("3 delivered", || metrics.webhooks().delivered() == 3).await;
@@ -194,9 +237,15 @@ async fn retry_after_is_waited_for_and_408_and_429_are_retried() {
     assert_eq!(metrics.webhooks().retries(), 3);
     // The backoff alone would retry within 20 ms: the gaps are the receiver's.
     for (peer, at_least) in [("peer0429", 1), ("peer0503", 2)] {
-        let attempts: Vec<&Hit> = hits.iter().filter(|h| h.json()["peer"]["id"] == peer).collect();
+        let attempts: Vec<&Hit> = hits
+            .iter()
+            .filter(|h| h.json()["peer"]["id"] == peer)
+            .collect();
         let gap = attempts[1].at - attempts[0].at;
-        assert!(gap >= Duration::from_millis(at_least * 1000 - 50), "{peer}: {gap:?}");
+        assert!(
+            gap >= Duration::from_millis(at_least * 1000 - 50),
+            "{peer}: {gap:?}"
+        );
     }
     delivery.shutdown().await;
 }
@@ -217,7 +266,9 @@ async fn a_4xx_is_not_retried() {
     let (secret, _) = secret(7);
     let (hooks, delivery, metrics) = start(options(vec![receiver.url("/")], &[&secret]));
     let r = room("refused1");
-    for peer in ["peer0400", "peer0401", "peer0404", "peer0410", "peer0302", "peer0200"] {
+    for peer in [
+        "peer0400", "peer0401", "peer0404", "peer0410", "peer0302", "peer0200",
+    ] {
         hooks.emit(Event::peer_joined(r.clone(), peer, Role::Join));
     }
     until("5 rejected, 1 delivered", || {
@@ -228,9 +279,15 @@ async fn a_4xx_is_not_retried() {
     assert_eq!(hits.len(), 6, "one attempt each");
     assert_eq!(metrics.webhooks().retries(), 0);
     // A refused event does not hold up the room: the next one followed.
-    assert_eq!(seqs(&hits.iter().map(Hit::json).collect::<Vec<_>>()), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(
+        seqs(&hits.iter().map(Hit::json).collect::<Vec<_>>()),
+        [1, 2, 3, 4, 5, 6]
+    );
     let text = metrics.render();
-    assert!(text.contains("signal_webhook_events_dropped_total{reason=\"rejected\"} 5"), "{text}");
+    assert!(
+        text.contains("signal_webhook_events_dropped_total{reason=\"rejected\"} 5"),
+        "{text}"
+    );
     delivery.shutdown().await;
 }
 
@@ -249,11 +306,18 @@ async fn nothing_is_lost_across_a_receiver_outage_shorter_than_the_retry_window(
     let labels = ["outage01", "outage02", "outage03"];
     for i in 0..8 {
         for label in labels {
-            hooks.emit(Event::peer_joined(room(label), format!("peer{i:04}"), Role::Watch));
+            hooks.emit(Event::peer_joined(
+                room(label),
+                format!("peer{i:04}"),
+                Role::Watch,
+            ));
         }
     }
     // Attempts fail while it is down (connection refused), for every room.
-    until("failed attempts during the outage", || metrics.webhooks().retries() >= 9).await;
+    until("failed attempts during the outage", || {
+        metrics.webhooks().retries() >= 9
+    })
+    .await;
     assert_eq!(metrics.webhooks().delivered(), 1);
     receiver.restart().await;
 
@@ -268,8 +332,14 @@ async fn nothing_is_lost_across_a_receiver_outage_shorter_than_the_retry_window(
     assert_eq!(seqs(&rooms["outage01"]), (1..=9).collect::<Vec<_>>());
     for label in ["outage02", "outage03"] {
         assert_eq!(seqs(&rooms[label]), (1..=8).collect::<Vec<_>>(), "{label}");
-        let peers: Vec<&str> = rooms[label].iter().map(|v| v["peer"]["id"].as_str().unwrap()).collect();
-        assert_eq!(peers, (0..8).map(|i| format!("peer{i:04}")).collect::<Vec<_>>());
+        let peers: Vec<&str> = rooms[label]
+            .iter()
+            .map(|v| v["peer"]["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            peers,
+            (0..8).map(|i| format!("peer{i:04}")).collect::<Vec<_>>()
+        );
     }
     assert_eq!(metrics.webhooks().queued(), 0);
     delivery.shutdown().await;
@@ -292,17 +362,27 @@ async fn an_event_failing_past_the_retry_window_is_dropped_and_counted_and_its_r
     let (hooks, delivery, metrics) = start(o);
     hooks.emit(Event::room_started(room("doomed01"), "hostDDDD"));
     hooks.emit(Event::peer_joined(room("doomed01"), "peerDDDD", Role::Join));
-    until("one given up", || metrics.webhooks().dropped(DropReason::RetriesExhausted) == 1).await;
+    until("one given up", || {
+        metrics.webhooks().dropped(DropReason::RetriesExhausted) == 1
+    })
+    .await;
     until("the next delivered", || metrics.webhooks().delivered() == 1).await;
     let hits = receiver.hits();
     let first: Vec<&Hit> = hits.iter().filter(|h| h.json()["seq"] == 1).collect();
-    assert!(first.len() >= 2, "retried before giving up: {}", first.len());
+    assert!(
+        first.len() >= 2,
+        "retried before giving up: {}",
+        first.len()
+    );
     // The last attempt of the first event came before the second event.
     let second = hits.iter().position(|h| h.json()["seq"] == 2).unwrap();
     assert!(hits[..second].iter().all(|h| h.json()["seq"] == 1));
     assert_eq!(hits.len(), second + 1);
     let text = metrics.render();
-    assert!(text.contains("signal_webhook_events_dropped_total{reason=\"retries_exhausted\"} 1"), "{text}");
+    assert!(
+        text.contains("signal_webhook_events_dropped_total{reason=\"retries_exhausted\"} 1"),
+        "{text}"
+    );
     delivery.shutdown().await;
 }
 
@@ -321,13 +401,24 @@ async fn a_room_being_retried_does_not_hold_up_other_rooms() {
     hooks.emit(Event::room_started(room("stuck001"), "hostSSSS"));
     hooks.emit(Event::peer_joined(room("stuck001"), "peerSSSS", Role::Join));
     for i in 0..5 {
-        hooks.emit(Event::room_started(room(&format!("free{i:04}")), "hostFFFF"));
+        hooks.emit(Event::room_started(
+            room(&format!("free{i:04}")),
+            "hostFFFF",
+        ));
     }
-    until("the free rooms delivered", || metrics.webhooks().delivered() == 5).await;
-    until("the stuck room retried", || metrics.webhooks().retries() >= 3).await;
+    until("the free rooms delivered", || {
+        metrics.webhooks().delivered() == 5
+    })
+    .await;
+    until("the stuck room retried", || {
+        metrics.webhooks().retries() >= 3
+    })
+    .await;
     let hits = receiver.hits();
     // Its second event waits behind its first.
-    assert!(hits.iter().all(|h| !(h.json()["room"]["label"] == "stuck001" && h.json()["seq"] == 2)));
+    assert!(hits
+        .iter()
+        .all(|h| !(h.json()["room"]["label"] == "stuck001" && h.json()["seq"] == 2)));
     assert_eq!(metrics.webhooks().queued(), 2);
     drop(hooks);
     drop(delivery); // stops at once: nothing waits for the stuck room
@@ -338,9 +429,15 @@ async fn a_hanging_url_does_not_hold_up_another_url() {
     let hanging = Receiver::start(always(Reply::Hang)).await;
     let healthy = Receiver::start(always(Reply::Status(200))).await;
     let (secret, _) = secret(11);
-    let (hooks, delivery, metrics) = start(options(vec![hanging.url("/"), healthy.url("/")], &[&secret]));
+    let (hooks, delivery, metrics) = start(options(
+        vec![hanging.url("/"), healthy.url("/")],
+        &[&secret],
+    ));
     for i in 0..50 {
-        hooks.emit(Event::room_started(room(&format!("room{i:04}")), "hostHHHH"));
+        hooks.emit(Event::room_started(
+            room(&format!("room{i:04}")),
+            "hostHHHH",
+        ));
     }
     healthy.wait_for("50 events", |h| h.len() == 50).await;
     until("50 delivered", || metrics.webhooks().delivered() == 50).await;
@@ -359,21 +456,39 @@ async fn emit_never_waits_a_stalled_receiver_fills_the_queue_and_the_rest_is_cou
     o.flush_timeout = Duration::from_millis(200);
     let (hooks, delivery, metrics) = start(o);
     hooks.emit(Event::room_started(room("stalled1"), "hostTTTT"));
-    receiver.wait_for("the first request", |h| h.len() == 1).await;
+    receiver
+        .wait_for("the first request", |h| h.len() == 1)
+        .await;
     // `emit` is not async: each call returns having queued or dropped.
     const N: usize = 10_000;
     for i in 0..N {
-        hooks.emit(Event::peer_joined(room(&format!("room{:04}", i % 100)), "peerTTTT", Role::Watch));
+        hooks.emit(Event::peer_joined(
+            room(&format!("room{:04}", i % 100)),
+            "peerTTTT",
+            Role::Watch,
+        ));
     }
     let m = metrics.webhooks();
     assert_eq!(m.queued(), 4, "the queue holds at most its capacity");
-    assert_eq!(m.dropped(DropReason::QueueFull) as usize, N + 1 - 4, "everything else counted at once");
+    assert_eq!(
+        m.dropped(DropReason::QueueFull) as usize,
+        N + 1 - 4,
+        "everything else counted at once"
+    );
     assert_eq!(m.delivered(), 0);
     let text = metrics.render();
-    assert!(text.contains(&format!("signal_webhook_events_dropped_total{{reason=\"queue_full\"}} {}", N - 3)), "{text}");
+    assert!(
+        text.contains(&format!(
+            "signal_webhook_events_dropped_total{{reason=\"queue_full\"}} {}",
+            N - 3
+        )),
+        "{text}"
+    );
     assert!(text.contains("signal_webhook_events_queued 4"), "{text}");
     // Shutting down waits the flush time at most, then counts what was left.
-    tokio::time::timeout(WAIT, delivery.shutdown()).await.expect("shutdown is bounded");
+    tokio::time::timeout(WAIT, delivery.shutdown())
+        .await
+        .expect("shutdown is bounded");
     assert_eq!(m.dropped(DropReason::Shutdown), 4);
     assert_eq!(m.queued(), 0);
 }
@@ -391,7 +506,10 @@ async fn shutdown_delivers_what_is_queued_and_then_refuses_new_events() {
     let (secret, _) = secret(13);
     let (hooks, delivery, metrics) = start(options(vec![receiver.url("/")], &[&secret]));
     for i in 0..20 {
-        hooks.emit(Event::room_started(room(&format!("flush{i:03}")), "hostFFFF"));
+        hooks.emit(Event::room_started(
+            room(&format!("flush{i:03}")),
+            "hostFFFF",
+        ));
     }
     delivery.shutdown().await;
     // Everything queued was delivered (after a retry each) before it returned.
@@ -409,10 +527,15 @@ async fn shutdown_gives_up_on_a_hanging_receiver_after_the_flush_time() {
     o.flush_timeout = Duration::from_millis(300);
     let (hooks, delivery, metrics) = start(o);
     for i in 0..5 {
-        hooks.emit(Event::room_started(room(&format!("hang{i:04}")), "hostGGGG"));
+        hooks.emit(Event::room_started(
+            room(&format!("hang{i:04}")),
+            "hostGGGG",
+        ));
     }
     receiver.wait_for("5 requests", |h| h.len() == 5).await;
-    tokio::time::timeout(WAIT, delivery.shutdown()).await.expect("shutdown is bounded");
+    tokio::time::timeout(WAIT, delivery.shutdown())
+        .await
+        .expect("shutdown is bounded");
     assert_eq!(metrics.webhooks().dropped(DropReason::Shutdown), 5);
     assert_eq!(metrics.webhooks().queued(), 0);
 }
@@ -429,8 +552,14 @@ async fn https_urls_are_verified_against_the_webpki_roots_and_the_ca_file() {
     o.retry_window = Duration::from_millis(300);
     let (hooks, delivery, metrics) = start(o.clone());
     hooks.emit(Event::room_started(room("tlsroom1"), "hostLLLL"));
-    until("given up", || metrics.webhooks().dropped(DropReason::RetriesExhausted) == 1).await;
-    assert!(receiver.hits().is_empty(), "no request over an unverified connection");
+    until("given up", || {
+        metrics.webhooks().dropped(DropReason::RetriesExhausted) == 1
+    })
+    .await;
+    assert!(
+        receiver.hits().is_empty(),
+        "no request over an unverified connection"
+    );
     delivery.shutdown().await;
 
     // Trusted through --webhook-ca-file: delivered over TLS.
@@ -454,7 +583,11 @@ async fn a_disabled_handle_accepts_events_and_does_nothing() {
     });
     assert!(!built, "emit_with builds nothing when disabled");
     hooks.emit(Event::room_started(room("nowhere1"), "hostNNNN"));
-    let (hooks, delivery) = signal_server::webhooks::start(None, signal_server::metrics::Metrics::new().webhooks().clone()).unwrap();
+    let (hooks, delivery) = signal_server::webhooks::start(
+        None,
+        signal_server::metrics::Metrics::new().webhooks().clone(),
+    )
+    .unwrap();
     assert!(!hooks.is_enabled());
     delivery.shutdown().await;
     assert_eq!(EventKind::ALL.len(), 7);
@@ -471,7 +604,10 @@ async fn the_server_starts_delivery_from_its_config_and_serves_the_series() {
     let server = common::TestServer::with_config(config).await;
     let (_, _, text) = server.get("/metrics").await;
     for reason in DropReason::ALL {
-        let series = format!("signal_webhook_events_dropped_total{{reason=\"{}\"}} 0", reason.as_str());
+        let series = format!(
+            "signal_webhook_events_dropped_total{{reason=\"{}\"}} 0",
+            reason.as_str()
+        );
         assert!(text.contains(&series), "{text}");
     }
     assert!(text.contains("signal_webhook_events_queued 0"), "{text}");

@@ -184,7 +184,9 @@ async fn deliver(ctx: Arc<Ctx>, job: Job) -> (Job, Outcome) {
                 timestamp,
                 signature: signature_header(&ctx.secrets, &event.id, timestamp, &body),
             };
-            ctx.client.post(ctx.url.uri(), signed, body).await
+            // Boxed: a future waiting out its backoff then holds a pointer,
+            // not the request's whole state.
+            Box::pin(ctx.client.post(ctx.url.uri(), signed, body)).await
         };
         match attempt {
             Attempt::Delivered => break Outcome::Delivered,

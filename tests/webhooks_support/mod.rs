@@ -23,7 +23,9 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use signal_server::metrics::Metrics;
-use signal_server::webhooks::{self, Backoff, Delivery, Secret, WebhookOptions, WebhookUrl, Webhooks};
+use signal_server::webhooks::{
+    self, Backoff, Delivery, Secret, WebhookOptions, WebhookUrl, Webhooks,
+};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -65,34 +67,43 @@ impl Hit {
         self.header("webhook-id").to_string()
     }
 
-    /// Whether one of the `webhook-signature` entries is the HMAC-SHA256 of
-    /// `{id}.{timestamp}.{body}` under `key`, and the timestamp is within the
-    /// tolerance of now.
+    /// Whether the timestamp is within the tolerance of now and one of the
+    /// `webhook-signature` entries verifies under `key`.
     pub fn verifies(&self, key: &[u8]) -> bool {
-        use hmac::{Hmac, KeyInit as _, Mac as _};
-        let id = self.header("webhook-id");
-        let timestamp = self.header("webhook-timestamp");
-        let Ok(ts) = timestamp.parse::<u64>() else {
+        let Ok(ts) = self.header("webhook-timestamp").parse::<u64>() else {
             return false;
         };
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-        if now.abs_diff(ts) > TOLERANCE.as_secs() {
-            return false;
-        }
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
-        mac.update(id.as_bytes());
-        mac.update(b".");
-        mac.update(timestamp.as_bytes());
-        mac.update(b".");
-        mac.update(&self.body);
-        let expected = mac.finalize().into_bytes();
-        self.header("webhook-signature").split(' ').any(|entry| {
-            entry
-                .strip_prefix("v1,")
-                .and_then(|b64| STANDARD.decode(b64).ok())
-                .is_some_and(|sig| sig.as_slice() == expected.as_slice())
-        })
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        now.abs_diff(ts) <= TOLERANCE.as_secs() && signature_matches(&self.headers, &self.body, key)
     }
+}
+
+/// Whether one of the `webhook-signature` entries of `headers` is the
+/// HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` under `key`.
+pub fn signature_matches(headers: &HeaderMap, body: &[u8], key: &[u8]) -> bool {
+    use hmac::{Hmac, KeyInit as _, Mac as _};
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(header("webhook-id").as_bytes());
+    mac.update(b".");
+    mac.update(header("webhook-timestamp").as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = mac.finalize().into_bytes();
+    header("webhook-signature").split(' ').any(|entry| {
+        entry
+            .strip_prefix("v1,")
+            .and_then(|b64| STANDARD.decode(b64).ok())
+            .is_some_and(|sig| sig.as_slice() == expected.as_slice())
+    })
 }
 
 /// How the receiver answers one request.
@@ -192,7 +203,9 @@ impl Receiver {
         } else {
             self.addr.to_string()
         };
-        format!("{scheme}://{host}{path}").parse().expect("a webhook URL")
+        format!("{scheme}://{host}{path}")
+            .parse()
+            .expect("a webhook URL")
     }
 
     pub fn set_script(&self, script: Script) {
@@ -209,7 +222,9 @@ impl Receiver {
 
     /// Listens again on the same port.
     pub async fn restart(&mut self) {
-        let listener = TcpListener::bind(self.addr).await.expect("bind the same port again");
+        let listener = TcpListener::bind(self.addr)
+            .await
+            .expect("bind the same port again");
         self.serve(listener);
     }
 
@@ -233,7 +248,11 @@ impl Receiver {
             if cond(&hits) {
                 return hits;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}; got {} requests", hits.len());
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; got {} requests",
+                hits.len()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -253,7 +272,12 @@ async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let headers = req.headers().clone();
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let value: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let id = headers
         .get("webhook-id")
@@ -295,7 +319,10 @@ async fn handle(
 
 /// Options for tests: quick retries, a generous timeout.
 pub fn options(urls: Vec<WebhookUrl>, secrets: &[&str]) -> WebhookOptions {
-    let secrets: Vec<Secret> = secrets.iter().map(|s| s.parse().expect("a secret")).collect();
+    let secrets: Vec<Secret> = secrets
+        .iter()
+        .map(|s| s.parse().expect("a secret"))
+        .collect();
     let mut o = WebhookOptions::new(urls, secrets);
     o.backoff = Backoff {
         first: Duration::from_millis(20),
@@ -310,7 +337,8 @@ pub fn options(urls: Vec<WebhookUrl>, secrets: &[&str]) -> WebhookOptions {
 /// Delivery started with `options`, and the metrics it counts into.
 pub fn start(options: WebhookOptions) -> (Webhooks, Delivery, Metrics) {
     let metrics = Metrics::new();
-    let (hooks, delivery) = webhooks::start(Some(options), metrics.webhooks().clone()).expect("start webhooks");
+    let (hooks, delivery) =
+        webhooks::start(Some(options), metrics.webhooks().clone()).expect("start webhooks");
     (hooks, delivery, metrics)
 }
 
@@ -329,7 +357,13 @@ pub fn tls_fixture(dir: &Path) -> (PathBuf, rustls::ServerConfig) {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     std::fs::create_dir_all(dir).unwrap();
-    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
     let run = |args: &[&str]| {
         let ok = Command::new("openssl")
             .args(args)
@@ -338,18 +372,38 @@ pub fn tls_fixture(dir: &Path) -> (PathBuf, rustls::ServerConfig) {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "openssl {args:?} failed (scripts/install-test-deps.sh installs openssl)");
+        assert!(
+            ok,
+            "openssl {args:?} failed (scripts/install-test-deps.sh installs openssl)"
+        );
     };
     let mut ca = vec!["req", "-x509"];
     ca.extend(ec);
     ca.extend([
-        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=webhook test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=webhook test CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
     ]);
     run(&ca);
     let mut csr = vec!["req"];
     csr.extend(ec);
-    csr.extend(["-keyout", "leaf.key", "-out", "leaf.csr", "-subj", "/CN=localhost"]);
+    csr.extend([
+        "-keyout",
+        "leaf.key",
+        "-out",
+        "leaf.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
     run(&csr);
     std::fs::write(
         dir.join("leaf.ext"),
@@ -358,8 +412,21 @@ pub fn tls_fixture(dir: &Path) -> (PathBuf, rustls::ServerConfig) {
     )
     .unwrap();
     run(&[
-        "x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "leaf.pem", "-days", "2", "-extfile", "leaf.ext",
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
     ]);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
         .unwrap()
