@@ -173,9 +173,9 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNAL_SERVER_REDIS_PREFIX", default_value = "ss:")]
     pub redis_prefix: String,
 
-    /// Webhook options (`--webhook-*`).
+    /// Webhook options (`--webhook-*`); boxed, to keep `Command` small.
     #[command(flatten)]
-    pub webhooks: crate::webhooks::WebhookArgs,
+    pub webhooks: Box<crate::webhooks::WebhookArgs>,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.
