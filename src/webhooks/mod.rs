@@ -175,40 +175,31 @@ impl Producer {
         }
         let stamped = Arc::new(stamped);
         let kind = stamped.kind().as_str();
+        // Drops are counted and logged once the lock is released: a log line
+        // may wait on a slow stderr, and other emitters must not.
+        let mut dropped = Vec::new();
         for endpoint in &self.endpoints {
-            match Arc::clone(&endpoint.slots).try_acquire_owned() {
+            let (reason, why) = match Arc::clone(&endpoint.slots).try_acquire_owned() {
                 Ok(slot) => {
-                    let job = Job::new(
-                        Arc::clone(&stamped),
-                        slot,
-                        self.drops.metrics().queued.clone(),
-                    );
-                    if endpoint.tx.send(job).is_err() {
-                        self.drops.record(
-                            DropReason::Shutdown,
-                            endpoint.url.label(),
-                            kind,
-                            &"delivery has stopped",
-                        );
+                    let queued = self.drops.metrics().queued.clone();
+                    match endpoint
+                        .tx
+                        .send(Job::new(Arc::clone(&stamped), slot, queued))
+                    {
+                        Ok(()) => continue,
+                        Err(_) => (DropReason::Shutdown, "delivery has stopped"),
                     }
                 }
                 Err(TryAcquireError::NoPermits) => {
-                    self.drops.record(
-                        DropReason::QueueFull,
-                        endpoint.url.label(),
-                        kind,
-                        &"the URL's queue is full",
-                    );
+                    (DropReason::QueueFull, "the URL's queue is full")
                 }
-                Err(TryAcquireError::Closed) => {
-                    self.drops.record(
-                        DropReason::Shutdown,
-                        endpoint.url.label(),
-                        kind,
-                        &"delivery is shutting down",
-                    );
-                }
-            }
+                Err(TryAcquireError::Closed) => (DropReason::Shutdown, "delivery is shutting down"),
+            };
+            dropped.push((reason, why, endpoint.url.label()));
+        }
+        drop(seqs);
+        for (reason, why, url) in dropped {
+            self.drops.record(reason, url, kind, &why);
         }
     }
 }

@@ -1,11 +1,15 @@
 //! The webhook settings: the `--webhook-*` flags ([`WebhookArgs`], flattened
 //! into the server's options) and what they describe ([`WebhookOptions`]).
 
+use std::ffi::OsStr;
 use std::fmt;
+use std::marker::PhantomData;
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use clap::builder::TypedValueParser;
+use clap::error::ErrorKind;
 use clap::Args;
 use hyper::Uri;
 
@@ -126,6 +130,46 @@ impl WebhookOptions {
     }
 }
 
+/// Parses a flag's value with `FromStr` like clap's own parsers, except that
+/// its error does not quote the value: a malformed secret or URL may still be
+/// a credential, and startup errors end up in logs.
+#[derive(Clone)]
+struct Unquoted<T>(PhantomData<fn() -> T>);
+
+impl<T> Unquoted<T> {
+    fn new() -> Self {
+        Unquoted(PhantomData)
+    }
+}
+
+impl<T> TypedValueParser for Unquoted<T>
+where
+    T: FromStr<Err = String> + Clone + Send + Sync + 'static,
+{
+    type Value = T;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<T, clap::Error> {
+        let name = arg.map(ToString::to_string).unwrap_or_default();
+        let refuse = |why: &str| {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!("invalid value for {name}: {why}\n"),
+            )
+            .with_cmd(cmd)
+        };
+        value
+            .to_str()
+            .ok_or_else(|| refuse("not UTF-8"))?
+            .parse()
+            .map_err(|why: String| refuse(&why))
+    }
+}
+
 /// Webhook options of the server.
 #[derive(Debug, Args, Clone)]
 pub struct WebhookArgs {
@@ -135,6 +179,7 @@ pub struct WebhookArgs {
         long = "webhook-url",
         env = "SIGNAL_SERVER_WEBHOOK_URLS",
         value_delimiter = ',',
+        value_parser = Unquoted::<WebhookUrl>::new(),
         hide_env_values = true,
         requires = "webhook_secrets"
     )]
@@ -148,6 +193,7 @@ pub struct WebhookArgs {
         long = "webhook-secret",
         env = "SIGNAL_SERVER_WEBHOOK_SECRET",
         value_delimiter = ',',
+        value_parser = Unquoted::<Secret>::new(),
         hide_env_values = true
     )]
     pub webhook_secrets: Vec<Secret>,
@@ -247,22 +293,26 @@ mod tests {
             (o.queue_capacity, o.retry_window),
             (4, Duration::from_secs(30))
         );
-        assert!(Cli::try_parse_from([
-            "signal-server",
-            "--webhook-url",
-            "ftp://x/y",
-            "--webhook-secret",
-            SECRET
-        ])
-        .is_err());
-        assert!(Cli::try_parse_from([
-            "signal-server",
-            "--webhook-url",
-            "https://x/y",
-            "--webhook-secret",
-            "s3cret"
-        ])
-        .is_err());
+        for (url, secret) in [
+            ("ftp://x/y", SECRET),
+            ("https://x/y", "whsec_hunter2hunter2"),
+        ] {
+            let err = Cli::try_parse_from([
+                "signal-server",
+                "--webhook-url",
+                url,
+                "--webhook-secret",
+                secret,
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains("invalid value for --webhook-"), "{err}");
+            // A malformed secret may still be a secret: errors do not quote it.
+            assert!(
+                !err.contains("hunter2") && !err.contains("ftp://x"),
+                "{err}"
+            );
+        }
     }
 
     #[test]
