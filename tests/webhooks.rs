@@ -613,3 +613,59 @@ async fn the_server_starts_delivery_from_its_config_and_serves_the_series() {
     assert!(text.contains("signal_webhook_events_queued 0"), "{text}");
     server.stop().await;
 }
+
+#[test]
+fn the_binary_reads_its_webhook_settings_from_the_environment_and_never_logs_the_secret() {
+    use std::io::{BufRead as _, BufReader};
+    use std::process::{Command, Stdio};
+    let (secret, _) = secret(17);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_signal-server"))
+        .args(["--log-format", "json", "--bind", "127.0.0.1:0"])
+        .env("RUST_LOG", "debug")
+        .env(
+            "SIGNAL_SERVER_WEBHOOK_URLS",
+            "http://127.0.0.1:9/a,https://hooks.example/b?key=k3y",
+        )
+        .env("SIGNAL_SERVER_WEBHOOK_SECRET", &secret)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn signal-server");
+    let mut lines = BufReader::new(child.stderr.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let listening = line.contains("\"listening\"");
+        seen.push(line);
+        if listening {
+            break;
+        }
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    seen.extend(lines); // to the end: the process exits
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}\n{}", seen.join("\n"));
+    let enabled = seen
+        .iter()
+        .find(|l| l.contains("webhooks enabled"))
+        .unwrap_or_else(|| panic!("no 'webhooks enabled' line:\n{}", seen.join("\n")));
+    let v: Value = serde_json::from_str(enabled).unwrap();
+    assert_eq!(
+        v["urls"],
+        "[\"http://127.0.0.1:9\", \"https://hooks.example\"]"
+    );
+    let key_b64 = secret.trim_start_matches("whsec_");
+    for line in &seen {
+        assert!(
+            !line.contains(key_b64) && !line.contains("k3y"),
+            "leaked: {line}"
+        );
+    }
+}
