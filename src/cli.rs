@@ -61,7 +61,7 @@ pub enum LogFormat {
     Json,
 }
 
-fn duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 20s, 500ms, 1m)"))
 }
 
@@ -178,6 +178,9 @@ pub struct ServeArgs {
     /// Access control (`--auth`, the keys): see docs/AUTH.md.
     #[command(flatten)]
     pub auth: crate::auth::AuthArgs,
+    /// Webhook options (`--webhook-*`); boxed, to keep `Command` small.
+    #[command(flatten)]
+    pub webhooks: Box<crate::webhooks::WebhookArgs>,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.
@@ -230,6 +233,7 @@ impl ServeArgs {
                 .clone()
                 .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
             static_dir: self.static_dir.clone(),
+            webhooks: self.webhooks.options(),
         }
     }
 }

@@ -61,6 +61,8 @@ pub struct Config {
     pub ice_servers: serde_json::Value,
     /// Serve the page from this directory instead of the embedded copy.
     pub static_dir: Option<PathBuf>,
+    /// Where to POST room and peer events; `None`: nowhere.
+    pub webhooks: Option<crate::webhooks::WebhookOptions>,
 }
 
 impl Default for Config {
@@ -79,6 +81,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             ice_servers: serde_json::Value::Array(Vec::new()),
             static_dir: None,
+            webhooks: None,
         }
     }
 }

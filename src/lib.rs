@@ -14,6 +14,7 @@
 //!   protocol.rs wire types and validation, no I/O
 //!   token.rs    random tokens and peer ids
 //!   auth/       signed access tokens (JWT): keys, claims, grants, revocation
+//!   webhooks/   signed POSTs of room and peer events (docs/WEBHOOKS.md)
 //!   metrics.rs  Prometheus counters
 //!   assets.rs   the embedded demo page
 //!   config.rs   limits and their defaults; cli.rs the command line
@@ -38,4 +39,5 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod token;
+pub mod webhooks;
 pub mod ws;

@@ -61,6 +61,7 @@ struct Inner {
     errors: Vec<Counter>,
     rejected: Vec<Counter>,
     slow_peers: Counter,
+    webhooks: crate::webhooks::WebhookMetrics,
 }
 
 impl Default for Metrics {
@@ -140,6 +141,7 @@ impl Metrics {
             "Connections dropped because their outbox was full (peer not reading)",
             slow_peers.clone(),
         );
+        let webhooks = crate::webhooks::WebhookMetrics::register(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -152,6 +154,7 @@ impl Metrics {
                 errors,
                 rejected,
                 slow_peers,
+                webhooks,
             }),
         }
     }
@@ -207,6 +210,11 @@ impl Metrics {
     /// A peer was dropped for not reading.
     pub fn slow_peer_dropped(&self) {
         self.inner.slow_peers.inc();
+    }
+
+    /// The webhook delivery series (`signal_webhook_*`).
+    pub fn webhooks(&self) -> &crate::webhooks::WebhookMetrics {
+        &self.inner.webhooks
     }
 
     /// The Prometheus text exposition of every series.

@@ -98,6 +98,9 @@ pub async fn run_with<R: Registry>(
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let shutdown_timeout = config.shutdown_timeout;
+    // The handle events go in through (not fed yet: the registries will).
+    let (_webhooks, webhook_delivery) =
+        crate::webhooks::start(config.webhooks.clone(), metrics.webhooks().clone())?;
     let files = StaticFiles::new(config.static_dir.clone());
     let app = Arc::new(App {
         permits: Arc::new(Semaphore::new(config.max_connections)),
@@ -152,6 +155,7 @@ pub async fn run_with<R: Registry>(
         );
         serving.abort();
     }
+    webhook_delivery.shutdown().await;
     info!("stopped");
     Ok(())
 }
