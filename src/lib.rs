@@ -11,7 +11,8 @@
 //!   ws.rs       WebSocket frames over the upgraded socket: buffers held only
 //!               while they hold bytes (an idle connection keeps none)
 //!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
-//!   protocol.rs wire types and validation, no I/O
+//!   protocol/   wire types both ways (client and server messages), validation,
+//!               the fast scanner and the relay rewrite; no I/O
 //!   token.rs    random tokens and peer ids
 //!   metrics.rs  Prometheus counters
 //!   assets.rs   the embedded demo page

@@ -195,7 +195,11 @@ impl MemoryRegistry {
             Some(host) => {
                 self.deliver(
                     host,
-                    ServerMessage::PeerJoined { peer: &id, role }.to_json(),
+                    ServerMessage::PeerJoined {
+                        peer: id.as_str().into(),
+                        role,
+                    }
+                    .to_json(),
                 );
             }
             None => {
@@ -246,7 +250,7 @@ impl MemoryRegistry {
             self.deliver(
                 &link,
                 ServerMessage::PeerJoined {
-                    peer: &guest.id,
+                    peer: guest.id.as_str().into(),
                     role: guest.role,
                 }
                 .to_json(),
@@ -429,7 +433,7 @@ impl Member for MemoryMember {
                     self.registry.deliver(
                         host,
                         ServerMessage::PeerLeft {
-                            peer: &self.peer_id,
+                            peer: self.peer_id.as_str().into(),
                         }
                         .to_json(),
                     );

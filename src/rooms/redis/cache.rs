@@ -431,7 +431,10 @@ impl RoomCache {
         if let Some(host) = &self.local_host {
             for id in self.peers.keys() {
                 if !peers.contains_key(id) {
-                    ctx.deliver(&host.link, ServerMessage::PeerLeft { peer: id }.to_json());
+                    ctx.deliver(
+                        &host.link,
+                        ServerMessage::PeerLeft { peer: id.into() }.to_json(),
+                    );
                 }
             }
             for (id, p) in &peers {
@@ -439,7 +442,7 @@ impl RoomCache {
                     ctx.deliver(
                         &host.link,
                         ServerMessage::PeerJoined {
-                            peer: id,
+                            peer: id.into(),
                             role: p.role,
                         }
                         .to_json(),
@@ -528,7 +531,11 @@ impl RoomCache {
                 {
                     ctx.deliver(
                         &link,
-                        ServerMessage::PeerJoined { peer: &peer, role }.to_json(),
+                        ServerMessage::PeerJoined {
+                            peer: peer.as_str().into(),
+                            role,
+                        }
+                        .to_json(),
                     );
                 }
             }
@@ -543,7 +550,13 @@ impl RoomCache {
                 let link = host.link.clone();
                 self.suspects.remove(&peer);
                 if self.peers.remove(&peer).is_some() {
-                    ctx.deliver(&link, ServerMessage::PeerLeft { peer: &peer }.to_json());
+                    ctx.deliver(
+                        &link,
+                        ServerMessage::PeerLeft {
+                            peer: peer.as_str().into(),
+                        }
+                        .to_json(),
+                    );
                 }
             }
             Event::HostLeft { ver } => {

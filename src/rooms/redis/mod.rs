@@ -797,7 +797,7 @@ impl RedisRegistry {
                     ctx.deliver(
                         &link,
                         ServerMessage::PeerJoined {
-                            peer: id,
+                            peer: id.into(),
                             role: p.role,
                         }
                         .to_json(),
@@ -1504,7 +1504,7 @@ impl Member for RedisMember {
                             ctx.deliver(
                                 &link,
                                 ServerMessage::PeerLeft {
-                                    peer: &self.peer_id,
+                                    peer: self.peer_id.as_str().into(),
                                 }
                                 .to_json(),
                             );
