@@ -13,6 +13,7 @@
 //!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
 //!   protocol/   wire types both ways (client and server messages), validation,
 //!               the fast scanner and the relay rewrite; no I/O
+//!   bridge/     the `bridge` subcommand: a robot's webrtc_ros as a room's host
 //!   token.rs    random tokens and peer ids
 //!   metrics.rs  Prometheus counters
 //!   assets.rs   the embedded demo page

@@ -336,19 +336,12 @@ mod tests {
     }
 
     #[test]
-    fn robot_messages_get_their_addressee() {
-        assert_eq!(
-            addressed(r#"{"type":"offer","sdp":"v=0\r\n"}"#, "AbCdEf12").unwrap(),
-            r#"{"to":"AbCdEf12","type":"offer","sdp":"v=0\r\n"}"#
-        );
-        assert_eq!(
-            addressed(
-                r#"{"type":"offer","sdp":"s","to":"other","from":"x"}"#,
-                "p1"
-            )
-            .unwrap(),
-            r#"{"type":"offer","sdp":"s","to":"p1"}"#
-        );
+    fn robot_messages_go_to_their_viewer_alone() {
+        // The rewrite itself is protocol::with_to's (tested there).
+        let ice = r#"{"type":"ice_candidate","candidate":"candidate:1","to":"other"}"#;
+        let out: Value = serde_json::from_str(&addressed(ice, "AbCdEf12").unwrap()).unwrap();
+        assert_eq!(out["to"], "AbCdEf12");
+        assert_eq!(out["candidate"], "candidate:1");
     }
 
     #[test]

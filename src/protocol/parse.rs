@@ -308,6 +308,13 @@ mod tests {
             assert_eq!(err.code, ErrorCode::BadMessage, "{text}");
             assert!(err.message.contains("object"), "{}", err.message);
         }
+        // As docs/PROTOCOL.md quotes it.
+        assert_eq!(
+            parse(r#"{"type":"configure","actions":[["add_stream","s"]]}"#)
+                .unwrap_err()
+                .message,
+            "invalid `configure` message: invalid type: sequence, expected a JSON object"
+        );
         // The object form stays accepted, in both paths (`\u0073` sends
         // this one through serde).
         for text in [

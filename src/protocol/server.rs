@@ -153,17 +153,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    #[test]
-    fn pins_server_messages() {
-        let ice = json!([{"urls": "stun:stun.example.org:3478"}]);
-        let host = ServerMessage::Init(InitReply {
+    /// The reply a host gets.
+    fn host_init(ice: &serde_json::Value) -> ServerMessage<'_> {
+        ServerMessage::Init(InitReply {
             join: Some("54ICxFae_Ip7TJE2".into()),
             watch: Some("634w44TblL5Dbd9a".into()),
             resume: Some("Zm9vYmFyYmF6cXV4".into()),
             peer: "h0st1234".into(),
             role: Role::Host,
-            ice_servers: Cow::Borrowed(&ice),
-        });
+            ice_servers: Cow::Borrowed(ice),
+        })
+    }
+
+    #[test]
+    fn pins_server_messages() {
+        let ice = json!([{"urls": "stun:stun.example.org:3478"}]);
+        let host = host_init(&ice);
         assert_eq!(
             host.to_json(),
             r#"{"type":"init","join":"54ICxFae_Ip7TJE2","watch":"634w44TblL5Dbd9a","resume":"Zm9vYmFyYmF6cXV4","peer":"h0st1234","role":"host","ice_servers":[{"urls":"stun:stun.example.org:3478"}]}"#
@@ -215,14 +220,7 @@ mod tests {
     fn server_messages_read_back_as_written() {
         let ice = json!([{"urls": ["stun:a.example:3478", "turn:b.example"], "username": "u"}]);
         let messages = [
-            ServerMessage::Init(InitReply {
-                join: Some("54ICxFae_Ip7TJE2".into()),
-                watch: Some("634w44TblL5Dbd9a".into()),
-                resume: Some("Zm9vYmFyYmF6cXV4".into()),
-                peer: "h0st1234".into(),
-                role: Role::Host,
-                ice_servers: Cow::Borrowed(&ice),
-            }),
+            host_init(&ice),
             ServerMessage::PeerJoined {
                 peer: "gUest123".into(),
                 role: Role::Watch,
