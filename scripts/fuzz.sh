@@ -20,7 +20,7 @@
 # stable toolchain only; cargo-fuzz passes -Z flags, which RUSTC_BOOTSTRAP=1 lets the
 # stable compiler accept.
 #
-# Seeds: fuzz/seeds/messages.jsonl (one message a line: the tests of src/protocol.rs and
+# Seeds: fuzz/seeds/messages.jsonl (one message a line: the tests of src/protocol/ and
 # the protocol notes), every JSON message quoted in docs/PROTOCOL.md (re-read on each run),
 # and fuzz/seeds/queries.txt with every `?name=value` query in docs/PROTOCOL.md. Seed files are named by content hash, so reseeding is
 # idempotent.

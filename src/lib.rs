@@ -11,7 +11,9 @@
 //!   ws.rs       WebSocket frames over the upgraded socket: buffers held only
 //!               while they hold bytes (an idle connection keeps none)
 //!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
-//!   protocol.rs wire types and validation, no I/O
+//!   protocol/   wire types both ways (client and server messages), validation,
+//!               the fast scanner and the relay rewrite; no I/O
+//!   bridge/     the `bridge` subcommand: a robot's webrtc_ros as a room's host
 //!   token.rs    random tokens and peer ids
 //!   auth/       signed access tokens (JWT): keys, claims, grants, revocation
 //!   webhooks/   signed POSTs of room and peer events (docs/WEBHOOKS.md)

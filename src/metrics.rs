@@ -117,9 +117,16 @@ impl Metrics {
             "Error replies sent to peers, by code",
             errors_family.clone(),
         );
+        // The bridge's codes are never the server's to send: no series.
         let errors = ErrorCode::ALL
             .iter()
-            .map(|c| errors_family.get_or_create(&[("code", c.as_str())]).clone())
+            .map(|c| {
+                if c.is_from_bridge() {
+                    Counter::default()
+                } else {
+                    errors_family.get_or_create(&[("code", c.as_str())]).clone()
+                }
+            })
             .collect();
         let rejected_family = Family::<Labels, Counter>::default();
         registry.register(
@@ -247,5 +254,6 @@ mod tests {
         assert!(text.contains("signal_upgrades_rejected_total{reason=\"origin\"} 1"));
         assert!(text.contains("signal_connections 0"));
         assert!(text.contains("signal_rooms 0"));
+        assert!(!text.contains("viewer_limit"), "{text}");
     }
 }

@@ -372,12 +372,12 @@ impl<R: Registry> Session<R> {
         let ice_servers = &self.shared.config.ice_servers;
         let welcome = |w: &Welcome| {
             ServerMessage::Init(InitReply {
-                join: w.join.as_deref(),
-                watch: w.watch.as_deref(),
-                resume: w.resume.as_deref(),
-                peer: &w.peer,
+                join: w.join.as_deref().map(Into::into),
+                watch: w.watch.as_deref().map(Into::into),
+                resume: w.resume.as_deref().map(Into::into),
+                peer: w.peer.as_str().into(),
                 role: w.role,
-                ice_servers,
+                ice_servers: std::borrow::Cow::Borrowed(ice_servers),
             })
             .to_json()
         };

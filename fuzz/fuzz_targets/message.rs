@@ -14,7 +14,8 @@
 //!   message with that code, and its human message is bounded;
 //! - an accepted frame is a JSON object whose `type` is the accepted variant;
 //!   `relay()` agrees with the text about `type`, `to`, `from` and the
-//!   `candiate` spelling;
+//!   `candiate` spelling; an accepted `configure` has an array of actions,
+//!   each a JSON object (serde would read one from an array too);
 //! - `with_from(text, Some(id))` is a JSON object with exactly one `from`,
 //!   equal to `id`, and every other field of the input with its value (the
 //!   misspelt `candiate` renamed `candidate`); `parse` accepts it again with
@@ -126,6 +127,17 @@ fn check_message(text: &str, id: &str) {
         Some(relay.kind.as_str()),
         "relay kind vs text: {text:?}"
     );
+
+    if relay.kind == RelayKind::Configure {
+        let actions = input
+            .get("actions")
+            .and_then(Value::as_array)
+            .unwrap_or_else(|| panic!("configure accepted without an actions array: {text:?}"));
+        assert!(
+            actions.iter().all(Value::is_object),
+            "accepted an action that is not a JSON object: {text:?}"
+        );
+    }
 
     // `to`: what the server routes by is what the receiver reads.
     let to_in_text = input.get("to").and_then(Value::as_str);

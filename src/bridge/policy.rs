@@ -16,32 +16,19 @@
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 
-use crate::protocol::{Action, Role};
-
-/// Error codes the bridge sends to peers (in `{"type":"error","code":...}`).
-pub mod codes {
-    /// A `src`/`dest` is not in the robot's allow-list.
-    pub const SOURCE_NOT_ALLOWED: &str = "source_not_allowed";
-    /// The peer's role may not do this (a watcher's `expect_*` action).
-    pub const FORBIDDEN: &str = "forbidden";
-    /// The robot already serves its maximum number of viewers.
-    pub const VIEWER_LIMIT: &str = "viewer_limit";
-    /// The robot's webrtc_ros could not be reached, or its connection for this
-    /// viewer dropped. Send `configure` again to retry.
-    pub const ROBOT_UNAVAILABLE: &str = "robot_unavailable";
-}
+use crate::protocol::{Action, ErrorCode, Role};
 
 /// Why the bridge refused a peer's request: sent back to that peer only.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// A stable snake_case code (see [`codes`]).
-    pub code: &'static str,
+    /// The stable code: `source_not_allowed`, `forbidden` or `viewer_limit`.
+    pub code: ErrorCode,
     /// For humans.
     pub message: String,
 }
 
 impl Refusal {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Refusal {
             code,
             message: message.into(),
@@ -117,14 +104,14 @@ impl Policy {
         for action in actions {
             if action.writes_into_receiver() && role != Role::Join {
                 return Err(Refusal::new(
-                    codes::FORBIDDEN,
+                    ErrorCode::Forbidden,
                     "a watcher may not send expect_* actions: this robot takes no media from viewers",
                 ));
             }
             if let Some(uri) = action.media_uri() {
                 if !self.allows_uri(uri) {
                     return Err(Refusal::new(
-                        codes::SOURCE_NOT_ALLOWED,
+                        ErrorCode::SourceNotAllowed,
                         format!("`{}` is not among the sources this robot shares", echo(uri)),
                     ));
                 }
@@ -137,7 +124,7 @@ impl Policy {
     pub fn check_capacity(&self, open: usize) -> Result<(), Refusal> {
         if open >= self.max_viewers {
             return Err(Refusal::new(
-                codes::VIEWER_LIMIT,
+                ErrorCode::ViewerLimit,
                 format!(
                     "this robot already serves its maximum of {} viewers; try again later",
                     self.max_viewers
@@ -223,7 +210,7 @@ mod tests {
         assert_eq!(p.check_actions(Role::Watch, &actions(&ok)), Ok(()));
         let bad = video("ros_image:/secret/map");
         let err = p.check_actions(Role::Watch, &actions(&bad)).unwrap_err();
-        assert_eq!(err.code, codes::SOURCE_NOT_ALLOWED);
+        assert_eq!(err.code, ErrorCode::SourceNotAllowed);
         assert!(
             err.message.contains("ros_image:/secret/map"),
             "{}",
@@ -234,7 +221,7 @@ mod tests {
             p.check_actions(Role::Join, &actions(&bad))
                 .unwrap_err()
                 .code,
-            codes::SOURCE_NOT_ALLOWED
+            ErrorCode::SourceNotAllowed
         );
     }
 
@@ -253,13 +240,13 @@ mod tests {
         let p = policy(&[]);
         let text = r#"{"type":"configure","actions":[{"type":"expect_stream","id":"s"}]}"#;
         let err = p.check_actions(Role::Watch, &actions(text)).unwrap_err();
-        assert_eq!(err.code, codes::FORBIDDEN);
+        assert_eq!(err.code, ErrorCode::Forbidden);
         let text = r#"{"type":"configure","actions":[{"type":"expect_video_track","stream_id":"s","id":"t","dest":"ros_image:/in"}]}"#;
         assert_eq!(
             p.check_actions(Role::Watch, &actions(text))
                 .unwrap_err()
                 .code,
-            codes::FORBIDDEN
+            ErrorCode::Forbidden
         );
         // A guest may, when the destination is allowed.
         assert_eq!(p.check_actions(Role::Join, &actions(text)), Ok(()));
@@ -269,7 +256,7 @@ mod tests {
                 .check_actions(Role::Join, &actions(text))
                 .unwrap_err()
                 .code,
-            codes::SOURCE_NOT_ALLOWED
+            ErrorCode::SourceNotAllowed
         );
         // Whoever the server could not name is treated as a watcher by the
         // caller; a host never sends to itself.
@@ -277,7 +264,7 @@ mod tests {
             p.check_actions(Role::Host, &actions(text))
                 .unwrap_err()
                 .code,
-            codes::FORBIDDEN
+            ErrorCode::Forbidden
         );
     }
 
@@ -288,7 +275,7 @@ mod tests {
         assert_eq!(p.check_capacity(0), Ok(()));
         assert_eq!(p.check_capacity(1), Ok(()));
         let err = p.check_capacity(2).unwrap_err();
-        assert_eq!(err.code, codes::VIEWER_LIMIT);
+        assert_eq!(err.code, ErrorCode::ViewerLimit);
         assert!(err.message.contains('2'));
     }
 

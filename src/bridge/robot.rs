@@ -3,35 +3,33 @@
 //! webrtc_ros makes one WebRTC peer connection per WebSocket connection, so
 //! every viewer gets a connection of its own, opened when its first
 //! `configure` arrives and closed when it leaves (webrtc_ros then tears the
-//! peer connection down). Each runs as its own task: the task connects, a
-//! writer task drains the viewer's bounded outbox into the socket, the task
-//! reads webrtc_ros's messages and hands them to the bridge, and teardown is
-//! one `select!` over the reasons the connection ends.
+//! peer connection down). Each runs as its own task: the task connects, the
+//! connection's writer task drains the viewer's bounded outbox into the
+//! socket, the task reads webrtc_ros's messages and hands them to the bridge,
+//! and teardown is one `select!` over the reasons the connection ends.
 
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
+use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::websocket::{self, Outbox, Queue, SendError, Socket, WriterOptions};
 
 /// Messages queued for one robot connection before it counts as stuck.
 pub const OUTBOX_CAPACITY: usize = 256;
 /// Messages written per flush.
 const WRITE_BATCH: usize = 32;
-/// How long a close frame may take to go out.
+/// How long the writer may take to send its close frame.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-type RobotSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// What a robot connection tells the bridge.
 #[derive(Debug)]
@@ -40,8 +38,8 @@ pub enum RobotEvent {
     Message {
         /// The viewer.
         peer: Arc<str>,
-        /// The session it came from.
-        session: u64,
+        /// The robot link it came from ([`RobotLink::id`]).
+        link: u64,
         /// The message as webrtc_ros wrote it.
         text: String,
     },
@@ -49,8 +47,8 @@ pub enum RobotEvent {
     Closed {
         /// The viewer.
         peer: Arc<str>,
-        /// The session that ended.
-        session: u64,
+        /// The robot link that ended.
+        link: u64,
         /// Why.
         why: Ended,
     },
@@ -87,34 +85,23 @@ impl fmt::Display for Ended {
     }
 }
 
-/// Why a message could not be queued for the robot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
-    /// The outbox is full: webrtc_ros is not reading.
-    Full,
-    /// The connection has already ended (its `Closed` event is on its way).
-    Gone,
-}
-
-/// The bridge's handle on one robot connection.
+/// The bridge's handle on one robot connection: queuing never waits, and
+/// dropping it closes the connection.
 #[derive(Debug)]
-pub struct Session {
-    /// Unique among this bridge's sessions.
+pub struct RobotLink {
+    /// Unique among this bridge's robot links.
     pub id: u64,
-    /// The bridge's room generation the session was opened in (see
-    /// `Bridge::generation`).
+    /// The bridge's room generation the link was opened in (see
+    /// `Viewers::generation`).
     pub generation: u64,
-    tx: mpsc::Sender<String>,
+    outbox: Outbox,
     cancel: CancellationToken,
 }
 
-impl Session {
+impl RobotLink {
     /// Queues a message for webrtc_ros without waiting.
     pub fn send(&self, text: String) -> Result<(), SendError> {
-        self.tx.try_send(text).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => SendError::Full,
-            mpsc::error::TrySendError::Closed(_) => SendError::Gone,
-        })
+        self.outbox.try_send(Message::text(text))
     }
 
     /// Closes the robot connection (a close frame, then the socket).
@@ -123,197 +110,196 @@ impl Session {
     }
 }
 
-impl Drop for Session {
+impl Drop for RobotLink {
     fn drop(&mut self) {
         self.cancel.cancel();
     }
 }
 
-/// What a new session needs.
-pub struct Open {
-    /// The viewer's peer id.
-    pub peer: Arc<str>,
-    /// The session id.
-    pub id: u64,
-    /// The bridge's room generation.
-    pub generation: u64,
-    /// webrtc_ros's URL.
-    pub url: String,
-    /// TLS settings for a `wss://` robot URL.
-    pub connector: tokio_tungstenite::Connector,
-    /// How long connecting may take.
-    pub connect_timeout: Duration,
-    /// The first message (the viewer's `configure`).
-    pub first: String,
-    /// Where the session reports.
-    pub events: mpsc::Sender<RobotEvent>,
+/// The robot's webrtc_ros: where robot links are opened, and where they
+/// report.
+pub struct Robot {
+    url: String,
+    connector: Connector,
+    connect_timeout: Duration,
+    events: mpsc::Sender<RobotEvent>,
+    tracker: TaskTracker,
 }
 
-/// Opens a robot connection for a viewer, in its own task.
-pub fn spawn(tracker: &TaskTracker, open: Open) -> Session {
-    let (tx, rx) = mpsc::channel(OUTBOX_CAPACITY);
-    let cancel = CancellationToken::new();
-    // The first message cannot fail: the outbox is new and empty.
-    let _ = tx.try_send(open.first.clone());
-    let session = Session {
-        id: open.id,
-        generation: open.generation,
-        tx,
-        cancel: cancel.clone(),
-    };
-    // A root span: the task outlives whatever span spawned it.
-    let span = info_span!(parent: None, "viewer", peer = %open.peer, session = open.id);
-    tracker.spawn(run(open, rx, cancel).instrument(span));
-    session
-}
-
-async fn run(open: Open, rx: mpsc::Receiver<String>, cancel: CancellationToken) {
-    let Open {
-        peer,
-        id,
-        url,
-        connector,
-        connect_timeout,
-        events,
-        ..
-    } = open;
-    let why = tokio::select! {
-        biased;
-        _ = cancel.cancelled() => Ended::Closed,
-        connected = tokio::time::timeout(connect_timeout, connect(&url, connector)) => match connected {
-            Err(_) => Ended::ConnectFailed(format!("no answer within {connect_timeout:?}")),
-            Ok(Err(e)) => Ended::ConnectFailed(e),
-            Ok(Ok(socket)) => {
-                info!("robot connection open");
-                relay(socket, rx, &peer, id, &events, &cancel).await
-            }
-        },
-    };
-    match &why {
-        Ended::Closed | Ended::BridgeGone => info!("robot connection closed: {why}"),
-        _ => warn!("{why}"),
+impl Robot {
+    /// webrtc_ros at `url` (already checked); links report on `events`.
+    pub fn new(
+        url: String,
+        connector: Connector,
+        connect_timeout: Duration,
+        events: mpsc::Sender<RobotEvent>,
+    ) -> Self {
+        Robot {
+            url,
+            connector,
+            connect_timeout,
+            events,
+            tracker: TaskTracker::new(),
+        }
     }
-    let event = RobotEvent::Closed {
-        peer,
-        session: id,
-        why,
-    };
-    // The bridge may be stopping and no longer reading: never wait for it here.
-    if let Err(mpsc::error::TrySendError::Full(event)) = events.try_send(event) {
-        // Rare (the queue is full): hand the event over from a task of its own
-        // so that the bridge still learns of the failure.
-        tokio::spawn(async move {
-            let _ = events.send(event).await;
-        });
-    }
-}
 
-async fn connect(
-    url: &str,
-    connector: tokio_tungstenite::Connector,
-) -> Result<RobotSocket, String> {
-    let (socket, _) =
-        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+    /// The URL of webrtc_ros.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Opens a robot connection for viewer `peer`, in its own task, with
+    /// `first` (the viewer's `configure`) as its first message.
+    pub fn open(&self, peer: Arc<str>, id: u64, generation: u64, first: String) -> RobotLink {
+        let (outbox, queue) = Outbox::new(OUTBOX_CAPACITY);
+        // The first message cannot fail: the outbox is new and empty.
+        let _ = outbox.try_send(Message::text(first));
+        let cancel = CancellationToken::new();
+        // A root span: the task outlives whatever span spawned it.
+        let span = info_span!(parent: None, "viewer", peer = %peer, link = id);
+        let task = Task {
+            peer,
+            id,
+            url: self.url.clone(),
+            connector: self.connector.clone(),
+            connect_timeout: self.connect_timeout,
+            events: self.events.clone(),
+            cancel: cancel.clone(),
+        };
+        self.tracker.spawn(task.run(queue).instrument(span));
+        RobotLink {
+            id,
+            generation,
+            outbox,
+            cancel,
+        }
+    }
+
+    /// Waits up to `timeout` for every robot connection to end (the links
+    /// must have been dropped); whether they all did.
+    pub async fn closed(&self, timeout: Duration) -> bool {
+        self.tracker.close();
+        tokio::time::timeout(timeout, self.tracker.wait())
             .await
-            .map_err(|e| e.to_string())?;
-    Ok(socket)
+            .is_ok()
+    }
 }
 
-async fn relay(
-    socket: RobotSocket,
-    rx: mpsc::Receiver<String>,
-    peer: &Arc<str>,
+/// One robot connection's task.
+struct Task {
+    peer: Arc<str>,
     id: u64,
-    events: &mpsc::Sender<RobotEvent>,
-    cancel: &CancellationToken,
-) -> Ended {
-    let (sink, mut stream) = socket.split();
-    let mut writer = tokio::spawn(write_loop(sink, rx, cancel.clone()));
-    let why = loop {
-        tokio::select! {
+    url: String,
+    connector: Connector,
+    connect_timeout: Duration,
+    events: mpsc::Sender<RobotEvent>,
+    cancel: CancellationToken,
+}
+
+impl Task {
+    async fn run(self, queue: Queue) {
+        let why = tokio::select! {
             biased;
-            _ = cancel.cancelled() => break Ended::Closed,
-            done = &mut writer => {
-                break match done {
-                    Ok(Err(e)) => Ended::RobotClosed(format!("write failed: {e}")),
-                    _ => Ended::RobotClosed("writer stopped".into()),
-                };
-            }
-            frame = stream.next() => match frame {
-                None => break Ended::RobotClosed("connection closed".into()),
-                Some(Err(e)) => break Ended::RobotClosed(e.to_string()),
-                Some(Ok(Message::Text(text))) => {
-                    let event = RobotEvent::Message {
-                        peer: Arc::clone(peer),
-                        session: id,
-                        text: text.as_str().to_string(),
-                    };
-                    tokio::select! {
-                        biased;
-                        _ = cancel.cancelled() => break Ended::Closed,
-                        sent = events.send(event) => if sent.is_err() {
-                            break Ended::BridgeGone;
-                        },
+            _ = self.cancel.cancelled() => Ended::Closed,
+            connected = websocket::connect(&self.url, &self.connector, self.connect_timeout) => {
+                match connected {
+                    Err(e) => Ended::ConnectFailed(e.to_string()),
+                    Ok(socket) => {
+                        info!("robot connection open");
+                        self.relay(socket, queue).await
                     }
                 }
-                Some(Ok(Message::Close(frame))) => {
-                    break Ended::RobotClosed(match frame {
-                        Some(f) => format!("closed by webrtc_ros ({} {})", u16::from(f.code), f.reason),
-                        None => "closed by webrtc_ros".into(),
-                    });
-                }
-                Some(Ok(Message::Binary(_))) => debug!("ignoring a binary frame from webrtc_ros"),
-                // Pings are answered by the library while reading.
-                Some(Ok(_)) => {}
-            },
+            }
+        };
+        match &why {
+            Ended::Closed | Ended::BridgeGone => info!("robot connection closed: {why}"),
+            _ => warn!("{why}"),
         }
-    };
-    if why == Ended::Closed {
-        // The writer sees the cancellation too and sends the close frame.
-        if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
-            .await
-            .is_err()
-        {
+        let event = RobotEvent::Closed {
+            peer: self.peer,
+            link: self.id,
+            why,
+        };
+        // The bridge may be stopping and no longer reading: never wait for it here.
+        if let Err(mpsc::error::TrySendError::Full(event)) = self.events.try_send(event) {
+            // Rare (the queue is full): hand the event over from a task of its own
+            // so that the bridge still learns of the failure.
+            let events = self.events;
+            tokio::spawn(async move {
+                let _ = events.send(event).await;
+            });
+        }
+    }
+
+    async fn relay(&self, socket: Socket, queue: Queue) -> Ended {
+        let (sink, mut stream) = socket.split();
+        let farewell = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "viewer left".into(),
+        };
+        let options = WriterOptions {
+            batch: WRITE_BATCH,
+            farewell,
+        };
+        let until = self.cancel.clone().cancelled_owned();
+        let mut writer = websocket::spawn_writer(sink, queue, options, until);
+        let why = loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => break Ended::Closed,
+                done = &mut writer => {
+                    break match done {
+                        Ok(Err(e)) => Ended::RobotClosed(format!("write failed: {e}")),
+                        _ => Ended::RobotClosed("writer stopped".into()),
+                    };
+                }
+                frame = stream.next() => match frame {
+                    None => break Ended::RobotClosed("connection closed".into()),
+                    Some(Err(e)) => break Ended::RobotClosed(e.to_string()),
+                    Some(Ok(Message::Text(text))) => {
+                        if let Some(end) = self.hand_over(text.as_str().to_string()).await {
+                            break end;
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        break Ended::RobotClosed(match frame {
+                            Some(f) => format!("closed by webrtc_ros ({} {})", u16::from(f.code), f.reason),
+                            None => "closed by webrtc_ros".into(),
+                        });
+                    }
+                    Some(Ok(Message::Binary(_))) => debug!("ignoring a binary frame from webrtc_ros"),
+                    // Pings are answered by the library while reading.
+                    Some(Ok(_)) => {}
+                },
+            }
+        };
+        if why == Ended::Closed {
+            // The writer sees the cancellation too and sends the close frame.
+            if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+            }
+        } else {
             writer.abort();
         }
-    } else {
-        writer.abort();
+        why
     }
-    why
-}
 
-async fn write_loop(
-    mut sink: SplitSink<RobotSocket, Message>,
-    mut rx: mpsc::Receiver<String>,
-    cancel: CancellationToken,
-) -> Result<(), String> {
-    loop {
-        let first = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => break,
-            next = rx.recv() => match next {
-                Some(text) => text,
-                None => break,
-            },
+    /// Hands a message from webrtc_ros to the bridge, waiting for room in its
+    /// queue (webrtc_ros waits meanwhile); why the connection ends, if it
+    /// does meanwhile.
+    async fn hand_over(&self, text: String) -> Option<Ended> {
+        let event = RobotEvent::Message {
+            peer: Arc::clone(&self.peer),
+            link: self.id,
+            text,
         };
-        sink.feed(Message::text(first))
-            .await
-            .map_err(|e| e.to_string())?;
-        for _ in 1..WRITE_BATCH {
-            match rx.try_recv() {
-                Ok(text) => sink
-                    .feed(Message::text(text))
-                    .await
-                    .map_err(|e| e.to_string())?,
-                Err(_) => break,
-            }
+        tokio::select! {
+            biased;
+            _ = self.cancel.cancelled() => Some(Ended::Closed),
+            sent = self.events.send(event) => sent.is_err().then_some(Ended::BridgeGone),
         }
-        sink.flush().await.map_err(|e| e.to_string())?;
     }
-    let frame = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "viewer left".into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(frame)))).await;
-    Ok(())
 }

@@ -15,6 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::BridgeError;
+
 /// Version of the file's format.
 const VERSION: u32 = 1;
 
@@ -64,6 +66,15 @@ impl SavedRoom {
                 .unwrap_or(0),
         }
     }
+}
+
+/// Checks that a state file can be written at `path`: its directory exists.
+pub fn check_dir(path: &Path) -> Result<(), BridgeError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+    if dir.is_some_and(|d| !d.is_dir()) {
+        return Err(BridgeError::NoStateDir(path.to_path_buf()));
+    }
+    Ok(())
 }
 
 /// Reads the state file: `Ok(None)` when it does not exist.

@@ -190,7 +190,11 @@ impl MemoryRegistry {
             Some(host) => {
                 self.deliver(
                     host,
-                    ServerMessage::PeerJoined { peer: &id, role }.to_json(),
+                    ServerMessage::PeerJoined {
+                        peer: id.as_str().into(),
+                        role,
+                    }
+                    .to_json(),
                 );
             }
             None => {
@@ -241,7 +245,7 @@ impl MemoryRegistry {
             self.deliver(
                 &link,
                 ServerMessage::PeerJoined {
-                    peer: &guest.id,
+                    peer: guest.id.as_str().into(),
                     role: guest.role,
                 }
                 .to_json(),
@@ -418,7 +422,7 @@ impl Member for MemoryMember {
                     self.registry.deliver(
                         host,
                         ServerMessage::PeerLeft {
-                            peer: &self.peer_id,
+                            peer: self.peer_id.as_str().into(),
                         }
                         .to_json(),
                     );

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use signal_server::bridge::{self, BridgeArgs, BridgeError, BridgeEvent, RoomLinks};
+use signal_server::bridge::{self, BridgeArgs, BridgeError, BridgeEvent, Disconnect, RoomLinks};
 use signal_server::config::Config;
 use signal_server::metrics::Metrics;
 use signal_server::rooms::{MemoryRegistry, RoomLimits};
@@ -618,7 +618,7 @@ impl BridgeRun {
     }
 
     /// The next lost server connection.
-    pub async fn disconnected(&mut self) -> String {
+    pub async fn disconnected(&mut self) -> Disconnect {
         loop {
             if let BridgeEvent::Disconnected { reason } = self.next_event().await {
                 return reason;

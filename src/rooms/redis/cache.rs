@@ -229,7 +229,10 @@ impl RoomCache {
         if let Some(host) = &self.local_host {
             for id in self.peers.keys() {
                 if !peers.contains_key(id) {
-                    ctx.deliver(&host.link, ServerMessage::PeerLeft { peer: id }.to_json());
+                    ctx.deliver(
+                        &host.link,
+                        ServerMessage::PeerLeft { peer: id.into() }.to_json(),
+                    );
                 }
             }
             for (id, p) in &peers {
@@ -237,7 +240,7 @@ impl RoomCache {
                     ctx.deliver(
                         &host.link,
                         ServerMessage::PeerJoined {
-                            peer: id,
+                            peer: id.into(),
                             role: p.role,
                         }
                         .to_json(),
@@ -357,7 +360,11 @@ impl RoomCache {
             if let Some(host) = &self.local_host {
                 ctx.deliver(
                     &host.link,
-                    ServerMessage::PeerJoined { peer: &peer, role }.to_json(),
+                    ServerMessage::PeerJoined {
+                        peer: peer.as_str().into(),
+                        role,
+                    }
+                    .to_json(),
                 );
             }
         }
@@ -372,7 +379,10 @@ impl RoomCache {
         self.suspects.remove(peer);
         if self.peers.remove(peer).is_some() {
             if let Some(host) = &self.local_host {
-                ctx.deliver(&host.link, ServerMessage::PeerLeft { peer }.to_json());
+                ctx.deliver(
+                    &host.link,
+                    ServerMessage::PeerLeft { peer: peer.into() }.to_json(),
+                );
             }
         }
     }

@@ -300,7 +300,7 @@ fn seat_host(
         ctx.deliver(
             &link,
             ServerMessage::PeerJoined {
-                peer: id,
+                peer: id.into(),
                 role: p.role,
             }
             .to_json(),

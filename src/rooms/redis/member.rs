@@ -206,7 +206,7 @@ impl RedisMember {
                 registry.ctx().deliver(
                     &link,
                     ServerMessage::PeerLeft {
-                        peer: &self.peer_id,
+                        peer: self.peer_id.as_str().into(),
                     }
                     .to_json(),
                 );

@@ -1,0 +1,80 @@
+//! Why the bridge cannot run: its options make no sense. Everything else (a
+//! server or robot that cannot be reached) is retried, never an error.
+
+use std::fmt;
+use std::path::PathBuf;
+
+/// Why the bridge could not start.
+#[derive(Debug)]
+pub enum BridgeError {
+    /// A URL option (`--server`, `--robot`, `--page-url`) is not a URL of
+    /// the kind it must be.
+    BadUrl {
+        /// The option, e.g. `--server`.
+        option: &'static str,
+        /// The value given.
+        url: String,
+        /// What is wrong with it.
+        why: UrlError,
+    },
+    /// An `--allow-src` pattern is not a valid glob.
+    BadPattern(globset::Error),
+    /// The directory of `--state-file` does not exist.
+    NoStateDir(PathBuf),
+    /// TLS could not be set up.
+    Tls(rustls::Error),
+}
+
+/// What is wrong with a URL option.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlError {
+    /// It does not parse as a URL.
+    Unparsable(String),
+    /// Its scheme is not one of these (for humans: `ws:// or wss://`).
+    Scheme(&'static str),
+    /// It names no host.
+    NoHost,
+}
+
+impl BridgeError {
+    /// `url`, given as `option`, is wrong: `why`.
+    pub(super) fn bad_url(option: &'static str, url: &str, why: UrlError) -> Self {
+        BridgeError::BadUrl {
+            option,
+            url: url.to_string(),
+            why,
+        }
+    }
+}
+
+impl fmt::Display for BridgeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("bridge: ")?;
+        match self {
+            BridgeError::BadUrl { option, url, why } => match why {
+                UrlError::Unparsable(e) => write!(f, "{option} {url:?} is not a URL: {e}"),
+                UrlError::Scheme(schemes) => {
+                    write!(f, "{option} must start with {schemes}, not {url:?}")
+                }
+                UrlError::NoHost => write!(f, "{option} {url:?} has no host"),
+            },
+            BridgeError::BadPattern(e) => write!(f, "--allow-src: {e}"),
+            BridgeError::NoStateDir(path) => write!(
+                f,
+                "--state-file {}: its directory does not exist",
+                path.display()
+            ),
+            BridgeError::Tls(e) => write!(f, "TLS setup failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for BridgeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BridgeError::BadPattern(e) => Some(e),
+            BridgeError::Tls(e) => Some(e),
+            _ => None,
+        }
+    }
+}

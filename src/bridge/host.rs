@@ -1,0 +1,494 @@
+//! The bridge's connection to the signalling server, as the host of its
+//! room: connect (with backoff), serve the connection until it ends, close
+//! it, and again, until shutdown.
+//!
+//! Serving one connection is [`ServerConnection::open`] (the writer task and
+//! the `init`), [`Bridge::host`] (one `select!` over everything that can
+//! happen, ending with the typed [`Disconnect`] reason or shutdown), and
+//! [`ServerConnection::close`].
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::stream::SplitStream;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::Connector;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::protocol::{ErrorCode, Role, ServerMessage, ToHost};
+
+use super::args::BridgeArgs;
+use super::backoff::Backoff;
+use super::error::BridgeError;
+use super::links::Links;
+use super::policy::Policy;
+use super::report::BridgeEvent;
+use super::room::Hosting;
+use super::state;
+use super::viewers::Viewers;
+use super::websocket::{self, ConnectError, Outbox, SendError, Socket, WriterOptions};
+
+/// Messages queued for the server before the connection counts as stuck.
+const SERVER_OUTBOX: usize = 1024;
+/// Messages written to the server per flush.
+const WRITE_BATCH: usize = 64;
+/// A connection that stayed up this long resets the reconnection backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(10);
+/// After a resume, how long to wait for the server's `peer_joined` list
+/// before closing robot connections of viewers that left meanwhile (the list
+/// normally arrives at once, right behind the `init` reply).
+const RECONCILE_WAIT: Duration = Duration::from_secs(2);
+/// How long closing the server connection and the robot connections may take
+/// at shutdown.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Why a connection to the server ended (the bridge then reconnects).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disconnect {
+    /// The connection closed without a close frame.
+    Closed,
+    /// Reading failed.
+    Transport(String),
+    /// The server closed the connection.
+    ClosedByServer {
+        /// The close code, if the frame had one.
+        code: Option<u16>,
+        /// The close reason.
+        reason: String,
+    },
+    /// Writing failed.
+    WriteFailed,
+    /// The server did not answer `init` within the connect timeout.
+    NoInitReply(Duration),
+    /// Nothing came from the server for three keepalive intervals.
+    Silent(Duration),
+    /// The server did not read what the bridge sent (its outbox is full).
+    Stuck,
+    /// The server answered `init` with an error.
+    Refused {
+        /// The server's code.
+        code: ErrorCode,
+        /// The server's message.
+        message: String,
+    },
+    /// The server made the bridge something else than the room's host.
+    NotHost,
+    /// The server's answer to `init` cannot be read.
+    BadInitReply(String),
+}
+
+impl fmt::Display for Disconnect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Disconnect::Closed => f.write_str("connection closed"),
+            Disconnect::Transport(e) => f.write_str(e),
+            Disconnect::ClosedByServer { code: None, .. } => f.write_str("closed by the server"),
+            Disconnect::ClosedByServer {
+                code: Some(code),
+                reason,
+            } => write!(f, "closed by the server ({code} {reason})"),
+            Disconnect::WriteFailed => f.write_str("writing to the server failed"),
+            Disconnect::NoInitReply(t) => write!(f, "no init reply within {t:?}"),
+            Disconnect::Silent(t) => write!(f, "nothing heard from the server for {t:?}"),
+            Disconnect::Stuck => f.write_str("the server is not reading (outbox full)"),
+            Disconnect::Refused { code, message } => {
+                write!(
+                    f,
+                    "the server refused the bridge's init: {code} ({message})"
+                )
+            }
+            Disconnect::NotHost => f.write_str("the server did not make the bridge a host"),
+            Disconnect::BadInitReply(e) => write!(f, "unexpected init reply: {e}"),
+        }
+    }
+}
+
+/// How serving one server connection ended.
+enum Outcome {
+    /// Shutdown was requested.
+    Stopped,
+    /// The connection ended; reconnect.
+    Dropped {
+        reason: Disconnect,
+        /// It had been up long enough to reset the backoff.
+        stable: bool,
+    },
+}
+
+/// The way to the server: queuing never waits, and a full outbox marks the
+/// connection stuck (it is then dropped).
+pub struct ServerOutbox {
+    outbox: Outbox,
+    stuck: bool,
+}
+
+impl ServerOutbox {
+    /// Queues a text message.
+    pub fn send(&mut self, text: String) {
+        self.queue(Message::text(text));
+    }
+
+    fn queue(&mut self, message: Message) {
+        if self.outbox.try_send(message) == Err(SendError::Full) {
+            self.stuck = true;
+        }
+    }
+}
+
+/// One connection to the server.
+struct ServerConnection {
+    outbox: ServerOutbox,
+    stream: SplitStream<Socket>,
+    writer: JoinHandle<Result<(), tungstenite::Error>>,
+    /// When the `init` reply arrived.
+    established: Option<Instant>,
+    /// The `init` sent on this connection was a resume.
+    sent_resume: bool,
+    /// After a resume: when to stop waiting for `peer_joined`s.
+    reconcile: Option<Instant>,
+    /// When anything was last heard from the server.
+    last_heard: Instant,
+}
+
+impl ServerConnection {
+    /// Starts the writer task and sends `init`.
+    fn open(socket: Socket, init: String, sent_resume: bool) -> Self {
+        let (sink, stream) = socket.split();
+        let (outbox, queue) = Outbox::new(SERVER_OUTBOX);
+        let options = WriterOptions {
+            batch: WRITE_BATCH,
+            farewell: CloseFrame {
+                code: CloseCode::Away,
+                reason: "bridge shutting down".into(),
+            },
+        };
+        let writer = websocket::spawn_writer(sink, queue, options, std::future::pending());
+        let mut outbox = ServerOutbox {
+            outbox,
+            stuck: false,
+        };
+        outbox.send(init);
+        ServerConnection {
+            outbox,
+            stream,
+            writer,
+            established: None,
+            sent_resume,
+            reconcile: None,
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// Ends the connection: at shutdown with a close frame (after what was
+    /// queued), waiting for the server's answer; otherwise at once.
+    async fn close(self, result: Result<(), Disconnect>) -> Outcome {
+        let ServerConnection {
+            outbox,
+            mut stream,
+            mut writer,
+            established,
+            ..
+        } = self;
+        let stable = established.is_some_and(|t| t.elapsed() >= STABLE_AFTER);
+        match result {
+            Ok(()) => {
+                // The writer writes what is queued, then its close frame.
+                drop(outbox);
+                let _ = tokio::time::timeout(SHUTDOWN_TIMEOUT, async {
+                    let _ = (&mut writer).await;
+                    while let Some(Ok(_)) = stream.next().await {}
+                })
+                .await;
+                writer.abort();
+                Outcome::Stopped
+            }
+            Err(reason) => {
+                writer.abort();
+                Outcome::Dropped { reason, stable }
+            }
+        }
+    }
+}
+
+/// The bridge: the room it hosts, its viewers, and how it reaches the server.
+pub struct Bridge {
+    connector: Connector,
+    connect_timeout: Duration,
+    keepalive: Duration,
+    backoff: Backoff,
+    hosting: Hosting,
+    viewers: Viewers,
+}
+
+impl Bridge {
+    /// Checks the options; the room of the state file, if any, is to be
+    /// resumed. Nothing is connected yet.
+    pub fn new(
+        args: BridgeArgs,
+        observer: mpsc::UnboundedSender<BridgeEvent>,
+    ) -> Result<Self, BridgeError> {
+        websocket::check_url("--server", &args.server)?;
+        websocket::check_url("--robot", &args.robot)?;
+        let links = Links::new(&args.server, args.page_url.as_deref())?;
+        let policy = Policy::new(&args.allow_src, args.max_viewers as usize)
+            .map_err(BridgeError::BadPattern)?;
+        let connector = websocket::tls_connector()?;
+        if let Some(path) = &args.state_file {
+            state::check_dir(path)?;
+        }
+        if policy.patterns().is_empty() {
+            warn!("no --allow-src given: viewers may ask for any topic of the robot");
+        }
+        let viewers = Viewers::new(policy, args.robot, connector.clone(), args.connect_timeout);
+        Ok(Bridge {
+            connector,
+            connect_timeout: args.connect_timeout,
+            keepalive: args.keepalive.max(Duration::from_millis(10)),
+            backoff: Backoff::new(args.backoff_min, args.backoff_max),
+            hosting: Hosting::new(args.server, links, args.state_file, observer),
+            viewers,
+        })
+    }
+
+    /// Hosts the room until `stop` is cancelled, reconnecting as needed.
+    pub async fn run(mut self, stop: CancellationToken) {
+        info!(
+            server = %self.hosting.server_url(),
+            robot = %self.viewers.robot_url(),
+            max_viewers = self.viewers.policy().max_viewers(),
+            allow_src = ?self.viewers.policy().patterns(),
+            "bridge starting"
+        );
+        while let Some(connected) = self.connect(&stop).await {
+            match connected {
+                Ok(socket) => match self.serve(socket, &stop).await {
+                    Outcome::Stopped => break,
+                    Outcome::Dropped { reason, stable } => {
+                        warn!("server connection lost: {reason}");
+                        if stable {
+                            self.backoff.reset();
+                        }
+                        self.hosting.disconnected(reason);
+                    }
+                },
+                Err(e) => warn!("cannot connect to the server: {e}"),
+            }
+            if !self.wait_to_reconnect(&stop).await {
+                break;
+            }
+        }
+        info!("shutting down: closing robot connections");
+        if !self.viewers.shut_down(SHUTDOWN_TIMEOUT).await {
+            warn!("robot connections did not close in time");
+        }
+        info!("bridge stopped");
+    }
+
+    /// Connects to the server, serving robot events meanwhile; `None` on
+    /// shutdown.
+    async fn connect(&mut self, stop: &CancellationToken) -> Option<Result<Socket, ConnectError>> {
+        let url = self.hosting.server_url().to_string();
+        let connect = websocket::connect(&url, &self.connector, self.connect_timeout);
+        tokio::pin!(connect);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return None,
+                c = &mut connect => return Some(c),
+                Some(event) = self.viewers.next_event() => self.viewers.on_robot_event(event, None),
+            }
+        }
+    }
+
+    /// Waits for the next reconnection, serving robot events meanwhile;
+    /// `false` on shutdown.
+    async fn wait_to_reconnect(&mut self, stop: &CancellationToken) -> bool {
+        let delay = self.backoff.next_delay(rand::random::<f64>());
+        info!("reconnecting in {} ms", delay.as_millis());
+        let sleep = tokio::time::sleep(delay);
+        tokio::pin!(sleep);
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return false,
+                _ = &mut sleep => return true,
+                Some(event) = self.viewers.next_event() => self.viewers.on_robot_event(event, None),
+            }
+        }
+    }
+
+    /// Hosts the room over one server connection until it ends.
+    async fn serve(&mut self, socket: Socket, stop: &CancellationToken) -> Outcome {
+        let resuming = self.hosting.resuming();
+        if resuming {
+            info!("connected to the server; resuming the room");
+        } else {
+            info!("connected to the server; opening a room");
+        }
+        let init = self.hosting.init().to_json();
+        let mut conn = ServerConnection::open(socket, init, resuming);
+        let result = self.host(&mut conn, stop).await;
+        conn.close(result).await
+    }
+
+    /// Everything that can happen on a connection, until it ends (`Ok` on
+    /// shutdown).
+    async fn host(
+        &mut self,
+        conn: &mut ServerConnection,
+        stop: &CancellationToken,
+    ) -> Result<(), Disconnect> {
+        let init_deadline = tokio::time::sleep(self.connect_timeout);
+        tokio::pin!(init_deadline);
+        let mut ping = tokio::time::interval_at(Instant::now() + self.keepalive, self.keepalive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let silent_limit = self.keepalive * 3;
+        loop {
+            let reconcile_at = conn.reconcile.unwrap_or_else(Instant::now);
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return Ok(()),
+                _ = &mut conn.writer => return Err(Disconnect::WriteFailed),
+                frame = conn.stream.next() => {
+                    conn.last_heard = Instant::now();
+                    self.on_frame(conn, frame).await?;
+                }
+                Some(event) = self.viewers.next_event() => {
+                    let out = conn.established.is_some().then_some(&mut conn.outbox);
+                    self.viewers.on_robot_event(event, out);
+                }
+                _ = tokio::time::sleep_until(reconcile_at), if conn.reconcile.is_some() => {
+                    conn.reconcile = None;
+                    self.viewers.reconcile();
+                }
+                _ = &mut init_deadline, if conn.established.is_none() => {
+                    return Err(Disconnect::NoInitReply(self.connect_timeout));
+                }
+                _ = ping.tick() => {
+                    if conn.last_heard.elapsed() >= silent_limit {
+                        return Err(Disconnect::Silent(silent_limit));
+                    }
+                    conn.outbox.queue(Message::Ping(Default::default()));
+                }
+            }
+            if conn.outbox.stuck {
+                return Err(Disconnect::Stuck);
+            }
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        conn: &mut ServerConnection,
+        frame: Option<Result<Message, tungstenite::Error>>,
+    ) -> Result<(), Disconnect> {
+        match frame {
+            None => Err(Disconnect::Closed),
+            Some(Err(e)) => Err(Disconnect::Transport(e.to_string())),
+            Some(Ok(Message::Text(text))) => self.on_text(conn, text.as_str()).await,
+            Some(Ok(Message::Close(frame))) => Err(Disconnect::ClosedByServer {
+                code: frame.as_ref().map(|f| u16::from(f.code)),
+                reason: frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+            }),
+            Some(Ok(_)) => Ok(()),
+        }
+    }
+
+    async fn on_text(&mut self, conn: &mut ServerConnection, text: &str) -> Result<(), Disconnect> {
+        let message = match ToHost::parse(text) {
+            Ok(message) => message,
+            // Before the room is hosted, only an `init` reply or an error
+            // will do.
+            Err(e) if conn.established.is_none() => return Err(Disconnect::BadInitReply(e.0)),
+            Err(e) => {
+                warn!("ignoring an unreadable message from the server: {e}");
+                return Ok(());
+            }
+        };
+        let roster = matches!(
+            message,
+            ToHost::Server(ServerMessage::Init(_) | ServerMessage::PeerJoined { .. })
+        );
+        if !roster && conn.reconcile.take().is_some() {
+            // The list of peers still present is complete.
+            self.viewers.reconcile();
+        }
+        match message {
+            ToHost::Peer { from, message } => {
+                if conn.established.is_some() {
+                    self.viewers
+                        .on_message(&mut conn.outbox, &from, &message, text);
+                }
+                Ok(())
+            }
+            ToHost::Server(message) => self.on_server_message(conn, message).await,
+        }
+    }
+
+    async fn on_server_message(
+        &mut self,
+        conn: &mut ServerConnection,
+        message: ServerMessage<'_>,
+    ) -> Result<(), Disconnect> {
+        match message {
+            ServerMessage::Init(reply) => {
+                if conn.established.is_some() && reply.role == Role::Host {
+                    warn!("ignoring a second init reply");
+                    return Ok(());
+                }
+                if self.hosting.on_init(reply, &mut self.viewers).await? {
+                    // The server lists the peers still present right behind
+                    // this reply; robot connections of the others are closed
+                    // then.
+                    conn.reconcile = Some(Instant::now() + RECONCILE_WAIT);
+                }
+                conn.established = Some(Instant::now());
+            }
+            ServerMessage::PeerJoined { peer, role } => self.viewers.joined(&peer, role),
+            ServerMessage::PeerLeft { peer } => self.viewers.left(&peer),
+            ServerMessage::Error { code, message } => {
+                self.on_server_error(conn, code, &message)?;
+            }
+            ServerMessage::HostLeft
+            | ServerMessage::HostJoined
+            | ServerMessage::RoomClosed
+            | ServerMessage::Unknown => {
+                debug!("ignoring a server message the host has no use for");
+            }
+        }
+        Ok(())
+    }
+
+    fn on_server_error(
+        &mut self,
+        conn: &mut ServerConnection,
+        code: ErrorCode,
+        message: &str,
+    ) -> Result<(), Disconnect> {
+        if conn.established.is_some() {
+            match code {
+                // A viewer left while a message for it was on its way.
+                ErrorCode::PeerNotFound => debug!("server: {code} ({message})"),
+                _ => warn!("server error: {code} ({message})"),
+            }
+            return Ok(());
+        }
+        if code == ErrorCode::RoomNotFound && conn.sent_resume {
+            self.hosting.room_closed(&mut self.viewers);
+            conn.sent_resume = false;
+            conn.outbox.send(self.hosting.init().to_json());
+            return Ok(());
+        }
+        Err(Disconnect::Refused {
+            code,
+            message: message.to_string(),
+        })
+    }
+}

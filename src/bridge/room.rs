@@ -1,0 +1,189 @@
+//! The room the bridge hosts: its tokens and resume secret (kept in the state
+//! file across restarts), its links, and what the server's answers to the
+//! bridge's `init` make of it.
+
+use std::path::PathBuf;
+
+use tokio::sync::mpsc;
+use tracing::{debug, error, info, warn};
+
+use crate::protocol::{ClientMessage, Init, InitReply, Role};
+use crate::token::redact;
+
+use super::host::Disconnect;
+use super::links::{Links, RoomLinks};
+use super::report::BridgeEvent;
+use super::state;
+use super::viewers::Viewers;
+
+/// The tokens of the room the bridge hosts (or is to resume).
+#[derive(Debug, Clone)]
+struct RoomTokens {
+    join: String,
+    watch: String,
+    resume: String,
+}
+
+/// The hosted room, as far as the bridge knows it, and who hears of it.
+pub struct Hosting {
+    server_url: String,
+    links: Links,
+    state_path: Option<PathBuf>,
+    room: Option<RoomTokens>,
+    observer: mpsc::UnboundedSender<BridgeEvent>,
+}
+
+impl Hosting {
+    /// The room named by the state file at `state_path`, if it is for this
+    /// server; otherwise none yet.
+    pub fn new(
+        server_url: String,
+        links: Links,
+        state_path: Option<PathBuf>,
+        observer: mpsc::UnboundedSender<BridgeEvent>,
+    ) -> Self {
+        let room = state_path
+            .as_deref()
+            .and_then(|path| match state::load(path) {
+                Ok(Some(saved)) if saved.server == server_url => {
+                    info!(
+                        watch = %redact(&saved.watch),
+                        "state file: will resume the room it names"
+                    );
+                    Some(RoomTokens {
+                        join: saved.join,
+                        watch: saved.watch,
+                        resume: saved.resume,
+                    })
+                }
+                Ok(Some(_)) => {
+                    warn!(
+                        "state file {} is for another server: opening a new room",
+                        path.display()
+                    );
+                    None
+                }
+                Ok(None) => None,
+                Err(e) => {
+                    warn!(
+                        "cannot read state file {}: {e}; opening a new room",
+                        path.display()
+                    );
+                    None
+                }
+            });
+        Hosting {
+            server_url,
+            links,
+            state_path,
+            room,
+            observer,
+        }
+    }
+
+    /// The signalling server's URL.
+    pub fn server_url(&self) -> &str {
+        &self.server_url
+    }
+
+    /// Whether there is a room to resume.
+    pub fn resuming(&self) -> bool {
+        self.room.is_some()
+    }
+
+    /// The `init` for a new server connection: resume the room when there is
+    /// one, open one otherwise.
+    pub fn init(&self) -> ClientMessage<'_> {
+        ClientMessage::Init(Init {
+            resume: self.room.as_ref().map(|r| r.resume.as_str().into()),
+            ..Init::default()
+        })
+    }
+
+    /// The server's reply to `init`: the bridge hosts the room it names.
+    /// Whether it is the room the bridge had (its viewers' robot connections
+    /// live on until the server has listed the peers still present).
+    pub async fn on_init(
+        &mut self,
+        reply: InitReply<'_>,
+        viewers: &mut Viewers,
+    ) -> Result<bool, Disconnect> {
+        if reply.role != Role::Host {
+            return Err(Disconnect::NotHost);
+        }
+        let (Some(join), Some(watch), Some(resume)) = (reply.join, reply.watch, reply.resume)
+        else {
+            return Err(Disconnect::BadInitReply(
+                "no join, watch and resume tokens".into(),
+            ));
+        };
+        let resumed = self
+            .room
+            .as_ref()
+            .is_some_and(|r| *r.join == *join && *r.watch == *watch);
+        viewers.new_generation();
+        if !resumed {
+            viewers.close_all();
+        }
+        let tokens = RoomTokens {
+            join: join.into_owned(),
+            watch: watch.into_owned(),
+            resume: resume.into_owned(),
+        };
+        let links = self.links.room(&tokens.join, &tokens.watch, resumed);
+        self.save(&tokens, &links).await;
+        info!(
+            watch = %redact(&tokens.watch),
+            join = %redact(&tokens.join),
+            resumed,
+            "hosting the room"
+        );
+        self.room = Some(tokens);
+        let _ = self.observer.send(BridgeEvent::Room(links));
+        Ok(resumed)
+    }
+
+    /// The room to resume is gone (the bridge was away longer than the
+    /// server's grace period, or the server lost it): the next `init` opens
+    /// a new one, with new links.
+    pub fn room_closed(&mut self, viewers: &mut Viewers) {
+        info!(
+            "the room has closed (the bridge was away longer than the server's grace \
+             period, or the server lost it): opening a new room with new links"
+        );
+        self.room = None;
+        viewers.forget_room();
+        if let Some(path) = &self.state_path {
+            if let Err(e) = state::remove(path) {
+                warn!("cannot remove the state file {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Tells the observer the server connection was lost.
+    pub fn disconnected(&self, reason: Disconnect) {
+        let _ = self.observer.send(BridgeEvent::Disconnected { reason });
+    }
+
+    async fn save(&self, tokens: &RoomTokens, links: &RoomLinks) {
+        let Some(path) = self.state_path.clone() else {
+            return;
+        };
+        let saved = state::SavedRoom::new(
+            &self.server_url,
+            &tokens.resume,
+            &tokens.join,
+            &tokens.watch,
+            &links.join_url,
+            &links.watch_url,
+        );
+        let shown = path.display().to_string();
+        match tokio::task::spawn_blocking(move || state::save(&path, &saved)).await {
+            Ok(Ok(())) => debug!("state file {shown} written"),
+            Ok(Err(e)) => error!(
+                "cannot write the state file {shown}: {e}; a restarted bridge will open a new room"
+            ),
+            Err(e) => error!("cannot write the state file {shown}: {e}"),
+        }
+    }
+}
