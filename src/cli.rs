@@ -172,6 +172,10 @@ pub struct ServeArgs {
     /// deployments.
     #[arg(long, env = "SIGNAL_SERVER_REDIS_PREFIX", default_value = "ss:")]
     pub redis_prefix: String,
+
+    /// TURN: the embedded relay and short-lived credentials.
+    #[command(flatten)]
+    pub turn: crate::turn::TurnArgs,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.

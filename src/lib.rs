@@ -14,6 +14,7 @@
 //!   protocol.rs wire types and validation, no I/O
 //!   token.rs    random tokens and peer ids
 //!   metrics.rs  Prometheus counters
+//!   turn/       the embedded TURN relay and its short-lived credentials
 //!   assets.rs   the embedded demo page
 //!   config.rs   limits and their defaults; cli.rs the command line
 //! ```
@@ -36,4 +37,5 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod token;
+pub mod turn;
 pub mod ws;

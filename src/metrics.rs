@@ -140,6 +140,9 @@ impl Metrics {
             "Connections dropped because their outbox was full (peer not reading)",
             slow_peers.clone(),
         );
+        // The embedded TURN relay's series (signal_turn_*), shared by the
+        // process's one relay.
+        crate::turn::TurnMetrics::process().register(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
