@@ -90,8 +90,10 @@ async fn bridge(args: signal_server::bridge::BridgeArgs) -> Result<(), String> {
 
 fn init_logging(format: LogFormat) {
     let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // The TURN protocol crates log (and open spans) per packet at info and
-    // below: quiet unless RUST_LOG names them.
+    // The TURN protocol crates log and open spans per packet, and log every
+    // 401 challenge (the normal start of an allocation) as an error: off
+    // unless RUST_LOG names them. The relay's own spans and metrics say
+    // what matters.
     let named = std::env::var("RUST_LOG").unwrap_or_default();
     for krate in [
         "turn_server_proto",
@@ -100,7 +102,7 @@ fn init_logging(format: LogFormat) {
         "stun_types",
     ] {
         if !named.contains(krate) {
-            if let Ok(d) = format!("{krate}=warn").parse() {
+            if let Ok(d) = format!("{krate}=off").parse() {
                 filter = filter.add_directive(d);
             }
         }

@@ -205,9 +205,7 @@ impl Client {
                 return;
             }
         }
-        let len = t.data.len();
-        self.scratch.resize(len, 0);
-        let n = t.data.write_into(&mut self.scratch[..len]);
+        let n = write_out(t.data, &mut self.scratch);
         if out.send(&self.scratch[..n], true) {
             self.ctx.metrics.relayed(Direction::ToClient, data.len());
         } else {
@@ -246,9 +244,7 @@ impl Client {
         out: &mut impl ClientSink,
     ) {
         if t.from == self.local {
-            let len = t.data.len();
-            self.scratch.resize(len, 0);
-            let n = t.data.write_into(&mut self.scratch[..len]);
+            let n = write_out(t.data, &mut self.scratch);
             let bytes = std::mem::take(&mut self.scratch);
             self.send_control(&bytes[..n], out);
             self.scratch = bytes;
@@ -556,6 +552,21 @@ impl Client {
         }
         reply.finish()
     }
+}
+
+/// Writes one of the crate's outgoing messages into `buf`; returns its
+/// length.
+fn write_out(data: DelayedMessageOrChannelSend<&[u8]>, buf: &mut Vec<u8>) -> usize {
+    if let DelayedMessageOrChannelSend::Message(m) = data {
+        // turn-types 0.7.3's `DelayedMessage::write_into` writes a SEND
+        // indication even for a client (only `build` writes DATA), so a peer's
+        // packet without a channel would reach the client as a SEND.
+        *buf = m.build();
+        return buf.len();
+    }
+    let len = data.len();
+    buf.resize(len, 0);
+    data.write_into(&mut buf[..len])
 }
 
 /// The source address this host would use to reach `remote` (no packet is
