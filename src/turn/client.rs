@@ -163,12 +163,13 @@ impl Client {
 
     /// Bytes from the client: one STUN message or ChannelData frame.
     pub fn on_client(&mut self, data: &[u8], now: Instant, out: &mut impl ClientSink) {
-        let is_stun = data.first().is_some_and(|b| b & 0xc0 == 0);
-        if is_stun {
+        let mut is_request = false;
+        if data.first().is_some_and(|b| b & 0xc0 == 0) {
             let Ok(msg) = Message::from_bytes(data) else {
                 return;
             };
-            if msg.has_class(MessageClass::Request) {
+            is_request = msg.has_class(MessageClass::Request);
+            if is_request {
                 if let Some(reply) = self.check_request(&msg) {
                     self.send_control(&reply, out);
                     return;
@@ -179,7 +180,9 @@ impl Client {
         if let Some(t) = self.inner.recv(transmit, now) {
             self.route(t, now, out);
         }
-        if is_stun {
+        // Only requests change what the crate waits for (allocations,
+        // lifetimes); data (ChannelData, Send) does not.
+        if is_request {
             self.pump(now, out);
         }
     }
