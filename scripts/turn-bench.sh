@@ -33,7 +33,7 @@ export RUST_LOG=warn
 log() { printf '[turn-bench] %s\n' "$*" >&2; }
 
 command -v turnserver >/dev/null || { log "needs coturn (apt-get install coturn)"; exit 1; }
-cargo build --release --locked -q --bin signal-server -p signal-server -p turn-bench
+cargo build --release --locked -q --workspace --bin signal-server --bin turn-bench
 SS=$ROOT/target/release/signal-server
 GEN=$ROOT/target/release/turn-bench
 TMP=$(mktemp -d)

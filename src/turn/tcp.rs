@@ -140,9 +140,11 @@ pub(crate) async fn serve_stream<S>(
     let mut wake = client.wake();
     let sleep = tokio::time::sleep_until(ctx.clock.deadline(wake));
     tokio::pin!(sleep);
+    let finished = done.cancelled();
+    tokio::pin!(finished);
     loop {
         tokio::select! {
-            _ = done.cancelled() => break,
+            _ = &mut finished => break,
             r = rd.read_buf(&mut input) => {
                 match r {
                     Ok(0) | Err(_) => break,

@@ -17,6 +17,10 @@ use super::client::{binding_response, is_allocate_request, Client, ClientSink};
 use super::metrics::{Refusal, Transport};
 use super::{Context, MAX_HANDSHAKES, RELAY_DATAGRAM_MAX};
 
+/// Datagrams taken from a ready socket before the task looks at its other
+/// events again (fewer wake-ups under load; a bound so timers still run).
+const DRAIN: usize = 32;
+
 /// Sends to one client through the listening socket; a full socket buffer
 /// drops the datagram.
 struct UdpSink<'a> {
@@ -48,18 +52,38 @@ pub(crate) async fn run(socket: UdpSocket, ctx: Arc<Context>, tracker: TaskTrack
     let mut handshakes: VecDeque<SocketAddr> = VecDeque::new();
     let mut buf = vec![0u8; 65_536];
     let mut sweep = tokio::time::interval(Duration::from_secs(5));
+    let shutdown = ctx.shutdown.clone();
+    let stopped = shutdown.cancelled();
+    tokio::pin!(stopped);
+    // Datagrams left to take without waiting (see DRAIN).
+    let mut ready = 0;
     loop {
-        let (n, from) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            _ = sweep.tick() => {
-                sweep_clients(&ctx, &socket, &mut clients, &mut handshakes);
-                continue;
-            }
-            r = socket.recv_from(&mut buf) => match r {
+        let received = if ready > 0 {
+            ready -= 1;
+            match socket.try_recv_from(&mut buf) {
                 Ok(r) => r,
-                Err(_) => continue,
-            },
+                Err(_) => {
+                    ready = 0;
+                    continue;
+                }
+            }
+        } else {
+            tokio::select! {
+                _ = &mut stopped => break,
+                _ = sweep.tick() => {
+                    sweep_clients(&ctx, &socket, &mut clients, &mut handshakes);
+                    continue;
+                }
+                r = socket.recv_from(&mut buf) => match r {
+                    Ok(r) => {
+                        ready = DRAIN;
+                        r
+                    }
+                    Err(_) => continue,
+                },
+            }
         };
+        let (n, from) = received;
         let data = &buf[..n];
         let now = ctx.clock.now();
         let mut sink = UdpSink {
@@ -184,17 +208,28 @@ async fn relay_task(
     let mut wake = lock(&client).wake();
     let sleep = tokio::time::sleep_until(ctx.clock.deadline(wake));
     tokio::pin!(sleep);
+    let finished = done.cancelled();
+    tokio::pin!(finished);
     loop {
         tokio::select! {
-            _ = done.cancelled() => break,
+            _ = &mut finished => break,
             r = relay.recv_from(&mut buf) => {
-                let Ok((n, peer)) = r else { continue };
-                if n == buf.len() {
-                    continue; // possibly truncated: larger than any WebRTC packet
-                }
+                let Ok((mut n, mut peer)) = r else { continue };
                 let now = ctx.clock.now();
                 let mut sink = UdpSink { socket: &listener, to: remote };
-                lock(&client).on_peer(&buf[..n], peer, now, &mut sink);
+                let mut c = lock(&client);
+                // Whatever else is queued goes under the same lock.
+                for _ in 0..DRAIN {
+                    // A full buffer may be a truncated datagram: larger than
+                    // any WebRTC packet, dropped.
+                    if n < buf.len() {
+                        c.on_peer(&buf[..n], peer, now, &mut sink);
+                    }
+                    match relay.try_recv_from(&mut buf) {
+                        Ok((m, p)) => (n, peer) = (m, p),
+                        Err(_) => break,
+                    }
+                }
             }
             () = &mut sleep => {
                 let now = ctx.clock.now();
