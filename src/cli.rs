@@ -173,9 +173,10 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNAL_SERVER_REDIS_PREFIX", default_value = "ss:")]
     pub redis_prefix: String,
 
-    /// TURN: the embedded relay and short-lived credentials.
+    /// TURN: the embedded relay and short-lived credentials (boxed: they
+    /// are many, and `Command` holds these options by value).
     #[command(flatten)]
-    pub turn: crate::turn::TurnArgs,
+    pub turn: Box<crate::turn::TurnArgs>,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.

@@ -473,6 +473,56 @@ async fn shutdown_frees_every_allocation_and_socket() {
     assert!(matches!(n, Ok(0) | Err(_)));
 }
 
+#[tokio::test]
+async fn garbage_and_mangled_requests_do_not_disturb_the_relay() {
+    let relay = Relay::start(|_| {}).await;
+    // An authenticated client with an allocation, and a stranger.
+    let mut c = StunClient::new(relay.addr, credential("room/fuzz", 600)).await;
+    assert!(c.allocate().await.is_success());
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut valid = Message::builder_request(CREATE_PERMISSION, MessageWriteVec::new());
+    let tid = valid.transaction_id();
+    valid
+        .add_attribute(&XorPeerAddress::new("192.0.3.1:1".parse().unwrap(), tid))
+        .unwrap();
+    valid
+        .add_attribute(&Username::new(&c.username).unwrap())
+        .unwrap();
+    valid
+        .add_message_integrity(&c.key(), IntegrityAlgorithm::Sha1)
+        .unwrap();
+    let valid = valid.finish();
+    // A deterministic xorshift: the same mangling every run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..3000 {
+        let mut bytes = valid.clone();
+        match i % 3 {
+            0 => {
+                let at = next() as usize % bytes.len();
+                bytes[at] ^= (next() as u8) | 1;
+            }
+            1 => bytes.truncate(next() as usize % bytes.len()),
+            _ => bytes = (0..next() % 200).map(|_| next() as u8).collect(),
+        }
+        c.sock.send_to(&bytes, relay.addr).await.unwrap();
+        stranger.send_to(&bytes, relay.addr).await.unwrap();
+    }
+    // The relay still serves the client and newcomers.
+    assert!(c
+        .permit("192.0.3.1:5000".parse().unwrap())
+        .await
+        .is_success());
+    let mut fresh = StunClient::new(relay.addr, credential("room/fresh", 600)).await;
+    assert!(fresh.allocate().await.is_success());
+    relay.stop().await;
+}
+
 // ---- coturn's client against the embedded relay ----
 
 fn which(name: &str) -> Option<PathBuf> {

@@ -25,10 +25,14 @@ use super::{Context, MAX_TCP_HANDSHAKES, RELAY_DATAGRAM_MAX, TCP_OUTBOX_LIMIT};
 /// length its 16-bit field can give, padded.
 const MAX_FRAME: usize = 20 + 65_535 + 3;
 
+/// The stream is neither STUN nor ChannelData.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotTurn;
+
 /// The length of the frame at the start of `buf` (with padding, and the
 /// length without it), `Ok(None)` if more bytes are needed, `Err` if the
 /// stream is not TURN.
-pub fn frame_len(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
+pub fn frame_len(buf: &[u8]) -> Result<Option<(usize, usize)>, NotTurn> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -37,13 +41,13 @@ pub fn frame_len(buf: &[u8]) -> Result<Option<(usize, usize)>, ()> {
         // STUN: 20-byte header; the length is already a multiple of four.
         0 => {
             if len % 4 != 0 {
-                return Err(());
+                return Err(NotTurn);
             }
             (20 + len, 20 + len)
         }
         // ChannelData: 4-byte header, data padded to four bytes.
         1 => (4 + len.div_ceil(4) * 4, 4 + len),
-        _ => return Err(()),
+        _ => return Err(NotTurn),
     };
     Ok((buf.len() >= whole).then_some((whole, exact)))
 }
@@ -158,7 +162,7 @@ pub(crate) async fn serve_stream<S>(
                             input.advance(whole);
                         }
                         Ok(None) => break,
-                        Err(()) => {
+                        Err(NotTurn) => {
                             tracing::debug!("not TURN framing: closing");
                             return;
                         }
@@ -245,8 +249,8 @@ mod tests {
         whole.resize(28, 0);
         assert_eq!(frame_len(&whole), Ok(Some((28, 28))));
         // Neither STUN nor ChannelData, or a STUN length not a multiple of 4.
-        assert_eq!(frame_len(&[0x80, 0, 0, 0]), Err(()));
-        assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x06]), Err(()));
+        assert_eq!(frame_len(&[0x80, 0, 0, 0]), Err(NotTurn));
+        assert_eq!(frame_len(&[0x00, 0x01, 0x00, 0x06]), Err(NotTurn));
         assert_eq!(frame_len(&[0x40]), Ok(None));
     }
 

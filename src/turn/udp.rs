@@ -93,7 +93,7 @@ pub(crate) async fn run(socket: UdpSocket, ctx: Arc<Context>, tracker: TaskTrack
         if let Some(client) = clients.get(&from).cloned() {
             let mut c = lock(&client);
             if !c.is_done() {
-                c.on_client(data, now, &mut sink);
+                guarded(&mut c, |c| c.on_client(data, now, &mut sink));
                 if let Some(relay) = c.take_new_relay() {
                     spawn_relay(&ctx, &tracker, &socket, &client, &c, relay, from);
                 }
@@ -129,7 +129,7 @@ pub(crate) async fn run(socket: UdpSocket, ctx: Arc<Context>, tracker: TaskTrack
             }
         }
         let mut client = Client::new(ctx.clone(), Transport::Udp, local, from, now);
-        client.on_client(data, now, &mut sink);
+        guarded(&mut client, |c| c.on_client(data, now, &mut sink));
         if client.is_done() {
             continue;
         }
@@ -147,6 +147,16 @@ pub(crate) async fn run(socket: UdpSocket, ctx: Arc<Context>, tracker: TaskTrack
     // Shutdown: dropping the clients frees their allocations; relay tasks
     // see the cancellation themselves.
     clients.clear();
+}
+
+/// Runs `f` on a client; a panic in the protocol crate ends that client
+/// only, not the listening socket's task that serves every other one.
+fn guarded(c: &mut Client, f: impl FnOnce(&mut Client)) {
+    let run = std::panic::AssertUnwindSafe(|| f(&mut *c));
+    if std::panic::catch_unwind(run).is_err() {
+        tracing::warn!("TURN client dropped after a panic in the protocol layer");
+        c.finish();
+    }
 }
 
 /// Forgets finished clients and those that never allocated in time.
@@ -223,7 +233,7 @@ async fn relay_task(
                     // A full buffer may be a truncated datagram: larger than
                     // any WebRTC packet, dropped.
                     if n < buf.len() {
-                        c.on_peer(&buf[..n], peer, now, &mut sink);
+                        guarded(&mut c, |c| c.on_peer(&buf[..n], peer, now, &mut sink));
                     }
                     match relay.try_recv_from(&mut buf) {
                         Ok((m, p)) => (n, peer) = (m, p),
