@@ -523,6 +523,83 @@ async fn garbage_and_mangled_requests_do_not_disturb_the_relay() {
     relay.stop().await;
 }
 
+/// The binary as users run it: one flag more starts the relay, its series
+/// are on `/metrics`, and SIGTERM stops it with the server.
+#[tokio::test]
+async fn the_binary_relays_with_turn_listen_and_stops_on_sigterm() {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_signal-server"))
+        .args(["--log-format", "json", "--bind", "127.0.0.1:0"])
+        .args(["--turn-listen", "127.0.0.1:0", "--turn-secret", SECRET])
+        .env("RUST_LOG", "info")
+        .env_remove("PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn signal-server");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, logs) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut turn, mut http) = (None::<SocketAddr>, None::<SocketAddr>);
+    while turn.is_none() || http.is_none() {
+        let line = logs
+            .recv_timeout(WAIT)
+            .expect("the server logs its addresses");
+        assert!(!line.contains(SECRET), "the secret is never logged: {line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        match v["message"].as_str() {
+            Some("TURN relay listening (UDP and TCP)") => {
+                turn = v["addr"].as_str().and_then(|a| a.parse().ok())
+            }
+            Some("listening") => http = v["local"].as_str().and_then(|a| a.parse().ok()),
+            _ => {}
+        }
+    }
+    let (turn, http) = (turn.unwrap(), http.unwrap());
+    let mut c = StunClient::new(turn, credential("room/bin", 600)).await;
+    assert!(c.allocate().await.is_success());
+    let metrics = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    };
+    assert!(
+        metrics.contains("signal_turn_allocations{transport=\"udp\"} 1"),
+        "{metrics}"
+    );
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let until = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < until, "exits after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    UdpSocket::bind(turn)
+        .await
+        .expect("the TURN port is free again");
+}
+
 // ---- coturn's client against the embedded relay ----
 
 fn which(name: &str) -> Option<PathBuf> {
