@@ -294,6 +294,19 @@ async fn relaying_to_loopback_private_or_own_addresses_is_refused_with_a_signed_
         })
         .await;
     assert_eq!(reply.error(), Some(403), "channel bind to 10.0.0.1");
+    // A forbidden peer never reaches the protocol layer, even with a stale
+    // nonce: 401, and a retry with the current nonce is refused again.
+    let nonce = c.nonce.replace("not-the-nonce".into());
+    let forbidden: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let reply = c
+        .request(CREATE_PERMISSION, move |m, tid| {
+            m.add_attribute(&XorPeerAddress::new(forbidden, tid))
+                .unwrap();
+        })
+        .await;
+    assert_eq!(reply.error(), Some(401), "stale nonce, forbidden peer");
+    c.nonce = nonce;
+    assert_eq!(c.permit(forbidden).await.error(), Some(403));
     // A public address is fine (no packet is sent to it).
     assert!(c
         .permit("192.0.3.1:5000".parse().unwrap())

@@ -317,7 +317,13 @@ impl Client {
                     allocation_transport,
                     family,
                 } => {
-                    let result = self.allocate(family, now);
+                    let result = if allocation_transport == TransportType::Udp {
+                        self.allocate(family, now)
+                    } else {
+                        // RFC 6062 TCP relays: refused (442) before they get
+                        // here; never a socket for one.
+                        Err(SocketAllocateError::InsufficientCapacity)
+                    };
                     self.inner.allocated_socket(
                         transport,
                         listen_addr,
@@ -475,19 +481,11 @@ impl Client {
             }
             Ok(_) => {}
         }
-        // Refusals of our own go only to requests that authenticate under
-        // the client's credential and current nonce; anything else goes on
-        // to the crate, which refuses it for that.
+        // The request is the client's own (its name, not expired): is it one
+        // to refuse?
         let user = self.user.as_ref()?;
         if user.name != name || now_unix > user.expires_at {
-            return None;
-        }
-        let nonce_ok = match (msg.attribute::<Nonce>(), &self.nonce) {
-            (Ok(n), Some(ours)) => n.nonce() == ours,
-            _ => false,
-        };
-        if !nonce_ok {
-            return None;
+            return None; // the crate answers 441 for another name
         }
         let refusal = if method == ALLOCATE {
             let transport = msg.attribute::<RequestedTransport>().ok();
@@ -507,7 +505,22 @@ impl Client {
         } else {
             None
         }?;
-        let algorithm = msg.validate_integrity(&user.key).ok()?;
+        // A signed refusal only for a request that authenticates under the
+        // client's key and current nonce.
+        let nonce_ok = match (msg.attribute::<Nonce>(), &self.nonce) {
+            (Ok(n), Some(ours)) => n.nonce() == ours,
+            _ => false,
+        };
+        let verified = nonce_ok
+            .then(|| msg.validate_integrity(&user.key).ok())
+            .flatten();
+        let Some(algorithm) = verified else {
+            // A forbidden peer never reaches the crate, whatever else is
+            // wrong with the request: 401 with the current nonce. (Quota and
+            // transport refusals can: the crate refuses those requests
+            // itself, or asks us for the socket, which the quota refuses.)
+            return matches!(refusal, Refusal::Peer(_)).then(|| self.unauthorized(msg));
+        };
         self.ctx.metrics.refused(refusal);
         let code = match refusal {
             Refusal::UnsupportedTransport => ErrorCode::UNSUPPORTED_TRANSPORT_PROTOCOL,
