@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, only where it
-# is missing: Debian packages (Chromium, iproute2, redis-server), Python
+# is missing: Debian packages (Chromium, iproute2, redis-server, coturn), Python
 # packages (websockets, aiortc) and the browser tests' npm packages.
 # Safe to run again; CI runs it on a fresh machine.
 set -euo pipefail
@@ -13,6 +13,9 @@ command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# coturn's turnutils_uclient / turnutils_peer: the TURN interop tests
+# (tests/turn.rs) and the relay benchmark (scripts/turn-bench.sh).
+command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -7,6 +7,7 @@
 #   5. a short fuzz run of every target (scripts/fuzz.sh)
 #   6. a short soak with hostile clients and message accounting (scripts/soak.sh)
 #   7. a smoke run of the benchmark against every peer server (scripts/bench.sh --smoke)
+#   8. a smoke run of the TURN benchmark, embedded relay and coturn (scripts/turn-bench.sh --smoke)
 # Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +39,7 @@ if [ $rust_only -eq 0 ]; then
   [ -x scripts/fuzz.sh ] && run "fuzz (${FUZZ_SECONDS:-60} s)" scripts/fuzz.sh --total-seconds "${FUZZ_SECONDS:-60}"
   [ -x scripts/soak.sh ] && run "soak (${SOAK_SECONDS:-60} s)" scripts/soak.sh --seconds "${SOAK_SECONDS:-60}"
   [ -x scripts/bench.sh ] && run "benchmark smoke" scripts/bench.sh --smoke
+  [ -x scripts/turn-bench.sh ] && run "TURN benchmark smoke" scripts/turn-bench.sh --smoke
 fi
 
 step "summary"

@@ -181,6 +181,10 @@ pub struct ServeArgs {
     /// Webhook options (`--webhook-*`); boxed, to keep `Command` small.
     #[command(flatten)]
     pub webhooks: Box<crate::webhooks::WebhookArgs>,
+    /// TURN: the embedded relay and short-lived credentials (boxed: they
+    /// are many, and `Command` holds these options by value).
+    #[command(flatten)]
+    pub turn: Box<crate::turn::TurnArgs>,
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.

@@ -18,6 +18,7 @@
 //!   auth/       signed access tokens (JWT): keys, claims, grants, revocation
 //!   webhooks/   signed POSTs of room and peer events (docs/WEBHOOKS.md)
 //!   metrics.rs  Prometheus counters
+//!   turn/       the embedded TURN relay and its short-lived credentials
 //!   assets.rs   the embedded demo page
 //!   config.rs   limits and their defaults; cli.rs the command line
 //! ```
@@ -41,5 +42,6 @@ pub mod rooms;
 pub mod server;
 pub mod session;
 pub mod token;
+pub mod turn;
 pub mod webhooks;
 pub mod ws;

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use signal_server::cli::{Cli, Command, LogFormat, ServeArgs};
+use signal_server::turn;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -69,12 +71,26 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    // The TURN relay (if any) stops with the server: one token for both.
+    let stop = CancellationToken::new();
+    // `turn.ice` mints each peer's credentials; the `init` replies take it up
+    // in a later change.
+    let turn = turn::start_from_args(&args.turn, &args.config().ice_servers, stop.clone()).await?;
+    let stopping = stop.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.cancel();
+    };
     let result = match args.redis_options() {
         Some(redis) => {
             signal_server::server::run_redis(listener, args.config(), redis, shutdown).await
         }
         None => signal_server::server::run(listener, args.config(), shutdown).await,
     };
+    stop.cancel();
+    if let Some(relay) = turn.relay {
+        relay.closed().await;
+    }
     result.map_err(|e| format!("server failed: {e}"))
 }
 
@@ -86,7 +102,24 @@ async fn bridge(args: signal_server::bridge::BridgeArgs) -> Result<(), String> {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The TURN protocol crates log and open spans per packet, and log every
+    // 401 challenge (the normal start of an allocation) as an error: off
+    // unless RUST_LOG names them. The relay's own spans and metrics say
+    // what matters.
+    let named = std::env::var("RUST_LOG").unwrap_or_default();
+    for krate in [
+        "turn_server_proto",
+        "turn_types",
+        "stun_proto",
+        "stun_types",
+    ] {
+        if !named.contains(krate) {
+            if let Ok(d) = format!("{krate}=off").parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())

@@ -149,6 +149,9 @@ impl Metrics {
             slow_peers.clone(),
         );
         let webhooks = crate::webhooks::WebhookMetrics::register(&mut registry);
+        // The embedded TURN relay's series (signal_turn_*), shared by the
+        // process's one relay.
+        crate::turn::TurnMetrics::process().register(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,

@@ -84,7 +84,7 @@ impl Hit {
 /// Whether one of the `webhook-signature` entries of `headers` is the
 /// HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}` under `key`.
 pub fn signature_matches(headers: &HeaderMap, body: &[u8], key: &[u8]) -> bool {
-    use hmac::{Hmac, KeyInit as _, Mac as _};
+    use hmac::{Hmac, Mac as _};
     let header = |name: &str| {
         headers
             .get(name)

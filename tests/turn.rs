@@ -1,0 +1,743 @@
+//! The embedded TURN relay through real sockets: coturn's own client
+//! (`turnutils_uclient`, Debian package `coturn`) relaying through it over
+//! UDP and TCP to `turnutils_peer`, and a minimal STUN client of ours for
+//! the refusals, read on the wire: expired and wrong credentials (401),
+//! peers in internal ranges (403), quotas (486), bandwidth, expiry of a live
+//! allocation's credential, and shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, SystemTime};
+
+use signal_server::turn::credentials::{self, TurnSecret};
+use signal_server::turn::filter::PeerRefusal;
+use signal_server::turn::metrics::{Direction, Refusal, Transport};
+use signal_server::turn::{RelayConfig, TurnMetrics, TurnRelay};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use turn_server_proto::types::attribute::{
+    ChannelNumber, Data, Lifetime, RequestedTransport, XorPeerAddress, XorRelayedAddress,
+};
+use turn_server_proto::types::message::{
+    ALLOCATE, CHANNEL_BIND, CREATE_PERMISSION, DATA, REFRESH, SEND,
+};
+use turn_server_proto::types::stun::attribute::{ErrorCode, Nonce, Realm, Username};
+use turn_server_proto::types::stun::message::{
+    IntegrityAlgorithm, LongTermCredentials, Message, MessageClass, MessageIntegrityCredentials,
+    MessageWriteVec, Method, TransactionId,
+};
+use turn_server_proto::types::stun::prelude::{MessageWrite, MessageWriteExt};
+
+const WAIT: Duration = Duration::from_secs(10);
+const SECRET: &str = "test-secret-7f3a";
+
+/// A relay on loopback with its own metrics.
+struct Relay {
+    addr: SocketAddr,
+    metrics: TurnMetrics,
+    stop: CancellationToken,
+    relay: Option<TurnRelay>,
+}
+
+impl Relay {
+    async fn start(tune: impl FnOnce(&mut RelayConfig)) -> Relay {
+        let mut config = RelayConfig::new(
+            "127.0.0.1:0".parse().unwrap(),
+            TurnSecret::new(SECRET).unwrap(),
+        );
+        tune(&mut config);
+        let metrics = TurnMetrics::new();
+        let stop = CancellationToken::new();
+        let relay = signal_server::turn::start(config, metrics.clone(), stop.clone())
+            .await
+            .expect("relay starts");
+        Relay {
+            addr: relay.local_addr(),
+            metrics,
+            stop,
+            relay: Some(relay),
+        }
+    }
+
+    async fn stop(mut self) {
+        self.stop.cancel();
+        let relay = self.relay.take().unwrap();
+        tokio::time::timeout(WAIT, relay.closed())
+            .await
+            .expect("the relay shuts down");
+    }
+}
+
+fn allow(cidrs: &'static [&'static str]) -> impl FnOnce(&mut RelayConfig) {
+    move |c| c.allow_peers = cidrs.iter().map(|s| s.parse().unwrap()).collect()
+}
+
+/// A credential of the scheme, valid for `ttl` seconds (negative: expired).
+fn credential(label: &str, ttl: i64) -> (String, String) {
+    let now = credentials::unix_seconds(SystemTime::now()) as i64;
+    let username = format!("{}:{label}", now + ttl);
+    let password = credentials::password(&TurnSecret::new(SECRET).unwrap(), &username);
+    (username, password)
+}
+
+/// A reply from the relay, owned.
+struct Reply(Vec<u8>);
+
+impl Reply {
+    fn msg(&self) -> Message<'_> {
+        Message::from_bytes(&self.0).expect("a STUN message")
+    }
+
+    fn is_success(&self) -> bool {
+        self.msg().has_class(MessageClass::Success)
+    }
+
+    fn error(&self) -> Option<u16> {
+        self.msg().attribute::<ErrorCode>().ok().map(|e| e.code())
+    }
+
+    fn relayed(&self) -> SocketAddr {
+        let m = self.msg();
+        m.attribute::<XorRelayedAddress>()
+            .expect("XOR-RELAYED-ADDRESS")
+            .addr(m.transaction_id())
+    }
+}
+
+/// A minimal TURN client over UDP: long-term credentials, one request at a
+/// time.
+struct StunClient {
+    sock: UdpSocket,
+    server: SocketAddr,
+    username: String,
+    password: String,
+    realm: Option<String>,
+    nonce: Option<String>,
+}
+
+impl StunClient {
+    async fn new(server: SocketAddr, (username, password): (String, String)) -> Self {
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        StunClient {
+            sock,
+            server,
+            username,
+            password,
+            realm: None,
+            nonce: None,
+        }
+    }
+
+    fn key(&self) -> MessageIntegrityCredentials {
+        LongTermCredentials::new(self.username.clone(), self.password.clone())
+            .to_key(self.realm.clone().unwrap_or_default())
+            .into()
+    }
+
+    /// Sends a request (signed once a nonce is known) and returns its reply.
+    async fn request(
+        &mut self,
+        method: Method,
+        attrs: impl Fn(&mut MessageWriteVec, TransactionId),
+    ) -> Reply {
+        let mut msg = Message::builder_request(method, MessageWriteVec::new());
+        let tid = msg.transaction_id();
+        attrs(&mut msg, tid);
+        if let (Some(realm), Some(nonce)) = (&self.realm, &self.nonce) {
+            msg.add_attribute(&Username::new(&self.username).unwrap())
+                .unwrap();
+            msg.add_attribute(&Realm::new(realm).unwrap()).unwrap();
+            msg.add_attribute(&Nonce::new(nonce).unwrap()).unwrap();
+            msg.add_message_integrity(&self.key(), IntegrityAlgorithm::Sha1)
+                .unwrap();
+        }
+        let bytes = msg.finish();
+        let mut buf = vec![0u8; 2048];
+        for _ in 0..3 {
+            self.sock.send_to(&bytes, self.server).await.unwrap();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while let Ok(Ok((n, _))) =
+                tokio::time::timeout_at(deadline, self.sock.recv_from(&mut buf)).await
+            {
+                let Ok(reply) = Message::from_bytes(&buf[..n]) else {
+                    continue;
+                };
+                if reply.transaction_id() == tid && reply.is_response() {
+                    return Reply(buf[..n].to_vec());
+                }
+            }
+        }
+        panic!("no reply to {method:?}");
+    }
+
+    /// A request, answering 401/438 challenges the way clients do.
+    async fn authenticated(
+        &mut self,
+        method: Method,
+        attrs: impl Fn(&mut MessageWriteVec, TransactionId) + Copy,
+    ) -> Reply {
+        for _ in 0..3 {
+            let reply = self.request(method, attrs).await;
+            let code = reply.error();
+            let challenge = code == Some(438) || (code == Some(401) && self.nonce.is_none());
+            if !challenge {
+                return reply;
+            }
+            let m = reply.msg();
+            self.realm = Some(m.attribute::<Realm>().unwrap().realm().to_owned());
+            self.nonce = Some(m.attribute::<Nonce>().unwrap().nonce().to_owned());
+        }
+        panic!("challenged forever");
+    }
+
+    async fn allocate(&mut self) -> Reply {
+        self.authenticated(ALLOCATE, |m, _| {
+            m.add_attribute(&RequestedTransport::new(RequestedTransport::UDP))
+                .unwrap();
+        })
+        .await
+    }
+
+    async fn permit(&mut self, peer: SocketAddr) -> Reply {
+        self.authenticated(CREATE_PERMISSION, move |m, tid| {
+            m.add_attribute(&XorPeerAddress::new(peer, tid)).unwrap();
+        })
+        .await
+    }
+
+    async fn send_indication(&self, peer: SocketAddr, data: &[u8]) {
+        let mut msg = Message::builder_indication(SEND, MessageWriteVec::new());
+        let tid = msg.transaction_id();
+        msg.add_attribute(&XorPeerAddress::new(peer, tid)).unwrap();
+        msg.add_attribute(&Data::new(data)).unwrap();
+        self.sock.send_to(&msg.finish(), self.server).await.unwrap();
+    }
+
+    /// The next Data indication's (peer, payload).
+    async fn recv_data(&self) -> Option<(SocketAddr, Vec<u8>)> {
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let (n, _) = tokio::time::timeout(WAIT, self.sock.recv_from(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+            let Ok(m) = Message::from_bytes(&buf[..n]) else {
+                continue;
+            };
+            if m.method() == DATA && m.has_class(MessageClass::Indication) {
+                let peer = m
+                    .attribute::<XorPeerAddress>()
+                    .ok()?
+                    .addr(m.transaction_id());
+                let data = m.attribute::<Data>().ok()?.data().to_vec();
+                return Some((peer, data));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_expired_credential_is_refused_with_401() {
+    let relay = Relay::start(|_| {}).await;
+    let mut c = StunClient::new(relay.addr, credential("room/expired", -60)).await;
+    let reply = c.allocate().await;
+    assert_eq!(reply.error(), Some(401), "expired credential");
+    assert!(relay.metrics.refusals(Refusal::Expired) >= 1);
+    assert_eq!(relay.metrics.allocations(Transport::Udp), 0);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_wrong_credential_is_refused_with_401() {
+    let relay = Relay::start(|_| {}).await;
+    let (username, _) = credential("room/wrong", 600);
+    let mut c = StunClient::new(relay.addr, (username, "bm90IHRoZSBwYXNzd29yZA==".into())).await;
+    let reply = c.allocate().await;
+    assert_eq!(reply.error(), Some(401));
+    assert!(relay.metrics.refusals(Refusal::WrongCredential) >= 1);
+    // Not of the scheme at all: refused too.
+    let mut c = StunClient::new(relay.addr, ("robot".into(), "pw".into())).await;
+    assert_eq!(c.allocate().await.error(), Some(401));
+    assert!(relay.metrics.refusals(Refusal::MalformedUsername) >= 1);
+    assert_eq!(relay.metrics.allocations(Transport::Udp), 0);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn relaying_to_loopback_private_or_own_addresses_is_refused_with_a_signed_403() {
+    let relay = Relay::start(|_| {}).await;
+    let mut c = StunClient::new(relay.addr, credential("room/peer", 600)).await;
+    let reply = c.allocate().await;
+    assert!(reply.is_success(), "allocation: {:?}", reply.error());
+    for (peer, why) in [
+        ("127.0.0.2:5000", PeerRefusal::Loopback),
+        ("10.0.0.1:5000", PeerRefusal::Private),
+        ("169.254.169.254:80", PeerRefusal::LinkLocal),
+        ("0.0.0.0:9", PeerRefusal::Reserved),
+        // The relay's own address, on its listening port.
+        (relay.addr.to_string().as_str(), PeerRefusal::OwnAddress),
+    ] {
+        let reply = c.permit(peer.parse().unwrap()).await;
+        assert_eq!(reply.error(), Some(403), "{peer}");
+        assert!(
+            reply.msg().validate_integrity(&c.key()).is_ok(),
+            "the 403 is signed with the client's key"
+        );
+        assert_eq!(relay.metrics.refusals(Refusal::Peer(why)), 1, "{peer}");
+    }
+    let reply = c
+        .authenticated(CHANNEL_BIND, |m, tid| {
+            m.add_attribute(&XorPeerAddress::new("10.0.0.1:5000".parse().unwrap(), tid))
+                .unwrap();
+            m.add_attribute(&ChannelNumber::new(0x4000)).unwrap();
+        })
+        .await;
+    assert_eq!(reply.error(), Some(403), "channel bind to 10.0.0.1");
+    // A forbidden peer never reaches the protocol layer, even with a stale
+    // nonce: 401, and a retry with the current nonce is refused again.
+    let nonce = c.nonce.replace("not-the-nonce".into());
+    let forbidden: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+    let reply = c
+        .request(CREATE_PERMISSION, move |m, tid| {
+            m.add_attribute(&XorPeerAddress::new(forbidden, tid))
+                .unwrap();
+        })
+        .await;
+    assert_eq!(reply.error(), Some(401), "stale nonce, forbidden peer");
+    c.nonce = nonce;
+    assert_eq!(c.permit(forbidden).await.error(), Some(403));
+    // A public address is fine (no packet is sent to it).
+    assert!(c
+        .permit("192.0.3.1:5000".parse().unwrap())
+        .await
+        .is_success());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn two_clients_of_the_relay_reach_each_other_through_their_relayed_addresses() {
+    let relay = Relay::start(|_| {}).await;
+    let mut a = StunClient::new(relay.addr, credential("room/a", 600)).await;
+    let mut b = StunClient::new(relay.addr, credential("room/b", 600)).await;
+    let ra = a.allocate().await.relayed();
+    let rb = b.allocate().await.relayed();
+    assert_eq!(
+        ra.ip(),
+        relay.addr.ip(),
+        "advertised: the listening address"
+    );
+    // Own address, but live relay ports: allowed without any allow-list.
+    assert!(a.permit(rb).await.is_success());
+    assert!(b.permit(ra).await.is_success());
+    a.send_indication(rb, b"hello through two relays").await;
+    // As a DATA indication (turn-types' `write_into` would make it a SEND).
+    let (from, data) = b.recv_data().await.expect("data reaches b");
+    assert_eq!(from, ra);
+    assert_eq!(data, b"hello through two relays");
+    assert_eq!(relay.metrics.packets(Direction::ToPeer), 1);
+    assert_eq!(relay.metrics.packets(Direction::ToClient), 1);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn allocations_are_bounded_per_credential_label_with_486() {
+    let relay = Relay::start(|c| c.limits.per_user = 1).await;
+    let mut a = StunClient::new(relay.addr, credential("room/same", 600)).await;
+    assert!(a.allocate().await.is_success());
+    // A fresh credential for the same label shares the quota.
+    let mut b = StunClient::new(relay.addr, credential("room/same", 900)).await;
+    let reply = b.allocate().await;
+    assert_eq!(reply.error(), Some(486));
+    assert!(reply.msg().validate_integrity(&b.key()).is_ok());
+    assert_eq!(relay.metrics.refusals(Refusal::UserQuota), 1);
+    let mut c = StunClient::new(relay.addr, credential("room/other", 600)).await;
+    assert!(c.allocate().await.is_success());
+    assert_eq!(relay.metrics.allocations(Transport::Udp), 2);
+    // Deleting the first allocation frees its place.
+    let reply = a
+        .authenticated(REFRESH, |m, _| m.add_attribute(&Lifetime::new(0)).unwrap())
+        .await;
+    assert!(reply.is_success());
+    let until = tokio::time::Instant::now() + WAIT;
+    while relay.metrics.allocations(Transport::Udp) != 1 {
+        assert!(tokio::time::Instant::now() < until, "allocation freed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut d = StunClient::new(relay.addr, credential("room/same", 600)).await;
+    assert!(d.allocate().await.is_success());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn allocations_are_bounded_in_total_with_508() {
+    let relay = Relay::start(|c| c.limits.total = 1).await;
+    let mut a = StunClient::new(relay.addr, credential("room/a", 600)).await;
+    assert!(a.allocate().await.is_success());
+    let mut b = StunClient::new(relay.addr, credential("room/b", 600)).await;
+    assert_eq!(b.allocate().await.error(), Some(508));
+    assert_eq!(relay.metrics.refusals(Refusal::TotalQuota), 1);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn tcp_relay_allocations_are_refused_with_442() {
+    let relay = Relay::start(|_| {}).await;
+    let mut c = StunClient::new(relay.addr, credential("room/tcp", 600)).await;
+    let reply = c
+        .authenticated(ALLOCATE, |m, _| {
+            m.add_attribute(&RequestedTransport::new(RequestedTransport::TCP))
+                .unwrap();
+        })
+        .await;
+    assert_eq!(reply.error(), Some(442));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn relayed_bandwidth_is_bounded_per_allocation() {
+    let relay = Relay::start(|c| {
+        c.allow_peers = vec!["127.0.0.2/32".parse().unwrap()];
+        c.limits.allocation_rate = 1000;
+    })
+    .await;
+    let peer = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut c = StunClient::new(relay.addr, credential("room/bw", 600)).await;
+    assert!(c.allocate().await.is_success());
+    assert!(c.permit(peer_addr).await.is_success());
+    for _ in 0..40 {
+        c.send_indication(peer_addr, &[7u8; 200]).await;
+    }
+    // The bucket holds one second's worth: 1000 bytes, five packets (and
+    // what refills while they are sent).
+    let until = tokio::time::Instant::now() + WAIT;
+    while relay.metrics.packets(Direction::ToPeer) + relay.metrics.refusals(Refusal::Bandwidth) < 40
+    {
+        assert!(
+            tokio::time::Instant::now() < until,
+            "every packet accounted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let relayed = relay.metrics.packets(Direction::ToPeer);
+    assert!((5..20).contains(&relayed), "relayed {relayed} of 40");
+    let mut buf = [0u8; 512];
+    let (n, from) = tokio::time::timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((n, from.ip()), (200, relay.addr.ip()));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_allocation_is_refused_once_its_credential_expires() {
+    let relay = Relay::start(|_| {}).await;
+    let mut c = StunClient::new(relay.addr, credential("room/short", 1)).await;
+    assert!(c.allocate().await.is_success());
+    let expiry: u64 = c.username.split(':').next().unwrap().parse().unwrap();
+    // Wait out the credential's last second (a known time, not an event).
+    while credentials::unix_seconds(SystemTime::now()) <= expiry {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let refresh = c
+        .request(REFRESH, |m, _| {
+            m.add_attribute(&Lifetime::new(600)).unwrap()
+        })
+        .await;
+    assert_eq!(refresh.error(), Some(401), "refresh after expiry");
+    let permit = c
+        .request(CREATE_PERMISSION, |m, tid| {
+            m.add_attribute(&XorPeerAddress::new("192.0.3.1:1".parse().unwrap(), tid))
+                .unwrap();
+        })
+        .await;
+    assert_eq!(permit.error(), Some(401), "permission after expiry");
+    assert!(relay.metrics.refusals(Refusal::Expired) >= 2);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_frees_every_allocation_and_socket() {
+    let relay = Relay::start(|_| {}).await;
+    let mut c = StunClient::new(relay.addr, credential("room/stop", 600)).await;
+    let relayed = c.allocate().await.relayed();
+    let tcp = tokio::net::TcpStream::connect(relay.addr).await.unwrap();
+    let metrics = relay.metrics.clone();
+    let addr = relay.addr;
+    relay.stop().await;
+    assert_eq!(metrics.allocations(Transport::Udp), 0);
+    // The listening port and the relay port can be bound again.
+    UdpSocket::bind(addr)
+        .await
+        .expect("listening UDP port freed");
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .expect("listening TCP port freed");
+    UdpSocket::bind(relayed).await.expect("relay port freed");
+    // The open TCP connection was closed.
+    use tokio::io::AsyncReadExt as _;
+    let mut tcp = tcp;
+    let mut byte = [0u8; 1];
+    let n = tokio::time::timeout(WAIT, tcp.read(&mut byte))
+        .await
+        .unwrap();
+    assert!(matches!(n, Ok(0) | Err(_)));
+}
+
+#[tokio::test]
+async fn garbage_and_mangled_requests_do_not_disturb_the_relay() {
+    let relay = Relay::start(|_| {}).await;
+    // An authenticated client with an allocation, and a stranger.
+    let mut c = StunClient::new(relay.addr, credential("room/fuzz", 600)).await;
+    assert!(c.allocate().await.is_success());
+    let stranger = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut valid = Message::builder_request(CREATE_PERMISSION, MessageWriteVec::new());
+    let tid = valid.transaction_id();
+    valid
+        .add_attribute(&XorPeerAddress::new("192.0.3.1:1".parse().unwrap(), tid))
+        .unwrap();
+    valid
+        .add_attribute(&Username::new(&c.username).unwrap())
+        .unwrap();
+    valid
+        .add_message_integrity(&c.key(), IntegrityAlgorithm::Sha1)
+        .unwrap();
+    let valid = valid.finish();
+    // A deterministic xorshift: the same mangling every run.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..3000 {
+        let mut bytes = valid.clone();
+        match i % 3 {
+            0 => {
+                let at = next() as usize % bytes.len();
+                bytes[at] ^= (next() as u8) | 1;
+            }
+            1 => bytes.truncate(next() as usize % bytes.len()),
+            _ => bytes = (0..next() % 200).map(|_| next() as u8).collect(),
+        }
+        c.sock.send_to(&bytes, relay.addr).await.unwrap();
+        stranger.send_to(&bytes, relay.addr).await.unwrap();
+    }
+    // The relay still serves the client and newcomers.
+    assert!(c
+        .permit("192.0.3.1:5000".parse().unwrap())
+        .await
+        .is_success());
+    let mut fresh = StunClient::new(relay.addr, credential("room/fresh", 600)).await;
+    assert!(fresh.allocate().await.is_success());
+    relay.stop().await;
+}
+
+/// The binary as users run it: one flag more starts the relay, its series
+/// are on `/metrics`, and SIGTERM stops it with the server.
+#[tokio::test]
+async fn the_binary_relays_with_turn_listen_and_stops_on_sigterm() {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_signal-server"))
+        .args(["--log-format", "json", "--bind", "127.0.0.1:0"])
+        .args(["--turn-listen", "127.0.0.1:0", "--turn-secret", SECRET])
+        .env("RUST_LOG", "info")
+        .env_remove("PORT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn signal-server");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, logs) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut turn, mut http) = (None::<SocketAddr>, None::<SocketAddr>);
+    while turn.is_none() || http.is_none() {
+        let line = logs
+            .recv_timeout(WAIT)
+            .expect("the server logs its addresses");
+        assert!(!line.contains(SECRET), "the secret is never logged: {line}");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        match v["message"].as_str() {
+            Some("TURN relay listening (UDP and TCP)") => {
+                turn = v["addr"].as_str().and_then(|a| a.parse().ok())
+            }
+            Some("listening") => http = v["local"].as_str().and_then(|a| a.parse().ok()),
+            _ => {}
+        }
+    }
+    let (turn, http) = (turn.unwrap(), http.unwrap());
+    let mut c = StunClient::new(turn, credential("room/bin", 600)).await;
+    assert!(c.allocate().await.is_success());
+    let metrics = {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.unwrap();
+        body
+    };
+    assert!(
+        metrics.contains("signal_turn_allocations{transport=\"udp\"} 1"),
+        "{metrics}"
+    );
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let until = std::time::Instant::now() + WAIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < until, "exits after SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+    UdpSocket::bind(turn)
+        .await
+        .expect("the TURN port is free again");
+}
+
+// ---- coturn's client against the embedded relay ----
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// coturn's test tools, or why the test skips (scripts/install-test-deps.sh
+/// installs them).
+macro_rules! coturn_or_skip {
+    () => {
+        match (which("turnutils_uclient"), which("turnutils_peer")) {
+            (Some(c), Some(p)) => (c, p),
+            _ => {
+                eprintln!("SKIPPED: needs coturn's turnutils (apt-get install coturn)");
+                return;
+            }
+        }
+    };
+}
+
+/// Runs uclient through the relay to an echo peer; returns its output.
+async fn uclient_through_relay(tcp: bool, length: usize) -> (String, TurnMetrics) {
+    let (uclient, peer_bin) = match (which("turnutils_uclient"), which("turnutils_peer")) {
+        (Some(c), Some(p)) => (c, p),
+        _ => unreachable!(),
+    };
+    let relay = Relay::start(allow(&["127.0.0.0/8"])).await;
+    let port = {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let mut peer = tokio::process::Command::new(peer_bin)
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("turnutils_peer");
+    // The peer is up when it echoes.
+    let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut buf = [0u8; 16];
+    let until = tokio::time::Instant::now() + WAIT;
+    loop {
+        probe.send_to(b"ping", ("127.0.0.1", port)).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(200), probe.recv_from(&mut buf)).await;
+        if matches!(r, Ok(Ok((4, _)))) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < until, "turnutils_peer echoes");
+    }
+    let mut cmd = tokio::process::Command::new(uclient);
+    if tcp {
+        cmd.arg("-t");
+    }
+    cmd.args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.1"])
+        .args(["-r", &port.to_string(), "-n", "20", "-m", "2"])
+        .args(["-l", &length.to_string()])
+        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"])
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("uclient finishes")
+        .expect("uclient runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = peer.kill().await;
+    let metrics = relay.metrics.clone();
+    relay.stop().await;
+    (text, metrics)
+}
+
+fn assert_every_packet_echoed(text: &str, metrics: &TurnMetrics) {
+    assert!(
+        text.contains("tot_send_msgs=40, tot_recv_msgs=40"),
+        "uclient output:\n{text}"
+    );
+    assert!(
+        text.contains("Total lost packets 0"),
+        "uclient output:\n{text}"
+    );
+    assert!(metrics.packets(Direction::ToPeer) >= 40);
+    assert!(metrics.packets(Direction::ToClient) >= 40);
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_every_packet_over_udp() {
+    let _ = coturn_or_skip!();
+    let (text, metrics) = uclient_through_relay(false, 200).await;
+    assert_every_packet_echoed(&text, &metrics);
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_every_packet_over_tcp_with_channel_data_padding() {
+    let _ = coturn_or_skip!();
+    // 201 bytes: ChannelData on TCP carries 3 bytes of padding each way
+    // (RFC 8656 §12.5), which a relay must strip and add.
+    let (text, metrics) = uclient_through_relay(true, 201).await;
+    assert_every_packet_echoed(&text, &metrics);
+}
+
+#[tokio::test]
+async fn coturn_uclient_is_refused_a_loopback_peer_without_an_allow_list() {
+    let (uclient, _) = coturn_or_skip!();
+    let relay = Relay::start(|_| {}).await;
+    let out = tokio::process::Command::new(uclient)
+        .args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.2", "-r", "3480"])
+        .args(["-n", "5", "-m", "1", "-l", "200"])
+        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("uclient finishes")
+        .expect("uclient runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("403"), "uclient output:\n{text}");
+    assert!(relay.metrics.refusals(Refusal::Peer(PeerRefusal::Loopback)) >= 1);
+    assert_eq!(relay.metrics.packets(Direction::ToPeer), 0);
+    relay.stop().await;
+}
