@@ -27,7 +27,7 @@ FROM rust:${RUST_VERSION}-alpine AS build
 RUN apk add --no-cache musl-dev
 WORKDIR /src
 COPY . .
-# The release profile of Cargo.toml (debug symbols compressed, see
+# The release profile of Cargo.toml (fat LTO, line tables compressed: see
 # docs/RELEASING.md); the target is explicit so that the binary is static
 # whatever the host.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
