@@ -33,4 +33,6 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "install-test-deps: npm ci (tests/browser)"
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
+# The cross builds' targets and tools (cross-test.sh, empty-root-test.sh).
+scripts/install-cross-deps.sh
 echo "install-test-deps: ok"

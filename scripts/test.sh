@@ -8,6 +8,9 @@
 #   6. a short soak with hostile clients and message accounting (scripts/soak.sh)
 #   7. a smoke run of the benchmark against every peer server (scripts/bench.sh --smoke)
 #   8. a smoke run of the TURN benchmark, embedded relay and coturn (scripts/turn-bench.sh --smoke)
+#   9. the aarch64 build under qemu-aarch64 beside the x86_64 one (scripts/cross-test.sh)
+#  10. the static (musl) build alone in an empty root directory (scripts/empty-root-test.sh)
+#  11. lint of the deployment files: workflows, Dockerfile, systemd units (scripts/lint-deploy.sh)
 # Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +43,9 @@ if [ $rust_only -eq 0 ]; then
   [ -x scripts/soak.sh ] && run "soak (${SOAK_SECONDS:-60} s)" scripts/soak.sh --seconds "${SOAK_SECONDS:-60}"
   [ -x scripts/bench.sh ] && run "benchmark smoke" scripts/bench.sh --smoke
   [ -x scripts/turn-bench.sh ] && run "TURN benchmark smoke" scripts/turn-bench.sh --smoke
+  [ -x scripts/cross-test.sh ] && run "aarch64 under qemu" scripts/cross-test.sh target/debug/signal-server
+  [ -x scripts/empty-root-test.sh ] && run "static binary in an empty root" scripts/empty-root-test.sh
+  [ -x scripts/lint-deploy.sh ] && run "deployment files lint" scripts/lint-deploy.sh
 fi
 
 step "summary"

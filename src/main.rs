@@ -36,6 +36,9 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if std::env::var_os(DEBUG_PANIC_VAR).is_some() {
+        return runtime.block_on(debug_panic());
+    }
     let result = match cli.command {
         Some(Command::Serve(args)) => runtime.block_on(serve(args)),
         Some(Command::Bridge(args)) => runtime.block_on(bridge(args)),
@@ -48,6 +51,25 @@ fn main() -> ExitCode {
             tracing::error!("{err}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Operator-only diagnostic: with this variable set, the binary panics in a
+/// task on its runtime (where a bug in a connection's task would) instead of
+/// starting, so that what a release build prints for a panic can be checked
+/// (`RUST_BACKTRACE=1`; scripts/release-check.sh does). Only the process's
+/// environment reaches it, never a peer.
+const DEBUG_PANIC_VAR: &str = "SIGNAL_SERVER_DEBUG_PANIC";
+
+async fn debug_panic() -> ExitCode {
+    let task = tokio::spawn(async {
+        let reason = std::env::var(DEBUG_PANIC_VAR).unwrap_or_default();
+        panic!("deliberate panic ({DEBUG_PANIC_VAR}={reason:?})");
+    });
+    match task.await {
+        // The exit code of a panicking Rust program.
+        Err(err) if err.is_panic() => ExitCode::from(101),
+        _ => ExitCode::FAILURE,
     }
 }
 
