@@ -83,9 +83,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         stopping.cancel();
     };
     let result = match args.redis_options() {
-        Some(redis) => {
-            signal_server::server::run_redis(listener, config, redis, shutdown).await
-        }
+        Some(redis) => signal_server::server::run_redis(listener, config, redis, shutdown).await,
         None => signal_server::server::run(listener, config, shutdown).await,
     };
     stop.cancel();

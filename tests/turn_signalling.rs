@@ -51,10 +51,7 @@ fn now() -> u64 {
 /// base64(HMAC-SHA1(secret, username)), computed with ring rather than the
 /// server's hmac/sha1 crates.
 fn independent_credential(secret: &str, username: &str) -> String {
-    let key = ring::hmac::Key::new(
-        ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY,
-        secret.as_bytes(),
-    );
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, secret.as_bytes());
     let tag = ring::hmac::sign(&key, username.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(tag.as_ref())
 }
@@ -118,7 +115,12 @@ async fn every_init_reply_carries_credentials_of_its_own_for_host_guest_and_watc
     assert_eq!(w["role"], "watch");
     let usernames: Vec<String> = [&init, &g, &w]
         .iter()
-        .map(|r| r["ice_servers"][1]["username"].as_str().unwrap().to_string())
+        .map(|r| {
+            r["ice_servers"][1]["username"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     for (reply, peer) in [(&g, guest_id), (&w, watcher_id)] {
         let (_, r) = check_minted(reply, peer, since);
@@ -155,9 +157,7 @@ async fn ice_servers_mints_fresh_credentials_and_is_never_relayed() {
         "type, ice_servers, ice_servers_ttl: {reply}"
     );
     // The host never sees it: the guest's next message is what it gets.
-    guest
-        .send(r#"{"type":"answer","sdp":"v=0\r\n"}"#)
-        .await;
+    guest.send(r#"{"type":"answer","sdp":"v=0\r\n"}"#).await;
     let next = room.host.recv().await;
     assert_eq!(next["type"], "answer", "{next}");
     assert_eq!(next["from"], guest_id.as_str());
@@ -220,7 +220,9 @@ fn which(name: &str) -> Option<std::path::PathBuf> {
 fn addresses(logs: &std::sync::mpsc::Receiver<String>) -> (String, u16) {
     let (mut http, mut turn) = (None, None);
     while http.is_none() || turn.is_none() {
-        let line = logs.recv_timeout(WAIT).expect("the server logs its addresses");
+        let line = logs
+            .recv_timeout(WAIT)
+            .expect("the server logs its addresses");
         assert!(!line.contains(SECRET), "the secret is never logged: {line}");
         let v: Value = serde_json::from_str(&line).unwrap();
         match v["message"].as_str() {
@@ -324,8 +326,8 @@ async fn the_binarys_relay_accepts_the_credentials_its_init_replies_hand_out() {
         .await
         .expect("uclient finishes")
         .expect("uclient runs");
-    let text = String::from_utf8_lossy(&out.stdout).to_string()
-        + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(
         text.contains("tot_send_msgs=10, tot_recv_msgs=10"),
         "uclient output:\n{text}"

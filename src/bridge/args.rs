@@ -153,13 +153,10 @@ mod tests {
         .unwrap();
         assert_eq!(args.ice_endpoint, Some("127.0.0.1:8099".parse().unwrap()));
         assert!(!args.ice_endpoint_public);
-        assert!(BridgeArgs::parse_from([
-            "bridge",
-            "--server",
-            "ws://x/",
-            "--ice-endpoint-public"
-        ])
-        .is_err());
+        assert!(
+            BridgeArgs::parse_from(["bridge", "--server", "ws://x/", "--ice-endpoint-public"])
+                .is_err()
+        );
         assert!(
             BridgeArgs::parse_from(["bridge", "--server", "ws://x/", "--max-viewers", "0"])
                 .is_err()

@@ -318,7 +318,10 @@ impl Bridge {
             warn!("robot connections did not close in time");
         }
         if let Some(endpoint) = endpoint {
-            if tokio::time::timeout(SHUTDOWN_TIMEOUT, endpoint).await.is_err() {
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, endpoint)
+                .await
+                .is_err()
+            {
                 warn!("the ICE endpoint did not stop in time");
             }
         }
@@ -485,7 +488,10 @@ impl Bridge {
                     warn!("ignoring a second init reply");
                     return Ok(());
                 }
-                let grant = IceGrant::new(&reply.ice_servers, reply.ice_servers_ttl);
+                // Kept before the room is reported: whoever hears of the
+                // room can have its credentials.
+                let refresh =
+                    self.take_ice(IceGrant::new(&reply.ice_servers, reply.ice_servers_ttl));
                 if self.hosting.on_init(reply, &mut self.viewers).await? {
                     // The server lists the peers still present right behind
                     // this reply; robot connections of the others are closed
@@ -493,7 +499,7 @@ impl Bridge {
                     conn.reconcile = Some(Instant::now() + RECONCILE_WAIT);
                 }
                 conn.established = Some(Instant::now());
-                conn.ice_refresh = self.take_ice(grant);
+                conn.ice_refresh = refresh;
             }
             ServerMessage::IceServers(reply) => {
                 let grant = IceGrant::new(&reply.ice_servers, reply.ice_servers_ttl);

@@ -159,7 +159,12 @@ mod tests {
         // Without a minted entry, a static TURN entry will do.
         let fixed = IceGrant::new(&json!([list()[0], list()[1]]), None);
         assert_eq!(fixed.turn().unwrap().username, "fleet");
-        for none in [json!([]), json!([list()[0]]), json!({"urls": "turn:x"}), json!([{"urls": 5, "username": "u", "credential": "c"}])] {
+        for none in [
+            json!([]),
+            json!([list()[0]]),
+            json!({"urls": "turn:x"}),
+            json!([{"urls": 5, "username": "u", "credential": "c"}]),
+        ] {
             assert_eq!(IceGrant::new(&none, None).turn(), None, "{none}");
         }
     }

@@ -539,7 +539,12 @@ pub async fn start_from_args(
             // name the port it got.
             if let (Some(host), Some(i), true) = (host, &ice, args.turn_urls.is_empty()) {
                 let urls = default_urls(host, relay.local_addr().port());
-                ice = Some(IceServers::new(i.secret().clone(), urls, i.ttl(), ice_servers));
+                ice = Some(IceServers::new(
+                    i.secret().clone(),
+                    urls,
+                    i.ttl(),
+                    ice_servers,
+                ));
             }
             Some(relay)
         }
