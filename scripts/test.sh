@@ -8,6 +8,8 @@
 #   6. a short soak with hostile clients and message accounting (scripts/soak.sh)
 #   7. a smoke run of the benchmark against every peer server (scripts/bench.sh --smoke)
 #   8. a smoke run of the TURN benchmark, embedded relay and coturn (scripts/turn-bench.sh --smoke)
+#   9. TURN end to end: robot and viewer in network namespaces with no path to each
+#      other, video through the embedded relay, then through coturn (scripts/turn-e2e.sh)
 # Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,6 +42,7 @@ if [ $rust_only -eq 0 ]; then
   [ -x scripts/soak.sh ] && run "soak (${SOAK_SECONDS:-60} s)" scripts/soak.sh --seconds "${SOAK_SECONDS:-60}"
   [ -x scripts/bench.sh ] && run "benchmark smoke" scripts/bench.sh --smoke
   [ -x scripts/turn-bench.sh ] && run "TURN benchmark smoke" scripts/turn-bench.sh --smoke
+  [ -x scripts/turn-e2e.sh ] && run "TURN end to end" scripts/turn-e2e.sh target/debug/signal-server
 fi
 
 step "summary"
