@@ -101,12 +101,25 @@ export function selectedPairOf(page) {
       };
     };
     const locals = [];
-    report.forEach((s) => { if (s.type === 'local-candidate') locals.push(s.candidateType); });
+    const carrying = [];
+    report.forEach((s) => {
+      if (s.type === 'local-candidate') locals.push(s.candidateType);
+      if (s.type === 'candidate-pair' && s.bytesReceived > 0) {
+        const l = cand(s.localCandidateId);
+        const r = cand(s.remoteCandidateId);
+        carrying.push({
+          local: l.type, remote: r.type, via: l.url || (r.type === 'relay' ? r.address + ':' + r.port : null),
+          bytesReceived: s.bytesReceived, selected: s.id === pair.id,
+        });
+      }
+    });
     return {
       state: pair.state, nominated: pair.nominated,
       bytesReceived: pair.bytesReceived, bytesSent: pair.bytesSent,
       local: cand(pair.localCandidateId), remote: cand(pair.remoteCandidateId),
       localCandidateTypes: locals,
+      // Every pair that received media bytes: the media's real path.
+      carrying,
       policy: pc.getConfiguration().iceTransportPolicy,
     };
   });

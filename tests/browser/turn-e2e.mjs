@@ -87,6 +87,8 @@ async function relayedVideo(page) {
   assert(pair && pair.state === 'succeeded', 'a selected, succeeded candidate pair');
   assert(pair.local.type === 'relay' || pair.remote.type === 'relay',
     `a relay candidate in the pair (local ${pair.local.type}, remote ${pair.remote.type})`);
+  const direct = pair.carrying.filter((p) => p.local !== 'relay' && p.remote !== 'relay');
+  assert(direct.length === 0, 'no media bytes arrived over a direct pair: ' + JSON.stringify(direct));
   const shown = await page.evaluate(() => document.getElementById('route').textContent.trim());
   log(`  the page shows the route: ${shown}`);
   assert(/^Relayed/.test(shown), 'the page says the video is relayed');
