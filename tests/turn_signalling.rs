@@ -206,6 +206,28 @@ async fn without_turn_the_static_list_is_handed_out_unchanged() {
     );
 }
 
+#[test]
+fn the_protocol_documents_credentials_verify_under_its_secret() {
+    // docs/PROTOCOL.md's examples are literal: their credentials are what
+    // `--turn-secret north-sea-secret` mints for their usernames.
+    let doc = include_str!("../docs/PROTOCOL.md");
+    let mut seen = 0;
+    for line in doc.lines().filter(|l| l.contains("\"credential\"")) {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        let minted = v["ice_servers"].as_array().unwrap().last().unwrap();
+        let username = minted["username"].as_str().unwrap();
+        assert_eq!(
+            minted["credential"].as_str().unwrap(),
+            independent_credential(SECRET, username),
+            "{line}"
+        );
+        let expiry: u64 = username.split_once(':').unwrap().0.parse().unwrap();
+        assert!(expiry > 1_600_000_000, "{username}");
+        seen += 1;
+    }
+    assert_eq!(seen, 2, "the init and ice_servers examples");
+}
+
 // ---- the binary: its relay accepts its own credentials ----
 
 fn which(name: &str) -> Option<std::path::PathBuf> {

@@ -212,7 +212,7 @@ mod tests {
             {"urls": "stun:stun.example.org:3478"},
             {"urls": ["turn:turn.example.com:3478?transport=udp"],
              "username": "1700000000:r00m1234/gUest123",
-             "credential": "YCKW7xvuZBGm9SEeQmU6Gjp882Y="}
+             "credential": "DU/jmHBhXXqWFHbw0Cp0px25fdc="}
         ]);
         let with_turn = ServerMessage::Init(InitReply {
             join: None,
@@ -225,7 +225,7 @@ mod tests {
         });
         assert_eq!(
             with_turn.to_json(),
-            r#"{"type":"init","peer":"gUest123","role":"join","ice_servers":[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:turn.example.com:3478?transport=udp"],"username":"1700000000:r00m1234/gUest123","credential":"YCKW7xvuZBGm9SEeQmU6Gjp882Y="}],"ice_servers_ttl":86400}"#
+            r#"{"type":"init","peer":"gUest123","role":"join","ice_servers":[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:turn.example.com:3478?transport=udp"],"username":"1700000000:r00m1234/gUest123","credential":"DU/jmHBhXXqWFHbw0Cp0px25fdc="}],"ice_servers_ttl":86400}"#
         );
         assert_eq!(
             ServerMessage::IceServers(IceServersReply {
@@ -233,7 +233,7 @@ mod tests {
                 ice_servers_ttl: Some(600),
             })
             .to_json(),
-            r#"{"type":"ice_servers","ice_servers":[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:turn.example.com:3478?transport=udp"],"username":"1700000000:r00m1234/gUest123","credential":"YCKW7xvuZBGm9SEeQmU6Gjp882Y="}],"ice_servers_ttl":600}"#
+            r#"{"type":"ice_servers","ice_servers":[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:turn.example.com:3478?transport=udp"],"username":"1700000000:r00m1234/gUest123","credential":"DU/jmHBhXXqWFHbw0Cp0px25fdc="}],"ice_servers_ttl":600}"#
         );
         assert_eq!(
             ServerMessage::IceServers(IceServersReply {
