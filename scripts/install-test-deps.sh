@@ -14,8 +14,10 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # coturn's turnutils_uclient / turnutils_peer: the TURN interop tests
-# (tests/turn.rs) and the relay benchmark (scripts/turn-bench.sh).
+# (tests/turn.rs, tests/turn_signalling.rs) and the relay benchmark
+# (scripts/turn-bench.sh); its turnserver: the relay of scripts/turn-e2e.sh.
 command -v turnutils_uclient >/dev/null 2>&1 || need_apt+=(coturn)
+command -v turnserver >/dev/null 2>&1 || need_apt+=(coturn)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "install-test-deps: apt-get install ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive

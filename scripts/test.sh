@@ -11,6 +11,8 @@
 #   9. the aarch64 build under qemu-aarch64 beside the x86_64 one (scripts/cross-test.sh)
 #  10. the static (musl) build alone in an empty root directory (scripts/empty-root-test.sh)
 #  11. lint of the deployment files: workflows, Dockerfile, systemd units (scripts/lint-deploy.sh)
+#  12. TURN end to end: robot and viewer in network namespaces with no path to each
+#      other, video through the embedded relay, then through coturn (scripts/turn-e2e.sh)
 # Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,6 +48,7 @@ if [ $rust_only -eq 0 ]; then
   [ -x scripts/cross-test.sh ] && run "aarch64 under qemu" scripts/cross-test.sh target/debug/signal-server
   [ -x scripts/empty-root-test.sh ] && run "static binary in an empty root" scripts/empty-root-test.sh
   [ -x scripts/lint-deploy.sh ] && run "deployment files lint" scripts/lint-deploy.sh
+  [ -x scripts/turn-e2e.sh ] && run "TURN end to end" scripts/turn-e2e.sh target/debug/signal-server
 fi
 
 step "summary"

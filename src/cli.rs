@@ -238,6 +238,9 @@ impl ServeArgs {
                 .unwrap_or_else(|| serde_json::Value::Array(Vec::new())),
             static_dir: self.static_dir.clone(),
             webhooks: self.webhooks.options(),
+            // Set by `serve` once the TURN options are resolved (a random
+            // secret is made once, for the relay and the credentials alike).
+            turn: None,
         }
     }
 }

@@ -3,8 +3,11 @@
 //! The command line (`cli.rs`) fills this in from flags and environment
 //! variables; tests build it directly with short timeouts.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::protocol::IceServersReply;
 
 /// Default interval between the server's WebSocket pings. Heroku's router cuts a
 /// WebSocket after 55 s without traffic, so this must stay well under that.
@@ -63,6 +66,29 @@ pub struct Config {
     pub static_dir: Option<PathBuf>,
     /// Where to POST room and peer events; `None`: nowhere.
     pub webhooks: Option<crate::webhooks::WebhookOptions>,
+    /// Short-lived TURN credentials for every peer (`--turn-secret` or
+    /// `--turn-listen`): `ice_servers` then carries one more entry, minted
+    /// for the peer; `None`: `ice_servers` as it is.
+    pub turn: Option<crate::turn::IceServers>,
+}
+
+impl Config {
+    /// The ICE servers for peer `peer` of the room labelled `room` (an `init`
+    /// reply's, or an `ice_servers` reply's): the static list, plus, with
+    /// TURN, credentials minted now for the label `room/peer` (never a
+    /// token) and their lifetime in seconds.
+    pub fn ice_servers_for(&self, room: &str, peer: &str) -> IceServersReply<'_> {
+        match &self.turn {
+            Some(turn) => IceServersReply {
+                ice_servers: Cow::Owned(turn.for_peer(&format!("{room}/{peer}"))),
+                ice_servers_ttl: Some(turn.ttl().as_secs()),
+            },
+            None => IceServersReply {
+                ice_servers: Cow::Borrowed(&self.ice_servers),
+                ice_servers_ttl: None,
+            },
+        }
+    }
 }
 
 impl Default for Config {
@@ -82,6 +108,7 @@ impl Default for Config {
             ice_servers: serde_json::Value::Array(Vec::new()),
             static_dir: None,
             webhooks: None,
+            turn: None,
         }
     }
 }

@@ -95,19 +95,18 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     // The TURN relay (if any) stops with the server: one token for both.
     let stop = CancellationToken::new();
-    // `turn.ice` mints each peer's credentials; the `init` replies take it up
-    // in a later change.
-    let turn = turn::start_from_args(&args.turn, &args.config().ice_servers, stop.clone()).await?;
+    let mut config = args.config();
+    let turn = turn::start_from_args(&args.turn, &config.ice_servers, stop.clone()).await?;
+    // Every `init` (and `ice_servers`) reply carries credentials of its own.
+    config.turn = turn.ice.clone();
     let stopping = stop.clone();
     let shutdown = async move {
         shutdown.await;
         stopping.cancel();
     };
     let result = match args.redis_options() {
-        Some(redis) => {
-            signal_server::server::run_redis(listener, args.config(), redis, shutdown).await
-        }
-        None => signal_server::server::run(listener, args.config(), shutdown).await,
+        Some(redis) => signal_server::server::run_redis(listener, config, redis, shutdown).await,
+        None => signal_server::server::run(listener, config, shutdown).await,
     };
     stop.cancel();
     if let Some(relay) = turn.relay {

@@ -346,6 +346,10 @@ impl<R: Registry> Session<R> {
             }
             return None;
         }
+        if let ClientMessage::IceServers = message {
+            self.send_ice_servers();
+            return None;
+        }
         if let Err(err) = self.relay(&message, &text).await {
             self.reply_error(&err);
         }
@@ -369,15 +373,17 @@ impl<R: Registry> Session<R> {
                 return;
             }
         }
-        let ice_servers = &self.shared.config.ice_servers;
+        let config = &self.shared.config;
         let welcome = |w: &Welcome| {
+            let ice = config.ice_servers_for(&w.room, &w.peer);
             ServerMessage::Init(InitReply {
                 join: w.join.as_deref().map(Into::into),
                 watch: w.watch.as_deref().map(Into::into),
                 resume: w.resume.as_deref().map(Into::into),
                 peer: w.peer.as_str().into(),
                 role: w.role,
-                ice_servers: std::borrow::Cow::Borrowed(ice_servers),
+                ice_servers: ice.ice_servers,
+                ice_servers_ttl: ice.ice_servers_ttl,
             })
             .to_json()
         };
@@ -402,6 +408,23 @@ impl<R: Registry> Session<R> {
             }
             Err(err) => self.reply_error(&err),
         }
+    }
+
+    /// Answers `{"type":"ice_servers"}`: fresh TURN credentials for a peer
+    /// in a room (the label needs its room and peer id).
+    fn send_ice_servers(&self) {
+        let Some(member) = &self.member else {
+            return self.reply_error(&PeerError::new(
+                ErrorCode::NotInRoom,
+                "send {\"type\":\"init\"} to create or enter a room first",
+            ));
+        };
+        let ice = self
+            .shared
+            .config
+            .ice_servers_for(member.room(), member.peer_id());
+        self.link
+            .send_text(ServerMessage::IceServers(ice).to_json());
     }
 
     async fn relay(

@@ -11,6 +11,8 @@
  *   server=wss://host/webrtc   signalling URL (default: this page's origin + /webrtc)
  *   ice=stun:h:p,turn:u:p@h:p  ICE servers ("none" or empty: no ICE servers)
  *   src=ros_image:/topic       the source a viewer asks for in `configure`
+ *   relay=1                    "relay only": ICE over TURN relays only (iceTransportPolicy
+ *                              "relay"), for testing a TURN set-up
  *
  * Plain script, no build step, no external resources. Wire contract: docs/PROTOCOL.md.
  */
@@ -152,10 +154,59 @@
     return prefix + Array.from(a, (b) => b.toString(16).padStart(2, '0')).join('');
   }
 
+  /** The candidate pair ICE is using, from an RTCStatsReport: the transport's
+   *  selectedCandidatePairId, else a pair marked `selected` (Firefox), else a nominated,
+   *  succeeded one. `{local, remote}` candidate stats, or null before one is chosen. */
+  function selectedPair(report) {
+    let pair = null;
+    report.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId && !pair) {
+        pair = report.get(s.selectedCandidatePairId) || null;
+      }
+    });
+    if (!pair) {
+      report.forEach((s) => {
+        if (s.type !== 'candidate-pair' || pair) return;
+        if (s.selected || (s.nominated && s.state === 'succeeded')) pair = s;
+      });
+    }
+    if (!pair) return null;
+    const local = report.get(pair.localCandidateId);
+    const remote = report.get(pair.remoteCandidateId);
+    if (!local || !remote) return null;
+    return { local, remote };
+  }
+
+  /** How media flows over a selected pair: through a TURN relay when either end's
+   *  candidate is a relay candidate, directly otherwise. */
+  function describeRoute(pair) {
+    if (!pair) return { route: 'unknown', text: '—' };
+    const lt = pair.local.candidateType;
+    const rt = pair.remote.candidateType;
+    const relayed = lt === 'relay' || rt === 'relay';
+    const proto = (pair.local.relayProtocol || pair.local.protocol || '').toLowerCase();
+    const text = relayed
+      ? 'Relayed (TURN' + (proto ? ' ' + proto : '') + ')'
+      : 'Direct (' + lt + ' ↔ ' + rt + ')';
+    return { route: relayed ? 'relay' : 'direct', text, local: lt, remote: rt, protocol: proto };
+  }
+
+  /** When to ask for fresh TURN credentials, in ms: at half their lifetime, at least
+   *  hourly (`ice_servers_ttl` in seconds; null when they do not expire). */
+  function refreshDelay(ttlSeconds) {
+    if (typeof ttlSeconds !== 'number' || !isFinite(ttlSeconds) || ttlSeconds <= 0) return null;
+    return Math.max(1000, Math.min(ttlSeconds / 2, 3600) * 1000);
+  }
+
+  /** `?relay=` value -> whether the "relay only" switch starts on. */
+  function parseRelayParam(value) {
+    return value != null && /^(1|true|yes|on)$/i.test(value.trim());
+  }
+
   const util = {
     DEFAULT_ICE_SERVERS, DEFAULT_SRC, iceToWire, iceFromWire, signallingUrl, parseIceParam,
     chooseIceServers, buildConfigure, pageLink, describeError, sdpFingerprint, backoffDelay,
-    formatBitrate,
+    formatBitrate, selectedPair, describeRoute, refreshDelay, parseRelayParam,
   };
 
   // ---------------------------------------------------------------------------
@@ -167,6 +218,7 @@
   const joinToken = params.get('join');
   const serverOverride = params.get('server') || null;
   const iceParam = parseIceParam(params.get('ice'));
+  let relayOnly = parseRelayParam(params.get('relay'));
   const role = watchToken ? 'watch' : joinToken ? 'join' : 'host';
 
   const demo = {
@@ -179,6 +231,10 @@
     error: null,          // {code, message, text} of the last server error
     stats: null,          // viewer: last stats sample
     iceServers: null,     // what the last RTCPeerConnection used
+    iceTtl: null,         // seconds the server's TURN credentials were valid for, when given
+    iceRefreshes: 0,      // fresh credentials received (`ice_servers` replies)
+    relayOnly,            // the "relay only" switch (iceTransportPolicy "relay")
+    route: null,          // viewer: {route: 'relay'|'direct'|'unknown', text, local, remote}
     pcCount: 0,           // viewer: RTCPeerConnections created so far
     serverUrl: null,
     log: [],              // last signalling events, for debugging
@@ -296,6 +352,15 @@
       drop() { if (ws) ws.close(4000, 'dropped for a test'); },
       /** The session is established: reset the backoff. */
       established() { attempt = 0; },
+      /** Starts over on a new socket at once (a new `init`, a new peer id). */
+      reconnect() {
+        if (stopped) return;
+        const old = ws;
+        ws = null;
+        if (old) { try { old.close(1000, 'reconnecting'); } catch (e) { /* ignore */ } }
+        attempt = 0;
+        connect();
+      },
       /** Close for good (no reconnect). */
       stop(code) {
         stopped = true;
@@ -313,6 +378,70 @@
     const list = chooseIceServers(iceParam, fromServer);
     demo.iceServers = list;
     return list;
+  }
+
+  /** The RTCConfiguration of a new connection: the ICE servers, and the relay-only
+   *  switch. */
+  function rtcConfig(fromServer) {
+    return { iceServers: currentIceServers(fromServer), iceTransportPolicy: relayOnly ? 'relay' : 'all' };
+  }
+
+  /** Fresh TURN credentials before they expire: after an `init` or `ice_servers`
+   *  reply with `ice_servers_ttl`, asks for new ones at half their lifetime (at least
+   *  hourly), and again every 30 s until a reply comes. A connection made with the old
+   *  ones keeps its relay until they expire; new gathering (an ICE restart, a new
+   *  connection) uses the new ones. */
+  function createIceRefresher(signal) {
+    let timer = null;
+    function ask() {
+      signal.send({ type: 'ice_servers' });
+      timer = setTimeout(ask, 30000);
+    }
+    return {
+      /** A reply arrived: plan the next request. */
+      schedule(ttl) {
+        clearTimeout(timer);
+        timer = null;
+        demo.iceTtl = typeof ttl === 'number' ? ttl : null;
+        const delay = refreshDelay(ttl);
+        if (delay != null) timer = setTimeout(ask, delay);
+      },
+      /** Test hook and manual refresh: ask now. */
+      now() { clearTimeout(timer); ask(); },
+      stop() { clearTimeout(timer); timer = null; },
+    };
+  }
+
+  /** Gives a live connection the new ICE servers for its next gathering. */
+  function applyIceServers(pc, fromServer) {
+    if (!pc || pc.connectionState === 'closed') return;
+    try {
+      pc.setConfiguration(Object.assign(pc.getConfiguration(), { iceServers: currentIceServers(fromServer) }));
+    } catch (e) {
+      console.warn('setConfiguration', e);
+    }
+  }
+
+  /** The route of a connection's media, read from its stats. */
+  async function routeOf(pc) {
+    try {
+      return describeRoute(selectedPair(await pc.getStats()));
+    } catch (e) {
+      return describeRoute(null);
+    }
+  }
+
+  /** The "relay only" switch of a view: reflects `relayOnly`, calls `onChange` when
+   *  flipped. */
+  function bindRelaySwitch(id, onChange) {
+    const box = $(id);
+    if (!box) return;
+    box.checked = relayOnly;
+    box.addEventListener('change', () => {
+      relayOnly = box.checked;
+      demo.relayOnly = relayOnly;
+      onChange();
+    });
   }
 
   // ---------------------------------------------------------------------------
@@ -399,6 +528,7 @@
     let signal = null;
     let resumeToken = null;
     let serverIce = null;
+    let refresher = null;
     let awaitingResume = false; // sent {"type":"init","resume":R}, reply pending
     let resumeFailed = false;   // the resume was refused; a fresh init is pending
     const peers = new Map();  // id -> {id, role, pc, pending: [], state, stats, prev}
@@ -488,8 +618,10 @@
 
     async function offerTo(p) {
       closePeerConnection(p);
-      const pc = new RTCPeerConnection({ iceServers: currentIceServers(serverIce) });
+      const pc = new RTCPeerConnection(rtcConfig(serverIce));
       p.pc = pc;
+      p.iceExpires = demo.iceTtl ? Date.now() + demo.iceTtl * 1000 : null;
+      p.route = 'unknown';
       p.state = 'negotiating';
       syncPeers();
       pc.onicecandidate = (ev) => {
@@ -516,6 +648,39 @@
       } catch (e) {
         console.error('offer to', p.id, e);
         if (p.pc === pc) { p.state = 'failed'; syncPeers(); }
+      }
+    }
+
+    /** Moves a connection onto fresh TURN credentials: an ICE restart (the page is the
+     *  offerer), which gathers with the ICE servers set by applyIceServers. */
+    async function restartIce(p) {
+      const pc = p.pc;
+      if (!pc || pc.signalingState !== 'stable') return;
+      try {
+        const offer = await pc.createOffer({ iceRestart: true });
+        if (p.pc !== pc) return;
+        await pc.setLocalDescription(offer);
+        if (p.pc !== pc) return;
+        p.iceExpires = demo.iceTtl ? Date.now() + demo.iceTtl * 1000 : null;
+        signal.send({ type: 'offer', sdp: pc.localDescription.sdp, to: p.id });
+      } catch (e) {
+        console.warn('ICE restart for', p.id, e);
+      }
+    }
+
+    /** Fresh credentials: every connection gets them for its next gathering; a relayed
+     *  one whose credentials would expire before the next refresh restarts ICE now
+     *  (the embedded relay does not let an allocation outlive its credential). */
+    function onIceServers(msg) {
+      serverIce = msg.ice_servers;
+      demo.iceRefreshes += 1;
+      refresher.schedule(msg.ice_servers_ttl);
+      const next = refreshDelay(msg.ice_servers_ttl);
+      for (const p of peers.values()) {
+        if (!p.pc) continue;
+        applyIceServers(p.pc, serverIce);
+        const soon = next != null && p.iceExpires != null && p.iceExpires - Date.now() < 2 * next;
+        if (soon && p.route === 'relay') restartIce(p);
       }
     }
 
@@ -570,6 +735,7 @@
           resumeFailed = false;
           resumeToken = typeof msg.resume === 'string' ? msg.resume : null;
           serverIce = msg.ice_servers;
+          refresher.schedule(msg.ice_servers_ttl);
           setPeerId(msg.peer);
           signal.established();
           showError(null);
@@ -617,6 +783,7 @@
         }
         case 'answer': onAnswer(msg); break;
         case 'ice_candidate': onRemoteIce(msg); break;
+        case 'ice_servers': onIceServers(msg); break;
         case 'error': {
           demo.error = { code: msg.code, message: msg.message, text: describeError(msg.code, msg.message) };
           if (msg.code === 'room_not_found' && awaitingResume) {
@@ -683,10 +850,13 @@
           showError(text);
         },
       });
+      refresher = createIceRefresher(signal);
       signal.start();
     }
 
     function stop() {
+      if (refresher) refresher.stop();
+      refresher = null;
       if (signal) signal.stop(1000);
       signal = null;
       for (const p of peers.values()) closePeerConnection(p);
@@ -716,6 +886,8 @@
         if (!p.pc || p.state !== 'connected') continue;
         try {
           const report = await p.pc.getStats();
+          const route = describeRoute(selectedPair(report));
+          p.route = route.route;
           report.forEach((s) => {
             if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
             let bitrate = NaN;
@@ -725,6 +897,7 @@
             if (s.frameWidth) parts.push(s.frameWidth + '×' + s.frameHeight);
             if (s.framesPerSecond != null) parts.push(Math.round(s.framesPerSecond) + ' fps');
             if (isFinite(bitrate)) parts.push(formatBitrate(bitrate));
+            if (route.route !== 'unknown') parts.push(route.route === 'relay' ? 'relayed (TURN)' : 'direct');
             p.statsText = parts.join(' · ');
             changed = true;
           });
@@ -734,6 +907,11 @@
     }, 1000);
 
     demo.dropSignal = () => { if (signal) signal.drop(); };
+    demo.refreshIceServers = () => { if (refresher) refresher.now(); };
+    // New connections take the switch; the current ones are made again with it.
+    bindRelaySwitch('relay-only-share', () => {
+      for (const p of peers.values()) if (p.pc) offerTo(p);
+    });
     shareBtn.addEventListener('click', share);
     stopBtn.addEventListener('click', stop);
     window.addEventListener('pagehide', () => { if (signal) signal.stop(1001); });
@@ -762,10 +940,13 @@
     const stat = {
       resolution: $('stat-resolution'), fps: $('stat-fps'), bitrate: $('stat-bitrate'), frames: $('stat-frames'),
     };
+    const routeEl = $('route');
 
     let signal = null;
+    let refresher = null;
     let serverIce = null;
     let pc = null;
+    let lastRecovery = 0;     // when a failed video connection was last started over
     let pendingRemote = [];   // remote candidates waiting for the remote description
     let pendingLocal = [];    // local candidates waiting for our answer to go out
     let answerSent = false;
@@ -801,7 +982,10 @@
       answerSent = false;
       prevStats = null;
       demo.stats = null;
+      demo.route = null;
       for (const el of Object.values(stat)) el.textContent = '—';
+      routeEl.textContent = '—';
+      routeEl.dataset.route = 'unknown';
     }
 
     function sendConfigure(removeOld) {
@@ -815,7 +999,7 @@
 
     function newPeerConnection() {
       closePc();
-      const conn = new RTCPeerConnection({ iceServers: currentIceServers(serverIce) });
+      const conn = new RTCPeerConnection(rtcConfig(serverIce));
       pc = conn;
       demo.pcCount += 1;
       conn.ontrack = (ev) => {
@@ -833,7 +1017,13 @@
         if (pc !== conn) return;
         const s = conn.connectionState;
         if (hostAway) return; // keep saying the host left
-        if (s === 'failed') {
+        if (s === 'failed' && everLive && !finished && Date.now() - lastRecovery > 30000) {
+          // It worked, then broke (a network change, or a relay allocation whose
+          // credentials ran out): start over on a new socket, with fresh credentials and
+          // (behind a bridge) a new robot connection. At most every 30 s.
+          lastRecovery = Date.now();
+          startOver('Video connection lost — reconnecting…');
+        } else if (s === 'failed') {
           view('failed', 'Video connection failed',
             'The video connection failed. The network between you and the host may block it (a TURN server can help: ?ice=turn:USER:PASS@host:port).', 'bad');
         } else if (s === 'disconnected' && !hostAway) {
@@ -877,6 +1067,16 @@
       }
     }
 
+    /** A new socket, a new `init`, a new connection (the relay-only switch, or a
+     *  connection that failed). */
+    function startOver(text) {
+      closePc();
+      configured = false;
+      everLive = false;
+      view('reconnecting', text, undefined, 'warn');
+      signal.reconnect();
+    }
+
     function onRemoteIce(msg) {
       const c = iceFromWire(msg);
       if (!c) return;
@@ -900,6 +1100,7 @@
         case 'init': {
           setPeerId(msg.peer);
           serverIce = msg.ice_servers;
+          refresher.schedule(msg.ice_servers_ttl);
           signal.established();
           showError(null);
           hostAway = false;
@@ -908,6 +1109,14 @@
         }
         case 'offer': onOffer(msg); break;
         case 'ice_candidate': onRemoteIce(msg); break;
+        case 'ice_servers': {
+          // For the next gathering (a re-offer that restarts ICE, or a new connection).
+          serverIce = msg.ice_servers;
+          demo.iceRefreshes += 1;
+          refresher.schedule(msg.ice_servers_ttl);
+          applyIceServers(pc, serverIce);
+          break;
+        }
         case 'host_left': {
           hostAway = true;
           view('host_left', 'Host left — waiting for it to come back', undefined, 'warn');
@@ -922,6 +1131,7 @@
         }
         case 'room_closed': {
           finished = true;
+          refresher.stop();
           closePc();
           video.srcObject = null;
           signal.stop(1000);
@@ -968,6 +1178,12 @@
       return found;
     };
     demo.connectionState = () => (pc ? pc.connectionState : 'none');
+    /** Test hook: the current RTCPeerConnection (for reading its stats). */
+    demo.peerConnection = () => pc;
+    demo.refreshIceServers = () => { if (refresher) refresher.now(); };
+    bindRelaySwitch('relay-only', () => {
+      if (signal && !finished) startOver(relayOnly ? 'Relay only — reconnecting…' : 'Reconnecting…');
+    });
 
     srcForm.addEventListener('submit', (ev) => {
       ev.preventDefault();
@@ -983,6 +1199,10 @@
       try { report = await pc.getStats(); } catch (e) { return; }
       let inbound = null;
       report.forEach((s) => { if (s.type === 'inbound-rtp' && s.kind === 'video') inbound = s; });
+      const route = describeRoute(selectedPair(report));
+      demo.route = route;
+      routeEl.textContent = route.text;
+      routeEl.dataset.route = route.route;
       if (!inbound) return;
       let bitrate = NaN;
       if (prevStats && inbound.timestamp > prevStats.ts) {
@@ -1032,6 +1252,7 @@
         showError(text);
       },
     });
+    refresher = createIceRefresher(signal);
     signal.start();
     demo.dropSignal = () => signal.drop();
     window.addEventListener('pagehide', () => signal.stop(1001));

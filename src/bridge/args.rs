@@ -77,6 +77,18 @@ pub struct BridgeArgs {
     /// three intervals counts as gone and the bridge reconnects.
     #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "15s")]
     pub keepalive: Duration,
+
+    /// Serve the TURN credentials of the bridge's own `init` over HTTP on
+    /// this address, as webrtc_ros's ICE server provider reads them (set its
+    /// `turn_server_creds_uri` to http://ADDRESS/). Off by default; only a
+    /// loopback address unless --ice-endpoint-public.
+    #[arg(long, env = "SIGNAL_BRIDGE_ICE_ENDPOINT", value_name = "ADDRESS:PORT")]
+    pub ice_endpoint: Option<std::net::SocketAddr>,
+
+    /// Allow --ice-endpoint on a non-loopback address: anyone who reaches
+    /// it gets credentials for the TURN relay.
+    #[arg(long, requires = "ice_endpoint")]
+    pub ice_endpoint_public: bool,
 }
 
 impl BridgeArgs {
@@ -130,6 +142,21 @@ mod tests {
         );
         assert_eq!(args.max_viewers, 2);
         assert!(args.json);
+        assert_eq!(args.ice_endpoint, None);
+        let args = BridgeArgs::parse_from([
+            "bridge",
+            "--server",
+            "ws://127.0.0.1:1/webrtc",
+            "--ice-endpoint",
+            "127.0.0.1:8099",
+        ])
+        .unwrap();
+        assert_eq!(args.ice_endpoint, Some("127.0.0.1:8099".parse().unwrap()));
+        assert!(!args.ice_endpoint_public);
+        assert!(
+            BridgeArgs::parse_from(["bridge", "--server", "ws://x/", "--ice-endpoint-public"])
+                .is_err()
+        );
         assert!(
             BridgeArgs::parse_from(["bridge", "--server", "ws://x/", "--max-viewers", "0"])
                 .is_err()

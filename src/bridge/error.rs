@@ -23,6 +23,13 @@ pub enum BridgeError {
     NoStateDir(PathBuf),
     /// TLS could not be set up.
     Tls(rustls::Error),
+    /// `--ice-endpoint` cannot be served at this address.
+    IceEndpoint {
+        /// The address given.
+        addr: std::net::SocketAddr,
+        /// Why not.
+        why: String,
+    },
 }
 
 /// What is wrong with a URL option.
@@ -65,6 +72,7 @@ impl fmt::Display for BridgeError {
                 path.display()
             ),
             BridgeError::Tls(e) => write!(f, "TLS setup failed: {e}"),
+            BridgeError::IceEndpoint { addr, why } => write!(f, "--ice-endpoint {addr}: {why}"),
         }
     }
 }

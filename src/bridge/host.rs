@@ -22,11 +22,13 @@ use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::protocol::{ErrorCode, Role, ServerMessage, ToHost};
+use crate::protocol::{ClientMessage, ErrorCode, Role, ServerMessage, ToHost};
 
 use super::args::BridgeArgs;
 use super::backoff::Backoff;
 use super::error::BridgeError;
+use super::ice::{IceGrant, IceShare, REFRESH_RETRY};
+use super::ice_endpoint;
 use super::links::Links;
 use super::policy::Policy;
 use super::report::BridgeEvent;
@@ -155,6 +157,8 @@ struct ServerConnection {
     reconcile: Option<Instant>,
     /// When anything was last heard from the server.
     last_heard: Instant,
+    /// When to ask for fresh TURN credentials (with `--ice-endpoint`).
+    ice_refresh: Option<Instant>,
 }
 
 impl ServerConnection {
@@ -183,6 +187,7 @@ impl ServerConnection {
             sent_resume,
             reconcile: None,
             last_heard: Instant::now(),
+            ice_refresh: None,
         }
     }
 
@@ -225,6 +230,10 @@ pub struct Bridge {
     backoff: Backoff,
     hosting: Hosting,
     viewers: Viewers,
+    /// With `--ice-endpoint`: its socket (until `run` serves it), and the
+    /// ICE servers it hands out.
+    ice_endpoint: Option<std::net::TcpListener>,
+    ice: Option<IceShare>,
 }
 
 impl Bridge {
@@ -243,6 +252,16 @@ impl Bridge {
         if let Some(path) = &args.state_file {
             state::check_dir(path)?;
         }
+        let ice_endpoint = match args.ice_endpoint {
+            Some(addr) => {
+                let listener = ice_endpoint::bind(addr, args.ice_endpoint_public)?;
+                if let Ok(addr) = listener.local_addr() {
+                    let _ = observer.send(BridgeEvent::IceEndpoint { addr });
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         if policy.patterns().is_empty() {
             warn!("no --allow-src given: viewers may ask for any topic of the robot");
         }
@@ -254,6 +273,8 @@ impl Bridge {
             backoff: Backoff::new(args.backoff_min, args.backoff_max),
             hosting: Hosting::new(args.server, links, args.state_file, observer),
             viewers,
+            ice: ice_endpoint.is_some().then(|| IceShare::new(None)),
+            ice_endpoint,
         })
     }
 
@@ -266,6 +287,14 @@ impl Bridge {
             allow_src = ?self.viewers.policy().patterns(),
             "bridge starting"
         );
+        let endpoint = match (self.ice_endpoint.take(), &self.ice) {
+            (Some(listener), Some(ice)) => Some(tokio::spawn(ice_endpoint::serve(
+                listener,
+                ice.subscribe(),
+                stop.child_token(),
+            ))),
+            _ => None,
+        };
         while let Some(connected) = self.connect(&stop).await {
             match connected {
                 Ok(socket) => match self.serve(socket, &stop).await {
@@ -287,6 +316,14 @@ impl Bridge {
         info!("shutting down: closing robot connections");
         if !self.viewers.shut_down(SHUTDOWN_TIMEOUT).await {
             warn!("robot connections did not close in time");
+        }
+        if let Some(endpoint) = endpoint {
+            if tokio::time::timeout(SHUTDOWN_TIMEOUT, endpoint)
+                .await
+                .is_err()
+            {
+                warn!("the ICE endpoint did not stop in time");
+            }
         }
         info!("bridge stopped");
     }
@@ -352,6 +389,7 @@ impl Bridge {
         let silent_limit = self.keepalive * 3;
         loop {
             let reconcile_at = conn.reconcile.unwrap_or_else(Instant::now);
+            let ice_at = conn.ice_refresh.unwrap_or_else(Instant::now);
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return Ok(()),
@@ -367,6 +405,13 @@ impl Bridge {
                 _ = tokio::time::sleep_until(reconcile_at), if conn.reconcile.is_some() => {
                     conn.reconcile = None;
                     self.viewers.reconcile();
+                }
+                _ = tokio::time::sleep_until(ice_at), if conn.ice_refresh.is_some() => {
+                    // The reply schedules the next one; without a reply
+                    // (dropped by a rate limit, say), ask again.
+                    conn.ice_refresh = Some(Instant::now() + REFRESH_RETRY);
+                    debug!("asking the server for fresh TURN credentials");
+                    conn.outbox.send(ClientMessage::IceServers.to_json());
                 }
                 _ = &mut init_deadline, if conn.established.is_none() => {
                     return Err(Disconnect::NoInitReply(self.connect_timeout));
@@ -443,6 +488,10 @@ impl Bridge {
                     warn!("ignoring a second init reply");
                     return Ok(());
                 }
+                // Kept before the room is reported: whoever hears of the
+                // room can have its credentials.
+                let refresh =
+                    self.take_ice(IceGrant::new(&reply.ice_servers, reply.ice_servers_ttl));
                 if self.hosting.on_init(reply, &mut self.viewers).await? {
                     // The server lists the peers still present right behind
                     // this reply; robot connections of the others are closed
@@ -450,6 +499,11 @@ impl Bridge {
                     conn.reconcile = Some(Instant::now() + RECONCILE_WAIT);
                 }
                 conn.established = Some(Instant::now());
+                conn.ice_refresh = refresh;
+            }
+            ServerMessage::IceServers(reply) => {
+                let grant = IceGrant::new(&reply.ice_servers, reply.ice_servers_ttl);
+                conn.ice_refresh = self.take_ice(grant);
             }
             ServerMessage::PeerJoined { peer, role } => self.viewers.joined(&peer, role),
             ServerMessage::PeerLeft { peer } => self.viewers.left(&peer),
@@ -464,6 +518,33 @@ impl Bridge {
             }
         }
         Ok(())
+    }
+
+    /// Keeps the ICE servers of a reply for the endpoint (if there is one);
+    /// when to refresh them.
+    fn take_ice(&mut self, grant: IceGrant) -> Option<Instant> {
+        let ice = self.ice.as_ref()?;
+        let turn = grant.turn();
+        let changed_urls = ice
+            .borrow()
+            .as_ref()
+            .and_then(IceGrant::turn)
+            .map(|t| t.uris)
+            != turn.as_ref().map(|t| t.uris.clone());
+        match &turn {
+            Some(t) if changed_urls => info!(
+                ttl = ?grant.ttl,
+                "TURN credentials for webrtc_ros; its turn_server_uris: {:?}", t.uris
+            ),
+            Some(_) => debug!(ttl = ?grant.ttl, "fresh TURN credentials"),
+            None => warn!(
+                "the server hands out no TURN credentials: --ice-endpoint answers 503 \
+                 (start the server with --turn-secret or --turn-listen)"
+            ),
+        }
+        let refresh = turn.as_ref().and(grant.refresh_at());
+        ice.send_replace(Some(grant));
+        refresh
     }
 
     fn on_server_error(

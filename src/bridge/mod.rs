@@ -32,12 +32,16 @@
 //! WebSocket client both sides use (`websocket`: connect, TLS, the writer
 //! task), the server connection and its lifecycle (`host`), the hosted room
 //! and its state file (`room`, [`state`]), the viewers and their robot
-//! connections (`viewers`, `robot`), and the owner's [`policy`].
+//! connections (`viewers`, `robot`), the owner's [`policy`], and the TURN
+//! credentials kept fresh for webrtc_ros (`ice`) and served to it
+//! (`ice_endpoint`, `--ice-endpoint`).
 
 mod args;
 mod backoff;
 mod error;
 mod host;
+mod ice;
+mod ice_endpoint;
 mod links;
 pub mod policy;
 mod report;

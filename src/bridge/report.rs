@@ -21,6 +21,11 @@ pub enum BridgeEvent {
         /// Why.
         reason: Disconnect,
     },
+    /// `--ice-endpoint` listens here (reported once, at start).
+    IceEndpoint {
+        /// The bound address.
+        addr: std::net::SocketAddr,
+    },
 }
 
 /// A task printing the events sent on the returned channel, until it closes.
@@ -72,6 +77,13 @@ fn render(event: &BridgeEvent, json: bool, printed: &mut Option<RoomLinks>) -> O
             )
         }
         (BridgeEvent::Disconnected { .. }, false) => return None,
+        (BridgeEvent::IceEndpoint { addr }, true) => format!(
+            "{}\n",
+            serde_json::json!({"event": "ice_endpoint", "url": format!("http://{addr}/")})
+        ),
+        (BridgeEvent::IceEndpoint { addr }, false) => format!(
+            "TURN credentials for webrtc_ros: set turn_server_creds_uri to http://{addr}/\n"
+        ),
     };
     Some(text)
 }

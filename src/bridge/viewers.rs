@@ -142,7 +142,8 @@ impl Viewers {
                 "the viewer reported an error: {}",
                 e.message.as_deref().unwrap_or("")
             ),
-            ClientMessage::Init(_) => {}
+            // For the server only: never relayed.
+            ClientMessage::Init(_) | ClientMessage::IceServers => {}
         }
     }
 

@@ -49,6 +49,10 @@ pub enum ClientMessage<'a> {
     /// server's own errors never carry `to` or `from`.
     #[serde(borrow)]
     Error(RelayedError<'a>),
+    /// Ask the server for ICE servers with fresh TURN credentials (answered
+    /// with [`ServerMessage::IceServers`](super::ServerMessage::IceServers));
+    /// never relayed.
+    IceServers,
 }
 
 impl ClientMessage<'_> {
@@ -332,10 +336,11 @@ pub struct Relay<'m> {
 }
 
 impl<'a> ClientMessage<'a> {
-    /// The routing view of a relayable message; `None` for `init`.
+    /// The routing view of a relayable message; `None` for `init` and
+    /// `ice_servers`, which are for the server.
     pub fn relay(&self) -> Option<Relay<'_>> {
         let (kind, route) = match self {
-            ClientMessage::Init(_) => return None,
+            ClientMessage::Init(_) | ClientMessage::IceServers => return None,
             ClientMessage::Offer(m) => (RelayKind::Offer, &m.route),
             ClientMessage::Answer(m) => (RelayKind::Answer, &m.route),
             ClientMessage::IceCandidate(m) => (RelayKind::IceCandidate, &m.route),
@@ -407,6 +412,7 @@ mod tests {
             r#"{"type":"configure","actions":[{"type":"add_stream","id":"s"},{"type":"add_video_track","stream_id":"s","id":"s/v","src":"ros_image:/c"},{"type":"add_audio_track","stream_id":"s","id":"s/a","src":"local:"},{"type":"remove_stream","id":"s"},{"type":"expect_stream","id":"u"},{"type":"expect_video_track","stream_id":"u","id":"u/v","dest":"ros_image:/in"}],"to":"abc"}"#,
             r#"{"type":"error","code":"not_allowed"}"#,
             r#"{"type":"init","watch":"634w44TblL5Dbd9a"}"#,
+            r#"{"type":"ice_servers"}"#,
         ] {
             let message = parse(text).unwrap();
             assert_eq!(message.to_json(), text);

@@ -13,13 +13,14 @@ use super::error::{ErrorCode, PeerError};
 use super::fast;
 
 /// The message types a peer may send.
-pub const CLIENT_TYPES: [&str; 6] = [
+pub const CLIENT_TYPES: [&str; 7] = [
     "init",
     "offer",
     "answer",
     "ice_candidate",
     "configure",
     "error",
+    "ice_servers",
 ];
 
 /// Parses and validates one text frame.

@@ -46,6 +46,9 @@ pub enum ServerMessage<'a> {
         #[serde(borrow)]
         message: Cow<'a, str>,
     },
+    /// The reply to a peer's `{"type":"ice_servers"}`: its ICE servers, with
+    /// TURN credentials minted now.
+    IceServers(IceServersReply<'a>),
     /// Read only: a `type` this build does not know (from a newer server),
     /// which a reader may ignore. Never written.
     #[serde(other, skip_serializing)]
@@ -70,8 +73,25 @@ pub struct InitReply<'a> {
     /// The receiver's role.
     pub role: Role,
     /// ICE servers the operator configured (RTCIceServer objects), possibly
-    /// empty.
+    /// empty; with TURN configured, the last one carries credentials of the
+    /// receiver's own.
     pub ice_servers: Cow<'a, serde_json::Value>,
+    /// With TURN credentials in `ice_servers`: how many seconds they stay
+    /// valid from now (ask for fresh ones with `{"type":"ice_servers"}`
+    /// before then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_servers_ttl: Option<u64>,
+}
+
+/// The body of an `ice_servers` reply: the fields of the same names of an
+/// `init` reply, made afresh.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+pub struct IceServersReply<'a> {
+    /// RTCIceServer objects, as in [`InitReply::ice_servers`].
+    pub ice_servers: Cow<'a, serde_json::Value>,
+    /// As in [`InitReply::ice_servers_ttl`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ice_servers_ttl: Option<u64>,
 }
 
 impl<'a> ServerMessage<'a> {
@@ -162,6 +182,7 @@ mod tests {
             peer: "h0st1234".into(),
             role: Role::Host,
             ice_servers: Cow::Borrowed(ice),
+            ice_servers_ttl: None,
         })
     }
 
@@ -181,10 +202,46 @@ mod tests {
             peer: "gUest123".into(),
             role: Role::Watch,
             ice_servers: Cow::Borrowed(&none),
+            ice_servers_ttl: None,
         });
         assert_eq!(
             guest.to_json(),
             r#"{"type":"init","peer":"gUest123","role":"watch","ice_servers":[]}"#
+        );
+        let turn = json!([
+            {"urls": "stun:stun.example.org:3478"},
+            {"urls": ["turn:turn.example.com:3478?transport=udp"],
+             "username": "1700000000:r00m1234/gUest123",
+             "credential": "DU/jmHBhXXqWFHbw0Cp0px25fdc="}
+        ]);
+        let with_turn = ServerMessage::Init(InitReply {
+            join: None,
+            watch: None,
+            resume: None,
+            peer: "gUest123".into(),
+            role: Role::Join,
+            ice_servers: Cow::Borrowed(&turn),
+            ice_servers_ttl: Some(86400),
+        });
+        assert_eq!(
+            with_turn.to_json(),
+            r#"{"type":"init","peer":"gUest123","role":"join","ice_servers":[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:turn.example.com:3478?transport=udp"],"username":"1700000000:r00m1234/gUest123","credential":"DU/jmHBhXXqWFHbw0Cp0px25fdc="}],"ice_servers_ttl":86400}"#
+        );
+        assert_eq!(
+            ServerMessage::IceServers(IceServersReply {
+                ice_servers: Cow::Borrowed(&turn),
+                ice_servers_ttl: Some(600),
+            })
+            .to_json(),
+            r#"{"type":"ice_servers","ice_servers":[{"urls":"stun:stun.example.org:3478"},{"urls":["turn:turn.example.com:3478?transport=udp"],"username":"1700000000:r00m1234/gUest123","credential":"DU/jmHBhXXqWFHbw0Cp0px25fdc="}],"ice_servers_ttl":600}"#
+        );
+        assert_eq!(
+            ServerMessage::IceServers(IceServersReply {
+                ice_servers: Cow::Borrowed(&none),
+                ice_servers_ttl: None,
+            })
+            .to_json(),
+            r#"{"type":"ice_servers","ice_servers":[]}"#
         );
         assert_eq!(
             ServerMessage::PeerJoined {
@@ -235,6 +292,10 @@ mod tests {
                 code: ErrorCode::NotInRoom,
                 message: "send {\"type\":\"init\"} first".into(),
             },
+            ServerMessage::IceServers(IceServersReply {
+                ice_servers: Cow::Owned(ice.clone()),
+                ice_servers_ttl: Some(3600),
+            }),
         ];
         for m in messages {
             let text = m.to_json();

@@ -527,23 +527,33 @@ pub async fn start_from_args(
     if let Some(warning) = &setup.warning {
         tracing::warn!("{warning}");
     }
-    if let Some(ice) = &setup.ice {
-        tracing::info!(urls = ?ice.urls(), ttl = ?ice.ttl(), "TURN credentials for peers");
-    }
+    let mut ice = setup.ice;
     let relay = match setup.relay {
         Some(config) => {
             let listen = config.listen;
+            let host = advertised_host(&config);
             let relay = start(config, TurnMetrics::process().clone(), shutdown)
                 .await
                 .map_err(|e| format!("cannot start the TURN relay on {listen}: {e}"))?;
+            // `--turn-listen ADDR:0` picks its port now: the default URLs
+            // name the port it got.
+            if let (Some(host), Some(i), true) = (host, &ice, args.turn_urls.is_empty()) {
+                let urls = default_urls(host, relay.local_addr().port());
+                ice = Some(IceServers::new(
+                    i.secret().clone(),
+                    urls,
+                    i.ttl(),
+                    ice_servers,
+                ));
+            }
             Some(relay)
         }
         None => None,
     };
-    Ok(Started {
-        relay,
-        ice: setup.ice,
-    })
+    if let Some(ice) = &ice {
+        tracing::info!(urls = ?ice.urls(), ttl = ?ice.ttl(), "TURN credentials for peers");
+    }
+    Ok(Started { relay, ice })
 }
 
 /// The TURN side of a running server.

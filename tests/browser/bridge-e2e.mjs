@@ -17,6 +17,7 @@ import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { createWriteStream, readFileSync, statSync, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
+import { frameNumber } from './robot-video.mjs';
 
 const base = new URL(process.argv[2] || process.env.BASE_URL || 'http://127.0.0.1:9098/');
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -182,51 +183,6 @@ async function describe(page) {
   } catch (e) {
     log(`  ${page.viewerName}: (cannot read state: ${e.message})`);
   }
-}
-
-/** The frame number the emulator drew into the frame now shown, read back
- *  from the pixels (null when the read is not sound), and the decoder's
- *  frame count. */
-function readFrame(page) {
-  return page.evaluate(async () => {
-    const v = document.getElementById('video');
-    const s = await window.signalDemo.inboundVideo();
-    const out = {
-      w: v.videoWidth, h: v.videoHeight, frames: s ? s.framesDecoded : -1, n: null,
-      state: window.signalDemo.state, pcs: window.signalDemo.pcCount,
-    };
-    if (!v.videoWidth) return out;
-    const c = document.createElement('canvas');
-    c.width = v.videoWidth;
-    c.height = v.videoHeight;
-    const ctx = c.getContext('2d', { willReadFrequently: true });
-    ctx.drawImage(v, 0, 0);
-    const img = ctx.getImageData(0, 0, c.width, c.height).data;
-    const lum = (x, y) => {
-      const i = (Math.floor(y) * c.width + Math.floor(x)) * 4;
-      return (img[i] + img[i + 1] + img[i + 2]) / 3;
-    };
-    let a = 0, b = 0;
-    for (let i = 0; i < 16; i++) {
-      const x = ((i + 0.5) * c.width) / 16;
-      a = (a << 1) | (lum(x, c.height / 8) > 128 ? 1 : 0);
-      b = (b << 1) | (lum(x, (3 * c.height) / 8) > 128 ? 1 : 0);
-    }
-    out.n = ((a ^ b) & 0xffff) === 0xffff ? a : null;
-    return out;
-  });
-}
-
-/** A sound read of the frame number (a few tries: a read can catch a frame
- *  mid-way through decoding artefacts). */
-async function frameNumber(page) {
-  let last = null;
-  for (let i = 0; i < 20; i++) {
-    last = await readFrame(page);
-    if (last.n !== null) return last;
-    await sleep(50);
-  }
-  return last;
 }
 
 async function waitLive(pages, minPcs) {

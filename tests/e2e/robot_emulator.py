@@ -20,6 +20,13 @@ third of the frame hold the number's bits (white = 1, most significant bit
 first) and the 16 cells below them hold the inverted bits, so a viewer can
 read the number back from a decoded frame and know the read is sound.
 
+ICE servers: like webrtc_ros with its stock ROS 1 provider
+(`ice_server_service.py`), every new connection asks for them once: with
+`--turn-server-creds-uri` it POSTs the form fields `username` and `password`
+there, takes `username` and `password` from the JSON answer for each of
+`--turn-server-uris`, and adds `--stun-servers` (the provider's parameters of
+the same names; no STUN server by default, as none is reachable in a test).
+
 Events go to stdout as JSON lines (`{"event": "open", "conn": 1, ...}`), for
 tests to follow.
 
@@ -32,11 +39,15 @@ import json
 import logging
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from http import HTTPStatus
 
 import numpy as np
 from aiortc import (
     RTCConfiguration,
+    RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
     VideoStreamTrack,
@@ -111,11 +122,43 @@ def candidates_of(sdp):
     return out
 
 
+def get_ice_servers(creds_uri, turn_uris, stun_servers):
+    """What webrtc_ros's stock provider answers to `get_ice_servers`: a TURN
+    server per URI with the credentials POSTed for, then the STUN servers.
+    Returns (servers, what happened)."""
+    servers, got = [], {"turn": False}
+    if creds_uri:
+        body = urllib.parse.urlencode({"username": "", "password": ""}).encode()
+        request = urllib.request.Request(creds_uri, data=body, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:
+                data, got["status"] = json.load(resp), resp.status
+        except urllib.error.HTTPError as e:  # requests.post does not raise either
+            got["status"] = e.code
+            try:
+                data = json.load(e)
+            except ValueError:
+                data = {}
+        except (OSError, ValueError) as e:
+            data, got["error"] = {}, repr(e)
+        if isinstance(data, dict) and "username" in data and "password" in data:
+            got.update(turn=True, username=data["username"])
+            for uri in turn_uris:
+                servers.append(RTCIceServer(urls=uri, username=data["username"],
+                                            credential=data["password"]))
+    for uri in stun_servers:
+        servers.append(RTCIceServer(urls=uri))
+    return servers, got
+
+
 class Emulator:
-    def __init__(self, allowed_scheme="ros_image"):
+    def __init__(self, allowed_scheme="ros_image", creds_uri="", turn_uris=(), stun_servers=()):
         self.next_conn = 1
         self.open = set()
         self.allowed_scheme = allowed_scheme
+        self.creds_uri = creds_uri
+        self.turn_uris = list(turn_uris)
+        self.stun_servers = list(stun_servers)
 
     async def process_request(self, connection, request):
         path = request.path.split("?", 1)[0]
@@ -128,7 +171,11 @@ class Emulator:
         self.next_conn += 1
         self.open.add(conn)
         emit("open", conn=conn, open=len(self.open))
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        servers, got = await asyncio.to_thread(
+            get_ice_servers, self.creds_uri, self.turn_uris, self.stun_servers)
+        if self.creds_uri:
+            emit("ice_servers", conn=conn, servers=len(servers), **got)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
         tracks = []
 
         @pc.on("connectionstatechange")
@@ -208,10 +255,18 @@ async def main():
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9090)
     parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--turn-server-creds-uri", default="",
+                        help="where to POST for TURN credentials (the provider's turn_server_creds_uri)")
+    parser.add_argument("--turn-server-uris", default="",
+                        help="comma-separated TURN URIs the credentials are for")
+    parser.add_argument("--stun-servers", default="", help="comma-separated STUN URIs")
     args = parser.parse_args()
+    split = lambda v: [x.strip() for x in v.split(",") if x.strip()]
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    emulator = Emulator()
+    emulator = Emulator(creds_uri=args.turn_server_creds_uri,
+                        turn_uris=split(args.turn_server_uris),
+                        stun_servers=split(args.stun_servers))
     async with serve(emulator.handle, args.host, args.port,
                      process_request=emulator.process_request,
                      ping_interval=10, ping_timeout=20) as server:

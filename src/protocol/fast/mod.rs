@@ -46,6 +46,8 @@ pub(super) fn parse(text: &str) -> Option<ClientMessage<'_>> {
             message: f.opt_str("message")?,
             route: f.route()?,
         }),
+        // Its other members are ignored, as serde ignores them.
+        "ice_servers" => ClientMessage::IceServers,
         _ => return None,
     };
     Some(message)
@@ -154,7 +156,7 @@ mod tests {
         }
     }
 
-    const CORPUS: [&str; 16] = [
+    const CORPUS: [&str; 18] = [
         r#"{"type": "init"}"#,
         r#"{"type":"init","watch":"634w44TblL5Dbd9a"}"#,
         r#"{"type":"init","join":"54ICxFae_Ip7TJE2","to":5,"from":[1]}"#,
@@ -171,6 +173,8 @@ mod tests {
         r#"{"type":"configure","actions":[{"type":"expect_stream","id":"up"},{"type":"expect_video_track","stream_id":"up","id":"up/video","dest":"ros_image:/browser/image"}],"to":"abc"}"#,
         r#"{"type":"configure","actions":[]}"#,
         r#"{"type":"error","code":"not_allowed","message":"this robot does not share ros_image:/secret","to":"w4tch3rZ"}"#,
+        r#"{"type":"ice_servers"}"#,
+        r#"{"type":"ice_servers","to":"h0st1234","from":null,"x":[{"y":1}]}"#,
     ];
 
     #[test]
