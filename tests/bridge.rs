@@ -26,8 +26,8 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_viewers_get_their_own_isolated_robot_connections() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
+    init_logs();
+    let server = TestServer::with_config(Config::default()).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), &[]));
     let room = bridge.room().await;
@@ -142,8 +142,8 @@ async fn two_viewers_get_their_own_isolated_robot_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_left_closes_that_viewers_robot_connection_only() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
+    init_logs();
+    let server = TestServer::with_config(Config::default()).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), &[]));
     let room = bridge.room().await;
@@ -187,8 +187,8 @@ async fn peer_left_closes_that_viewers_robot_connection_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_refusals_never_reach_the_robot() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
+    init_logs();
+    let server = TestServer::with_config(Config::default()).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(
         &server.ws_url(),
@@ -268,7 +268,7 @@ async fn policy_refusals_never_reach_the_robot() {
 /// one refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_refuses_expect_actions_from_watchers_itself() {
-    init_tracing();
+    init_logs();
     let fake = FakeServer::start().await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(&fake.ws_url(), &robot.url(), &[]));
@@ -352,8 +352,8 @@ async fn the_bridge_refuses_expect_actions_from_watchers_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unavailable_robot_is_reported_and_retried_on_the_next_configure() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
+    init_logs();
+    let server = TestServer::with_config(Config::default()).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), &[]));
     let room = bridge.room().await;
@@ -397,8 +397,8 @@ async fn an_unavailable_robot_is_reported_and_retried_on_the_next_configure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_server_connection_resumes_the_same_room() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
+    init_logs();
+    let server = TestServer::with_config(Config::default()).await;
     let proxy = Proxy::start(server.addr).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(&proxy.ws_url(), &robot.url(), &[]));
@@ -452,11 +452,11 @@ async fn a_dropped_server_connection_resumes_the_same_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_bridge_gets_its_room_back_from_the_state_file() {
-    init_tracing();
+    init_logs();
     let dir = temp_dir("restart");
     let state_file = dir.join("bridge-state.json");
     let state_arg = state_file.to_str().unwrap().to_string();
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::with_config(Config::default()).await;
     let mut robot = RobotStub::start().await;
     let args = bridge_args(
         &server.ws_url(),
@@ -514,9 +514,9 @@ async fn a_restarted_bridge_gets_its_room_back_from_the_state_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_with_a_shared_room_store_keeps_the_links() {
-    init_tracing();
+    init_logs();
     let config = Config::default();
-    let (registry, metrics) = registry(&config);
+    let (registry, metrics) = memory_registry(&config);
     let server1 = TestServer::start_with(config.clone(), registry.clone(), metrics.clone()).await;
     let proxy = Proxy::start(server1.addr).await;
     let mut robot = RobotStub::start().await;
@@ -546,7 +546,7 @@ async fn a_restarted_server_with_a_shared_room_store_keeps_the_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
-    init_tracing();
+    init_logs();
     let dir = temp_dir("expired");
     let state_file = dir.join("state.json");
     let state_arg = state_file.to_str().unwrap().to_string();
@@ -554,7 +554,7 @@ async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
         host_grace: Duration::from_millis(300),
         ..Config::default()
     };
-    let server = TestServer::start(config).await;
+    let server = TestServer::with_config(config).await;
     let proxy = Proxy::start(server.addr).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(
@@ -597,7 +597,7 @@ async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_options_are_refused_up_front() {
-    init_tracing();
+    init_logs();
     for extra in [
         &["--allow-src", "ros_image:/camera/["][..],
         &[
@@ -624,7 +624,7 @@ async fn bad_options_are_refused_up_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_urls_are_spoken_over_tls() {
     use tokio::io::AsyncReadExt;
-    init_tracing();
+    init_logs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = format!("wss://localhost:{port}/webrtc");
