@@ -98,8 +98,8 @@ impl Launch {
         self
     }
 
-    /// Logs to `path` (appended, kept). Without it the log goes to a
-    /// temporary file, removed on drop unless the test is failing.
+    /// Logs to `path` (emptied at the start, kept). Without it the log goes
+    /// to a temporary file, removed on drop unless the test is failing.
     pub fn log_file(mut self, path: impl AsRef<Path>) -> Self {
         self.log = Some(path.as_ref().to_path_buf());
         self
@@ -153,6 +153,8 @@ impl Launch {
                 (std::env::temp_dir().join(file), false)
             }
         };
+        // A fresh log: what a run reads back (a token, a panic) is its own.
+        std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let attempts = if self.port.is_some() { 1 } else { 5 };
         let mut last = String::new();
         for _ in 0..attempts {
