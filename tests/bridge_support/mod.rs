@@ -430,6 +430,16 @@ pub fn configure(stream: &str, src: &str) -> Value {
     ]})
 }
 
+/// `viewer` asks for `src` on stream `stream`: the robot opens a connection
+/// for it, whose offer and candidates reach the viewer; returns that robot
+/// connection.
+pub async fn media(viewer: &mut Viewer, robot: &mut RobotStub, stream: &str, src: &str) -> u32 {
+    viewer.send(configure(stream, src)).await;
+    let conn = robot.opened().await;
+    assert_eq!(viewer.expect_offer().await, conn);
+    conn
+}
+
 pub fn answer(sdp: &str) -> Value {
     json!({"type": "answer", "sdp": sdp})
 }
@@ -529,6 +539,32 @@ impl BridgeRun {
 impl Drop for BridgeRun {
     fn drop(&mut self) {
         self.task.abort();
+    }
+}
+
+/// The usual set-up: the server (default config), the stand-in robot, the
+/// bridge between them (quick reconnection, plus `extra` options), and the
+/// room it hosts.
+pub struct Rig {
+    pub server: TestServer,
+    pub robot: RobotStub,
+    pub bridge: BridgeRun,
+    pub room: RoomLinks,
+}
+
+impl Rig {
+    pub async fn start(extra: &[&str]) -> Rig {
+        init_logs();
+        let server = TestServer::with_config(signal_server::config::Config::default()).await;
+        let robot = RobotStub::start().await;
+        let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), extra));
+        let room = bridge.room().await;
+        Rig {
+            server,
+            robot,
+            bridge,
+            room,
+        }
     }
 }
 

@@ -33,7 +33,14 @@ pub async fn read<S>(stream: &mut S, within: Duration) -> Read
 where
     S: Stream<Item = Result<Message, WsError>> + Unpin,
 {
-    let deadline = Instant::now() + within;
+    read_by(stream, Instant::now() + within).await
+}
+
+/// [`read`] by `deadline`.
+async fn read_by<S>(stream: &mut S, deadline: Instant) -> Read
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
     loop {
         match timeout_at(deadline, stream.next()).await {
             Err(_) => return Read::TimedOut,
@@ -63,8 +70,7 @@ where
 {
     let deadline = Instant::now() + within;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match read(stream, left).await {
+        match read_by(stream, deadline).await {
             Read::Json(v) if want(&v) => return Ok(v),
             Read::Json(_) => continue,
             other => return Err(format!("{other:?}")),
@@ -80,8 +86,7 @@ where
 {
     let deadline = Instant::now() + within;
     loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match read(stream, left).await {
+        match read_by(stream, deadline).await {
             Read::Closed(code) => return Ok(code),
             Read::Ended(_) => return Ok(None),
             Read::TimedOut => return Err("still open".into()),
