@@ -47,55 +47,22 @@ log() { printf '[bench] %s\n' "$*" >&2; }
 MISSING=()
 
 # ---------------------------------------------------------------- installs
-need_apt() { # command package
-  command -v "$1" >/dev/null 2>&1 && return 0
-  log "installing $2 (apt)"
-  { apt-get install -y "$2" >/dev/null 2>&1 \
-    || { apt-get update >/dev/null 2>&1 && apt-get install -y "$2" >/dev/null 2>&1; }; } || true
-  command -v "$1" >/dev/null 2>&1
-}
-
-install_matchbox() {
-  [ -x "$MATCHBOX" ] && return 0
-  log "installing matchbox_server 0.15 from crates.io (about 75 s)"
-  local limit=${1:-0}
-  local cmd=(cargo install --quiet --locked --root "$PEERS/matchbox" matchbox_server --version '~0.15')
-  # Its own target dir, kept between runs, so a second install is quick.
-  if [ "$limit" -gt 0 ]; then
-    CARGO_TARGET_DIR=$PEERS/.cargo-target timeout "$limit" "${cmd[@]}" >&2 || true
-  else
-    CARGO_TARGET_DIR=$PEERS/.cargo-target "${cmd[@]}" >&2 || true
-  fi
-  [ -x "$MATCHBOX" ]
-}
-
-install_peerjs() {
-  [ -x "$PEERJS" ] && return 0
-  command -v npm >/dev/null 2>&1 || need_apt npm npm || return 1
-  log "installing the PeerJS server (npm: peer@1)"
-  mkdir -p "$PEERS/peerjs"
-  npm install --silent --no-audit --no-fund --prefix "$PEERS/peerjs" 'peer@^1.0.2' >&2 || true
-  [ -x "$PEERJS" ]
-}
-
-install_python_websockets() {
-  python3 -c 'import websockets.asyncio.server' 2>/dev/null && return 0
-  log "installing Python websockets (pip)"
-  python3 -m pip install --quiet --break-system-packages 'websockets>=13' >&2 \
-    || python3 -m pip install --quiet 'websockets>=13' >&2 || true
-  python3 -c 'import websockets.asyncio.server' 2>/dev/null
-}
+. scripts/lib.sh
+LIB_NAME=bench
 
 install_all() {
-  local limit=0
+  local limit=
   # Smoke runs every adapter: a cold matchbox build takes ~75 s on a quiet machine.
   [ "$MODE" = smoke ] && limit=${MATCHBOX_INSTALL_LIMIT:-300}
   mkdir -p "$PEERS"
-  need_apt sockperf sockperf || MISSING+=("sockperf")
-  need_apt taskset util-linux || MISSING+=("taskset")
-  install_peerjs || MISSING+=("peerjs")
-  install_python_websockets || MISSING+=("python")
-  install_matchbox "$limit" || MISSING+=("matchbox")
+  need_cmd sockperf sockperf || MISSING+=("sockperf")
+  need_cmd taskset util-linux || MISSING+=("taskset")
+  need_npm "$PEERS/peerjs" 'peer@^1.0.2' || MISSING+=("peerjs")
+  need_pip 'websockets>=13' || MISSING+=("python")
+  # matchbox_server 0.15 from crates.io, in its own target dir kept between
+  # runs, so that a second install is quick.
+  CARGO_TARGET_DIR=$PEERS/.cargo-target CARGO_INSTALL_LIMIT=$limit \
+    need_cargo_install matchbox_server '~0.15' "$PEERS/matchbox" || MISSING+=("matchbox")
   if [ ${#MISSING[@]} -gt 0 ]; then
     if [ "$MODE" = smoke ]; then
       log "NOT INSTALLED, skipped in this smoke run: ${MISSING[*]}"

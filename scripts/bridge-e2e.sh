@@ -36,38 +36,13 @@ fail_setup() {
 
 [[ -x "$bin" ]] || fail_setup "no binary at $bin (build it with: cargo build)"
 
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-apt_updated=0
-apt_install() {
-  if [[ $apt_updated -eq 0 ]]; then
-    as_root apt-get update -q
-    apt_updated=1
-  fi
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@"
-}
-
-# --- what the test needs -------------------------------------------------------
-if [[ ! -x /usr/bin/chromium ]] || ! command -v ip >/dev/null 2>&1; then
-  echo "bridge-e2e: installing chromium and iproute2" >&2
-  apt_install chromium iproute2
-fi
-if ! command -v node >/dev/null 2>&1; then
-  echo "bridge-e2e: installing nodejs and npm" >&2
-  apt_install nodejs npm
-fi
-if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
-  echo "bridge-e2e: installing playwright-core (npm)" >&2
-  (cd tests/browser && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
-fi
-if ! "$python" -c 'import aiortc, websockets, numpy, av' >/dev/null 2>&1; then
-  echo "bridge-e2e: installing the emulator's Python packages (tests/e2e/requirements.txt)" >&2
-  if ! "$python" -m pip --version >/dev/null 2>&1; then
-    apt_install python3-pip
-  fi
-  "$python" -m pip install -q -r tests/e2e/requirements.txt \
-    || "$python" -m pip install -q --break-system-packages -r tests/e2e/requirements.txt \
-    || fail_setup "cannot install tests/e2e/requirements.txt"
-fi
+# --- what the test needs (scripts/lib.sh) ---------------------------------------
+. "$repo/scripts/lib.sh"
+need_cmd chromium chromium || fail_setup "cannot install chromium"
+need_cmd ip iproute2 || fail_setup "cannot install iproute2"
+need_npm tests/browser || fail_setup "cannot install the npm packages of tests/browser"
+PYTHON="$python" need_pip -r tests/e2e/requirements.txt \
+  || fail_setup "cannot install tests/e2e/requirements.txt"
 
 # --- run everything inside a private network namespace ----------------------------
 logs="$(mktemp -d -t bridge-e2e.XXXXXX)"

@@ -3,7 +3,7 @@
 #
 #   scripts/browser-test.sh [path-to-signal-server-binary]   (default target/debug/signal-server)
 #
-# Installs what is missing (Debian's chromium and iproute2, npm playwright-core), then runs
+# Installs what is missing (Debian's chromium and iproute2, nodejs, npm playwright-core), then runs
 # the server and tests/browser/e2e.mjs inside a fresh network namespace, so that all media
 # traffic stays on this machine (scripts/netns-run.sh: a veth pair in 198.51.100.0/24 and a
 # default route (Chromium gathers no ICE candidates without one).
@@ -27,23 +27,11 @@ if [[ ! -x "$bin" ]]; then
   exit 2
 fi
 
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
-
-# --- what the test needs -----------------------------------------------------
-if [[ ! -x /usr/bin/chromium ]] || ! command -v ip >/dev/null 2>&1; then
-  echo "browser-test: installing chromium and iproute2" >&2
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium iproute2
-fi
-if ! command -v node >/dev/null 2>&1; then
-  echo "browser-test: installing nodejs and npm" >&2
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
-fi
-if [[ ! -d tests/browser/node_modules/playwright-core ]]; then
-  echo "browser-test: installing playwright-core (npm)" >&2
-  (cd tests/browser && { npm ci --no-audit --no-fund || npm install --no-audit --no-fund; })
-fi
+# --- what the test needs (scripts/lib.sh) --------------------------------------
+. "$repo/scripts/lib.sh"
+need_cmd chromium chromium
+need_cmd ip iproute2
+need_npm tests/browser
 
 # --- run everything inside a private network namespace -------------------------
 port="${PORT:-9099}"

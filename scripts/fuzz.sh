@@ -120,11 +120,11 @@ reseed
 (( reseed_only )) && exit 0
 
 # --- cargo-fuzz -----------------------------------------------------------------------
+. "$repo/scripts/lib.sh"
 export PATH="$repo/.tools/cargo-fuzz/bin:$PATH"
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "fuzz.sh: installing cargo-fuzz $CARGO_FUZZ_VERSION into .tools/cargo-fuzz" >&2
-  cargo install --quiet --locked --version "$CARGO_FUZZ_VERSION" --root "$repo/.tools/cargo-fuzz" cargo-fuzz
-fi
+cargo fuzz --version >/dev/null 2>&1 \
+  || need_cargo_install cargo-fuzz "$CARGO_FUZZ_VERSION" "$repo/.tools/cargo-fuzz" \
+  || { echo "fuzz.sh: cannot install cargo-fuzz $CARGO_FUZZ_VERSION" >&2; exit 2; }
 export RUSTC_BOOTSTRAP=1
 
 echo "fuzz.sh: building the fuzz targets (release, address sanitizer)" >&2

@@ -11,8 +11,7 @@
 # 90 MB; docs/RELEASING.md has the figures).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
-as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
+. scripts/lib.sh
 
 targets=(aarch64-unknown-linux-gnu x86_64-unknown-linux-musl)
 installed="$(rustup target list --installed)"
@@ -25,15 +24,8 @@ if [[ ${#missing_targets[@]} -gt 0 ]]; then
   rustup target add "${missing_targets[@]}"
 fi
 
-need_apt=()
-command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_apt+=(gcc-aarch64-linux-gnu)
-[[ -e /usr/aarch64-linux-gnu/lib/libc.so.6 ]] || need_apt+=(libc6-dev-arm64-cross)
-command -v qemu-aarch64 >/dev/null 2>&1 || need_apt+=(qemu-user)
-command -v musl-gcc >/dev/null 2>&1 || need_apt+=(musl-tools)
-if [[ ${#need_apt[@]} -gt 0 ]]; then
-  echo "install-cross-deps: apt-get install ${need_apt[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  as_root apt-get update -qq
-  as_root apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
-fi
+need_cmd aarch64-linux-gnu-gcc gcc-aarch64-linux-gnu
+need_apt libc6-dev-arm64-cross
+need_cmd qemu-aarch64 qemu-user
+need_cmd musl-gcc musl-tools
 echo "install-cross-deps: ok"

@@ -32,7 +32,10 @@ export RUST_LOG=warn
 
 log() { printf '[turn-bench] %s\n' "$*" >&2; }
 
-command -v turnserver >/dev/null || { log "needs coturn (apt-get install coturn)"; exit 1; }
+. scripts/lib.sh
+need_cmd turnserver coturn || exit 1
+need_cmd taskset util-linux || exit 1
+need_cmd ss iproute2 || exit 1
 cargo build --release --locked -q --workspace --bin signal-server --bin turn-bench
 SS=$ROOT/target/release/signal-server
 GEN=$ROOT/target/release/turn-bench

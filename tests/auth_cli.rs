@@ -84,13 +84,13 @@ impl Drop for TempDir {
 
 fn openssl(args: &[&str], stdin: Option<&[u8]>) -> Output {
     use std::io::Write as _;
-    let mut child = Command::new("openssl")
+    let mut child = Command::new(testkit::require_tool("openssl", "openssl"))
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("openssl (scripts/install-test-deps.sh installs it)");
+        .expect("run openssl");
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input).unwrap();
     }

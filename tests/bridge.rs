@@ -26,11 +26,12 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_viewers_get_their_own_isolated_robot_connections() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
-    let mut robot = RobotStub::start().await;
-    let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), &[]));
-    let room = bridge.room().await;
+    let Rig {
+        server,
+        mut robot,
+        bridge,
+        room,
+    } = Rig::start(&[]).await;
     assert!(!room.resumed);
     assert_eq!(
         room.watch_url,
@@ -142,20 +143,17 @@ async fn two_viewers_get_their_own_isolated_robot_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_left_closes_that_viewers_robot_connection_only() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
-    let mut robot = RobotStub::start().await;
-    let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), &[]));
-    let room = bridge.room().await;
+    let Rig {
+        server,
+        mut robot,
+        bridge,
+        room,
+    } = Rig::start(&[]).await;
 
     let mut a = Viewer::watch(server.addr, &room).await;
     let mut b = Viewer::watch(server.addr, &room).await;
-    a.send(configure("stream-a", CAMERA)).await;
-    let conn_a = robot.opened().await;
-    assert_eq!(a.expect_offer().await, conn_a);
-    b.send(configure("stream-b", CAMERA)).await;
-    let conn_b = robot.opened().await;
-    assert_eq!(b.expect_offer().await, conn_b);
+    let conn_a = media(&mut a, &mut robot, "stream-a", CAMERA).await;
+    let conn_b = media(&mut b, &mut robot, "stream-b", CAMERA).await;
 
     a.close().await;
     robot.closed(conn_a).await;
@@ -187,15 +185,12 @@ async fn peer_left_closes_that_viewers_robot_connection_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_refusals_never_reach_the_robot() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
-    let mut robot = RobotStub::start().await;
-    let mut bridge = BridgeRun::start(bridge_args(
-        &server.ws_url(),
-        &robot.url(),
-        &["--allow-src", "ros_image:/camera/*", "--max-viewers", "2"],
-    ));
-    let room = bridge.room().await;
+    let Rig {
+        server,
+        mut robot,
+        bridge,
+        room,
+    } = Rig::start(&["--allow-src", "ros_image:/camera/*", "--max-viewers", "2"]).await;
     let mut a = Viewer::watch(server.addr, &room).await;
 
     // A source outside the allow-list: refused by the bridge, for A only.
@@ -217,9 +212,7 @@ async fn policy_refusals_never_reach_the_robot() {
     assert!(e.get("to").is_none(), "the server's own error: {e}");
 
     // An allowed source goes through.
-    a.send(configure("s", CAMERA)).await;
-    let conn_a = robot.opened().await;
-    assert_eq!(a.expect_offer().await, conn_a);
+    let conn_a = media(&mut a, &mut robot, "s", CAMERA).await;
 
     // A guest (join link) may send media into an allowed destination...
     let mut g = Viewer::connect(server.addr, "join", &room.join).await;
@@ -256,9 +249,7 @@ async fn policy_refusals_never_reach_the_robot() {
     // Once A leaves, B may watch.
     a.close().await;
     robot.closed(conn_a).await;
-    b.send(configure("s", CAMERA)).await;
-    let conn_b = robot.opened().await;
-    assert_eq!(b.expect_offer().await, conn_b);
+    media(&mut b, &mut robot, "s", CAMERA).await;
 
     bridge.stop().await;
     server.stop().await;
@@ -268,7 +259,7 @@ async fn policy_refusals_never_reach_the_robot() {
 /// one refuses.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_refuses_expect_actions_from_watchers_itself() {
-    init_tracing();
+    init_logs();
     let fake = FakeServer::start().await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(&fake.ws_url(), &robot.url(), &[]));
@@ -352,11 +343,12 @@ async fn the_bridge_refuses_expect_actions_from_watchers_itself() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unavailable_robot_is_reported_and_retried_on_the_next_configure() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
-    let mut robot = RobotStub::start().await;
-    let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), &[]));
-    let room = bridge.room().await;
+    let Rig {
+        server,
+        mut robot,
+        bridge,
+        room,
+    } = Rig::start(&[]).await;
     let mut a = Viewer::watch(server.addr, &room).await;
 
     // webrtc_ros is down.
@@ -397,8 +389,8 @@ async fn an_unavailable_robot_is_reported_and_retried_on_the_next_configure() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_server_connection_resumes_the_same_room() {
-    init_tracing();
-    let server = TestServer::start(Config::default()).await;
+    init_logs();
+    let server = TestServer::with_config(Config::default()).await;
     let proxy = Proxy::start(server.addr).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(&proxy.ws_url(), &robot.url(), &[]));
@@ -407,12 +399,8 @@ async fn a_dropped_server_connection_resumes_the_same_room() {
 
     let mut a = Viewer::watch(server.addr, &room).await;
     let mut b = Viewer::watch(server.addr, &room).await;
-    a.send(configure("a1", CAMERA)).await;
-    let conn_a = robot.opened().await;
-    assert_eq!(a.expect_offer().await, conn_a);
-    b.send(configure("b1", CAMERA)).await;
-    let conn_b = robot.opened().await;
-    assert_eq!(b.expect_offer().await, conn_b);
+    let conn_a = media(&mut a, &mut robot, "a1", CAMERA).await;
+    let conn_b = media(&mut b, &mut robot, "b1", CAMERA).await;
 
     // The network drops, and stays down for a moment.
     proxy.set_blocked(true);
@@ -452,11 +440,11 @@ async fn a_dropped_server_connection_resumes_the_same_room() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_bridge_gets_its_room_back_from_the_state_file() {
-    init_tracing();
+    init_logs();
     let dir = temp_dir("restart");
     let state_file = dir.join("bridge-state.json");
     let state_arg = state_file.to_str().unwrap().to_string();
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::with_config(Config::default()).await;
     let mut robot = RobotStub::start().await;
     let args = bridge_args(
         &server.ws_url(),
@@ -481,9 +469,7 @@ async fn a_restarted_bridge_gets_its_room_back_from_the_state_file() {
     }
 
     let mut a = Viewer::watch(server.addr, &room).await;
-    a.send(configure("s", CAMERA)).await;
-    let conn1 = robot.opened().await;
-    assert_eq!(a.expect_offer().await, conn1);
+    let conn1 = media(&mut a, &mut robot, "s", CAMERA).await;
 
     // A clean stop (SIGTERM) closes the robot connections; the room waits.
     first.stop().await;
@@ -503,9 +489,7 @@ async fn a_restarted_bridge_gets_its_room_back_from_the_state_file() {
     assert_eq!(resaved.watch, room.watch);
 
     a.recv("host_joined").await;
-    a.send(configure("s", CAMERA)).await;
-    let conn2 = robot.opened().await;
-    assert_eq!(a.expect_offer().await, conn2);
+    media(&mut a, &mut robot, "s", CAMERA).await;
 
     second.stop().await;
     server.stop().await;
@@ -514,9 +498,9 @@ async fn a_restarted_bridge_gets_its_room_back_from_the_state_file() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_with_a_shared_room_store_keeps_the_links() {
-    init_tracing();
+    init_logs();
     let config = Config::default();
-    let (registry, metrics) = registry(&config);
+    let (registry, metrics) = memory_registry(&config);
     let server1 = TestServer::start_with(config.clone(), registry.clone(), metrics.clone()).await;
     let proxy = Proxy::start(server1.addr).await;
     let mut robot = RobotStub::start().await;
@@ -536,9 +520,7 @@ async fn a_restarted_server_with_a_shared_room_store_keeps_the_links() {
     );
 
     let mut a = Viewer::watch(server2.addr, &again).await;
-    a.send(configure("s", CAMERA)).await;
-    let conn = robot.opened().await;
-    assert_eq!(a.expect_offer().await, conn);
+    media(&mut a, &mut robot, "s", CAMERA).await;
 
     bridge.stop().await;
     server2.stop().await;
@@ -546,7 +528,7 @@ async fn a_restarted_server_with_a_shared_room_store_keeps_the_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
-    init_tracing();
+    init_logs();
     let dir = temp_dir("expired");
     let state_file = dir.join("state.json");
     let state_arg = state_file.to_str().unwrap().to_string();
@@ -554,7 +536,7 @@ async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
         host_grace: Duration::from_millis(300),
         ..Config::default()
     };
-    let server = TestServer::start(config).await;
+    let server = TestServer::with_config(config).await;
     let proxy = Proxy::start(server.addr).await;
     let mut robot = RobotStub::start().await;
     let mut bridge = BridgeRun::start(bridge_args(
@@ -564,9 +546,7 @@ async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
     ));
     let room = bridge.room().await;
     let mut a = Viewer::watch(server.addr, &room).await;
-    a.send(configure("s", CAMERA)).await;
-    let conn = robot.opened().await;
-    assert_eq!(a.expect_offer().await, conn);
+    let conn = media(&mut a, &mut robot, "s", CAMERA).await;
 
     // Away for longer than the grace period: the room closes.
     proxy.set_blocked(true);
@@ -586,9 +566,7 @@ async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
     assert_eq!(saved.watch, fresh.watch);
 
     let mut b = Viewer::watch(server.addr, &fresh).await;
-    b.send(configure("s", CAMERA)).await;
-    let conn_b = robot.opened().await;
-    assert_eq!(b.expect_offer().await, conn_b);
+    media(&mut b, &mut robot, "s", CAMERA).await;
 
     bridge.stop().await;
     server.stop().await;
@@ -597,7 +575,7 @@ async fn a_room_that_closed_meanwhile_is_replaced_with_new_links() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_options_are_refused_up_front() {
-    init_tracing();
+    init_logs();
     for extra in [
         &["--allow-src", "ros_image:/camera/["][..],
         &[
@@ -624,7 +602,7 @@ async fn bad_options_are_refused_up_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_urls_are_spoken_over_tls() {
     use tokio::io::AsyncReadExt;
-    init_tracing();
+    init_logs();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = format!("wss://localhost:{port}/webrtc");

@@ -164,7 +164,7 @@ fn check_scheme(answer: &Value, ttl: u64, since: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_endpoint_serves_the_bridges_turn_credentials_as_webrtc_ros_reads_them() {
-    let server = TestServer::start(turn_config(3600)).await;
+    let server = TestServer::with_config(turn_config(3600)).await;
     let robot = RobotStub::start().await;
     let since = now();
     let mut bridge = Bridge::start(&server, &robot, &["--ice-endpoint", "127.0.0.1:0"]);
@@ -202,7 +202,7 @@ async fn the_endpoint_serves_the_bridges_turn_credentials_as_webrtc_ros_reads_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_refreshes_its_credentials_before_they_expire() {
     // A 4 s TTL: the bridge asks for fresh credentials after 2 s.
-    let server = TestServer::start(turn_config(4)).await;
+    let server = TestServer::with_config(turn_config(4)).await;
     let robot = RobotStub::start().await;
     let since = now();
     let mut bridge = Bridge::start(&server, &robot, &["--ice-endpoint", "127.0.0.1:0"]);
@@ -234,7 +234,7 @@ async fn the_bridge_refreshes_its_credentials_before_they_expire() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_turn_on_the_server_the_endpoint_says_why_with_503() {
-    let server = TestServer::start(Config::default()).await;
+    let server = TestServer::with_config(Config::default()).await;
     let robot = RobotStub::start().await;
     let mut bridge = Bridge::start(&server, &robot, &["--ice-endpoint", "127.0.0.1:0"]);
     let (addr, _) = bridge.endpoint_and_room().await;
@@ -251,7 +251,7 @@ async fn without_turn_on_the_server_the_endpoint_says_why_with_503() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_non_loopback_endpoint_is_refused_unless_asked_for() {
-    let server = TestServer::start(turn_config(3600)).await;
+    let server = TestServer::with_config(turn_config(3600)).await;
     let robot = RobotStub::start().await;
     let bridge = Bridge::start(&server, &robot, &["--ice-endpoint", "0.0.0.0:0"]);
     let err = tokio::time::timeout(WAIT, bridge.task)

@@ -4,123 +4,48 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Ended;
+use common::{Ended, ServerProcess};
 use serde_json::Value;
+use testkit::process::{send_signal, wait_exit_blocking, SIGINT, SIGTERM};
 
-const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
-
-/// The binary, started on a free loopback port; its address is read from its
-/// JSON log.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    logs: mpsc::Receiver<String>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        // A failed test must not leave a server behind.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-// The child is waited for by `Running`'s Drop on every path.
-#[allow(clippy::zombie_processes)]
-fn start(extra_args: &[&str], envs: &[(&str, &str)]) -> Running {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--log-format", "json"])
-        .args(extra_args)
+/// The binary on a free loopback port, logging JSON lines.
+async fn start(envs: &[(&str, &str)]) -> ServerProcess {
+    common::binary()
+        .args(["--log-format", "json"])
         .env("RUST_LOG", "info")
-        .env_remove("PORT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if !extra_args.contains(&"--bind") {
-        cmd.args(["--bind", "127.0.0.1:0"]);
-    }
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().expect("spawn signal-server");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, logs) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let line = logs
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the server logs that it listens");
-        let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if v["message"] == "listening" {
-            let addr = v["local"].as_str().expect("local").parse().expect("addr");
-            return Running { child, addr, logs };
-        }
-    }
-}
-
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the server did not exit in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok);
-}
-
-async fn connect(addr: SocketAddr, path: &str) -> common::Client {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}{path}"))
+        .envs(envs)
+        .start()
         .await
-        .expect("connect");
-    common::Client { ws }
+        .expect("the server starts")
 }
 
 #[tokio::test]
 async fn sigterm_and_sigint_close_sockets_with_1001_and_exit_0() {
-    for sig in ["-TERM", "-INT"] {
-        let mut server = start(&[], &[]);
-        let mut host = connect(server.addr, "/webrtc").await;
+    for (sig, name) in [(SIGTERM, "SIGTERM"), (SIGINT, "SIGINT")] {
+        let mut server = start(&[]).await;
+        let mut host = server.connect().await;
         host.send(r#"{"type":"init"}"#).await;
         let watch = host.recv_type("init").await["watch"]
             .as_str()
             .unwrap()
             .to_string();
-        let mut viewer = connect(server.addr, &format!("/?watch={watch}")).await;
+        let mut viewer = server.connect_to(&format!("/?watch={watch}")).await;
         viewer.recv_type("init").await;
-        let mut idle = connect(server.addr, "/webrtc").await;
+        let mut idle = server.connect().await;
         let started = Instant::now();
-        signal(&server.child, sig);
+        server.signal(sig);
         for c in [&mut host, &mut viewer, &mut idle] {
             assert_eq!(
                 c.ended().await,
                 Ended::Close(1001, "server shutting down".into()),
-                "{sig}"
+                "{name}"
             );
         }
-        let status = wait_exit(&mut server.child, Duration::from_secs(10));
-        assert!(status.success(), "{sig}: exit status {status}");
+        let status = server.wait_exit(Duration::from_secs(10)).await;
+        assert_eq!(status, Ok(0), "{name}");
         assert!(
             started.elapsed() < Duration::from_secs(5),
             "{:?}",
@@ -130,7 +55,7 @@ async fn sigterm_and_sigint_close_sockets_with_1001_and_exit_0() {
             tokio_tungstenite::connect_async(format!("ws://{}/webrtc", server.addr))
                 .await
                 .is_err(),
-            "still accepting after {sig}"
+            "still accepting after {name}"
         );
     }
 }
@@ -147,7 +72,7 @@ fn port_from_the_environment_is_used_without_bind() {
             .local_addr()
             .unwrap()
             .port();
-        let mut child = Command::new(BIN)
+        let mut child = Command::new(common::BIN)
             .args(["--log-format", "json"])
             .env("PORT", port.to_string())
             .env("RUST_LOG", "info")
@@ -175,8 +100,8 @@ fn port_from_the_environment_is_used_without_bind() {
             );
             continue;
         };
-        signal(&child, "-TERM");
-        let status = wait_exit(&mut child, Duration::from_secs(10));
+        send_signal(child.id(), SIGTERM);
+        let status = wait_exit_blocking(&mut child, Duration::from_secs(10));
         assert!(status.success(), "{status}");
         assert_eq!(listening, format!("0.0.0.0:{port}"));
         return;
@@ -186,26 +111,27 @@ fn port_from_the_environment_is_used_without_bind() {
 
 #[tokio::test]
 async fn logs_are_json_lines_with_the_connection_span_and_no_tokens() {
-    let mut server = start(&[], &[("RUST_LOG", "debug")]);
-    let mut host = connect(server.addr, "/webrtc").await;
+    let mut server = start(&[("RUST_LOG", "debug")]).await;
+    let mut host = server.connect().await;
     host.send(r#"{"type":"init"}"#).await;
     let init = host.recv_type("init").await;
     let tokens: Vec<String> = ["join", "watch", "resume"]
         .iter()
         .map(|k| init[k].as_str().unwrap().to_string())
         .collect();
-    let mut viewer = connect(server.addr, &format!("/webrtc?watch={}", tokens[1])).await;
+    let mut viewer = server
+        .connect_to(&format!("/webrtc?watch={}", tokens[1]))
+        .await;
     viewer.recv_type("init").await;
-    let mut guest = connect(server.addr, "/webrtc").await;
+    let mut guest = server.connect().await;
     guest
         .send(&format!(r#"{{"type":"init","join":"{}"}}"#, tokens[0]))
         .await;
     guest.recv_type("init").await;
     guest.close().await;
     viewer.close().await;
-    signal(&server.child, "-TERM");
-    assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
-    let lines: Vec<String> = server.logs.try_iter().collect();
+    assert_eq!(server.terminate(Duration::from_secs(10)).await, Ok(0));
+    let lines: Vec<String> = server.log_text().lines().map(str::to_string).collect();
     let mut attached = 0;
     for line in &lines {
         let v: Value = serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}"));
@@ -230,18 +156,17 @@ async fn logs_are_json_lines_with_the_connection_span_and_no_tokens() {
 /// type `{"type": "init"}`, read the reply.
 #[tokio::test]
 async fn python_websockets_interactive_client_gets_a_room() {
-    let mut server = start(&[], &[]);
-    let url = format!("ws://{}/webrtc", server.addr);
+    let python = common::require_python_modules(&["websockets"]);
+    let mut server = start(&[]).await;
+    let url = server.url("/webrtc");
     let out = tokio::task::spawn_blocking(move || {
-        let mut py = Command::new("python3")
+        let mut py = Command::new(python)
             .args(["-m", "websockets", &url])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect(
-                "python3 (install the PyPI package `websockets`: scripts/install-test-deps.sh)",
-            );
+            .expect("run python3");
         let mut stdin = py.stdin.take().unwrap();
         stdin.write_all(b"{\"type\": \"init\"}\n").unwrap();
         stdin.flush().unwrap();
@@ -278,6 +203,5 @@ async fn python_websockets_interactive_client_gets_a_room() {
         "{seen:?}"
     );
     assert!(status.success(), "{status}");
-    signal(&server.child, "-TERM");
-    assert!(wait_exit(&mut server.child, Duration::from_secs(10)).success());
+    assert_eq!(server.terminate(Duration::from_secs(10)).await, Ok(0));
 }

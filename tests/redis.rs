@@ -9,51 +9,12 @@ mod redis_support;
 
 use std::time::{Duration, Instant};
 
-use common::{Client, Room};
+use common::{attach, room, Room};
 use redis_support::{quick_options, Instance, RedisServer};
 use serde_json::json;
 use signal_server::config::Config;
 
 const SDP: &str = "v=0\r\no=- 4611731400430051336 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n";
-
-/// Creates a room on `inst`.
-async fn room(inst: &Instance) -> Room {
-    let mut host = inst.connect().await;
-    host.send(r#"{"type":"init"}"#).await;
-    let init = host.recv_type("init").await;
-    let s = |k: &str| {
-        init[k]
-            .as_str()
-            .unwrap_or_else(|| panic!("{k} in {init}"))
-            .to_string()
-    };
-    Room {
-        join: s("join"),
-        watch: s("watch"),
-        resume: s("resume"),
-        host_id: s("peer"),
-        host,
-    }
-}
-
-/// Attaches a guest (`"join"`) or watcher (`"watch"`) on `inst` and consumes
-/// the host's `peer_joined` (the host may be on another instance).
-async fn attach(inst: &Instance, room: &mut Room, role: &str) -> (Client, String) {
-    let token = if role == "join" {
-        &room.join
-    } else {
-        &room.watch
-    };
-    let mut c = inst.connect().await;
-    c.send_json(json!({"type": "init", role: token})).await;
-    let init = c.recv_type("init").await;
-    assert_eq!(init["role"], role);
-    let id = init["peer"].as_str().expect("peer id").to_string();
-    let joined = room.host.recv_type("peer_joined").await;
-    assert_eq!(joined["peer"], id.as_str());
-    assert_eq!(joined["role"], role);
-    (c, id)
-}
 
 fn config() -> Config {
     Config::default()
@@ -381,62 +342,19 @@ async fn a_sigkilled_process_is_reported_left() {
     // B is the real binary with default timings (3 s heartbeat TTL); A
     // checks for dead instances every 100 ms.
     let a = Instance::start(quick_options(&redis.url()), config()).await;
-    let port = redis_support::free_port().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_signal-server"))
-        .args(["--bind", &format!("127.0.0.1:{port}")])
+    let mut b = common::binary()
         .env("REDIS_URL", redis.url())
         .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn signal-server");
-    // Wait until it is up and healthy.
-    let url = format!("ws://127.0.0.1:{port}/webrtc");
-    let deadline = Instant::now() + common::WAIT;
-    loop {
-        let ok = tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok();
-        if ok {
-            let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .unwrap();
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                .await
-                .unwrap();
-            let mut out = String::new();
-            let _ = s.read_to_string(&mut out).await;
-            if out.starts_with("HTTP/1.1 200") {
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the binary did not become healthy"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let mut r = room(&a).await;
-    let (ws, _) = tokio_tungstenite::connect_async(url)
+        .start()
         .await
-        .expect("connect");
-    let mut viewer = Client { ws };
-    viewer
-        .send_json(json!({"type":"init","watch":r.watch}))
-        .await;
-    let vid = viewer.recv_type("init").await["peer"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    assert_eq!(r.host.recv_type("peer_joined").await["peer"], vid.as_str());
+        .expect("the binary becomes healthy");
+    let mut r = room(&a).await;
+    let (mut viewer, vid) = attach(&b, &mut r, "watch").await;
     // Its messages cross over, then SIGKILL.
     viewer.send(r#"{"type":"answer","sdp":"s"}"#).await;
     assert_eq!(r.host.recv().await["from"], vid.as_str());
     let t0 = Instant::now();
-    child.start_kill().expect("SIGKILL");
-    let _ = child.wait().await;
+    b.kill9();
     let left = r.host.recv_type("peer_left").await;
     let took = t0.elapsed();
     assert_eq!(left["peer"], vid.as_str());
@@ -562,7 +480,7 @@ async fn the_servers_recover_when_redis_restarts() {
 
 #[tokio::test]
 async fn an_instance_started_before_redis_waits_for_it() {
-    let port = redis_support::free_port().await;
+    let port = common::free_port();
     let url = format!("redis://127.0.0.1:{port}");
     // Fails at once, saying so, if there is no redis-server to start below.
     redis_support::redis_server_binary();

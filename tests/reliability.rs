@@ -7,405 +7,77 @@
 //! and talks to it with tokio-tungstenite clients. Waits are event-driven
 //! with timeouts; a timeout is a failure.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{Read, Write};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{join, join_by_query, room, Client, ConnectError, Room, ServerProcess, WAIT};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use signal_server::protocol::{self, ErrorCode};
+use testkit::frames;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 
-const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
-const STEP: Duration = Duration::from_secs(10);
+const STEP: Duration = WAIT;
 
-// --- the server process ------------------------------------------------------------
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
+/// The binary on a free loopback port, its log in a file of its own.
+async fn start(name: &str, args: &[&str], envs: &[(&str, &str)]) -> ServerProcess {
+    common::binary()
+        .name(name)
+        .args(args)
+        .envs(envs)
+        .start()
+        .await
+        .expect("the server starts")
 }
-
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    l.local_addr().expect("local addr").port()
-}
-
-fn scratch_file(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("signal-reliability-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir.join(name)
-}
-
-impl Server {
-    /// Starts the binary with `args` (plus `--bind`), logging to a file.
-    fn start(name: &str, args: &[&str], envs: &[(&str, &str)]) -> Server {
-        Server::start_on(name, free_port(), args, envs, None)
-    }
-
-    /// Starts it on `port`; with `nofile`, under that open-files limit.
-    fn start_on(
-        name: &str,
-        port: u16,
-        args: &[&str],
-        envs: &[(&str, &str)],
-        nofile: Option<u32>,
-    ) -> Server {
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let log = scratch_file(&format!("{name}.log"));
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let bind = addr.to_string();
-        let mut cmd = match nofile {
-            None => {
-                let mut c = Command::new(BIN);
-                c.arg("--bind").arg(&bind).args(args);
-                c
-            }
-            Some(n) => {
-                // `exec` keeps the pid, so /proc/PID is the server's.
-                let mut c = Command::new("bash");
-                c.arg("-c")
-                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
-                    .arg(BIN)
-                    .arg("--bind")
-                    .arg(&bind)
-                    .args(args);
-                c
-            }
-        };
-        cmd.env_remove("RUST_LOG")
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(stderr));
-        let child = cmd.spawn().expect("spawn signal-server");
-        let server = Server { child, addr, log };
-        server.wait_ready();
-        server
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + STEP;
-        while Instant::now() < deadline {
-            if let Ok((200, _)) = http_get(self.addr, "/healthz") {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "server on {} not ready; log:\n{}",
-            self.addr,
-            self.log_text()
-        );
-    }
-
-    fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn metrics(&self) -> String {
-        let (status, body) = http_get(self.addr, "/metrics").expect("GET /metrics");
-        assert_eq!(status, 200);
-        body
-    }
-
-    /// The value of one series in `/metrics` (0 when absent).
-    fn metric(&self, series: &str) -> f64 {
-        metric_value(&self.metrics(), series)
-    }
-
-    fn health(&self) -> Value {
-        let (status, body) = http_get(self.addr, "/healthz").expect("GET /healthz");
-        assert_eq!(status, 200);
-        serde_json::from_str(&body).expect("healthz JSON")
-    }
-
-    /// Waits until `/healthz` reports `connections` and `rooms`.
-    async fn wait_health(&self, connections: i64, rooms: i64) {
-        let deadline = Instant::now() + STEP;
-        let mut last = Value::Null;
-        while Instant::now() < deadline {
-            if let Ok((200, body)) = http_get(self.addr, "/healthz") {
-                last = serde_json::from_str(&body).unwrap_or(Value::Null);
-                if last["connections"] == connections && last["rooms"] == rooms {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("healthz never reached connections={connections} rooms={rooms}; last {last}");
-    }
-
-    /// The server's CPU time (user + system) so far.
-    fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("stat");
-        let after = &stat[stat.rfind(')').expect("comm") + 2..];
-        let fields: Vec<&str> = after.split_whitespace().collect();
-        // Fields 14 and 15 of stat(5), counted from the state (field 3).
-        let ticks: u64 =
-            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
-        Duration::from_millis(ticks * 1000 / clock_ticks())
-    }
-
-    fn open_fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clock_ticks() -> u64 {
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100)
-}
-
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|rest| rest.strip_prefix(' '))
-                .and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
-/// A blocking HTTP/1.1 GET: (status, body).
-fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status line"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    Ok((status, body))
-}
-
-// --- WebSocket clients ---------------------------------------------------------------
-
-type Ws = WebSocketStream<TcpStream>;
 
 /// Opens a WebSocket at `url`, optionally with an `Origin` header; an HTTP
 /// refusal comes back as `Err(status)`.
-async fn connect_with(url: &str, origin: Option<&str>) -> Result<Ws, u16> {
-    let mut request = url.into_client_request().expect("request");
-    if let Some(o) = origin {
-        request
-            .headers_mut()
-            .insert("Origin", HeaderValue::from_str(o).expect("origin header"));
-    }
-    let host = request.uri().authority().expect("authority").to_string();
-    let tcp = timeout(STEP, TcpStream::connect(host))
-        .await
-        .expect("TCP connect timed out")
-        .expect("TCP connect");
-    tcp.set_nodelay(true).expect("nodelay");
-    match timeout(STEP, tokio_tungstenite::client_async(request, tcp))
-        .await
-        .expect("handshake timed out")
-    {
-        Ok((ws, _)) => Ok(ws),
-        Err(WsError::Http(resp)) => Err(resp.status().as_u16()),
+async fn connect_with(url: &str, origin: Option<&str>) -> Result<Client, u16> {
+    let headers: Vec<(&str, &str)> = origin.map(|o| ("Origin", o)).into_iter().collect();
+    match Client::open_with(url, &headers).await {
+        Ok(c) => Ok(c),
+        Err(ConnectError::Http(status)) => Err(status),
         Err(e) => panic!("handshake with {url} failed: {e}"),
     }
 }
 
-async fn connect(url: &str) -> Ws {
-    connect_with(url, None).await.expect("upgrade refused")
-}
-
-async fn send(ws: &mut Ws, v: &Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next text message as JSON (pings and pongs skipped); panics on a
-/// timeout or the end of the connection.
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        let frame = timeout(STEP, ws.next())
-            .await
-            .expect("no message within the timeout");
-        match frame {
-            Some(Ok(Message::Text(t))) => {
-                return serde_json::from_str(&t).expect("server sent JSON")
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-/// Receives until a message of `kind` arrives, returning it.
-async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let m = recv(ws).await;
-        if m["type"] == kind {
-            return m;
-        }
-    }
-}
-
-async fn expect_error(ws: &mut Ws, code: &str) {
-    let m = recv(ws).await;
-    assert_eq!(m["type"], "error", "{m}");
-    assert_eq!(m["code"], code, "{m}");
-}
-
-/// How a connection ended, read to its end: `Some(code)` for a close frame.
-async fn read_to_end(ws: &mut Ws, limit: Duration) -> Result<Option<u16>, &'static str> {
-    let deadline = tokio::time::Instant::now() + limit;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return Err("still open"),
-            Ok(None) => return Ok(None),
-            Ok(Some(Err(_))) => return Ok(None),
-            Ok(Some(Ok(Message::Close(frame)))) => {
-                return Ok(frame.map(|f| u16::from(f.code)));
-            }
-            Ok(Some(Ok(_))) => continue,
-        }
-    }
-}
-
-struct Room {
-    host: Ws,
-    host_id: String,
-    join: String,
-    watch: String,
-    resume: String,
-}
-
-async fn create_room(server: &Server) -> Room {
-    let mut host = connect(&server.ws_url("/webrtc")).await;
-    send(&mut host, &json!({"type": "init"})).await;
-    let r = recv(&mut host).await;
-    assert_eq!(r["type"], "init", "{r}");
-    assert_eq!(r["role"], "host", "{r}");
-    let s = |k: &str| {
-        r[k].as_str()
-            .unwrap_or_else(|| panic!("no {k} in {r}"))
-            .to_string()
-    };
-    Room {
-        host_id: s("peer"),
-        join: s("join"),
-        watch: s("watch"),
-        resume: s("resume"),
-        host,
-    }
-}
-
-/// A guest via `{"type":"init","join"|"watch":T}`; returns its peer id.
-async fn attach(server: &Server, role: &str, token: &str) -> (Ws, String) {
-    let mut ws = connect(&server.ws_url("/webrtc")).await;
-    send(&mut ws, &json!({"type": "init", role: token})).await;
-    let r = recv(&mut ws).await;
-    assert_eq!(r["type"], "init", "{r}");
-    assert_eq!(r["role"], role, "{r}");
-    let id = r["peer"].as_str().expect("peer").to_string();
-    (ws, id)
-}
-
-/// A guest via the query string (`/webrtc?join=T`); returns its peer id.
-async fn attach_by_query(server: &Server, role: &str, token: &str) -> (Ws, String) {
-    let mut ws = connect(&server.ws_url(&format!("/webrtc?{role}={token}"))).await;
-    let r = recv(&mut ws).await;
-    assert_eq!(r["type"], "init", "{r}");
-    assert_eq!(r["role"], role, "{r}");
-    let id = r["peer"].as_str().expect("peer").to_string();
-    (ws, id)
-}
-
 /// One full offer/answer/ICE/configure exchange between the host and a guest.
-async fn exchange(room: &mut Room, guest: &mut Ws, guest_id: &str) {
-    send(guest, &json!({"type":"offer","sdp":"v=0\r\n","n":1})).await;
-    let m = recv_type(&mut room.host, "offer").await;
+async fn exchange(room: &mut Room, guest: &mut Client, guest_id: &str) {
+    guest
+        .send_json(json!({"type":"offer","sdp":"v=0\r\n","n":1}))
+        .await;
+    let m = room.host.skip_to("offer").await;
     assert_eq!(m["from"], guest_id);
     assert_eq!(m["n"], 1);
-    send(
-        &mut room.host,
-        &json!({"type":"answer","sdp":"v=0\r\n","to":guest_id}),
-    )
-    .await;
-    let m = recv_type(guest, "answer").await;
+    room.host
+        .send_json(json!({"type":"answer","sdp":"v=0\r\n","to":guest_id}))
+        .await;
+    let m = guest.skip_to("answer").await;
     assert!(m.get("from").is_none(), "{m}");
-    send(
-        guest,
-        &json!({"type":"ice_candidate","candidate":"candidate:1 1 UDP 1 198.51.100.1 5000 typ host","sdp_mid":"0","sdp_mline_index":0}),
-    )
+    guest.send_json(json!({"type":"ice_candidate","candidate":"candidate:1 1 UDP 1 198.51.100.1 5000 typ host","sdp_mid":"0","sdp_mline_index":0}))
     .await;
-    let m = recv_type(&mut room.host, "ice_candidate").await;
+    let m = room.host.skip_to("ice_candidate").await;
     assert_eq!(m["from"], guest_id);
-    send(
-        &mut room.host,
-        &json!({"type":"ice_candidate","candiate":"candidate:2","sdp_mid":"0","sdp_mline_index":0,"to":guest_id}),
-    )
+    room.host.send_json(json!({"type":"ice_candidate","candiate":"candidate:2","sdp_mid":"0","sdp_mline_index":0,"to":guest_id}))
     .await;
-    let m = recv_type(guest, "ice_candidate").await;
+    let m = guest.skip_to("ice_candidate").await;
     assert_eq!(m["candidate"], "candidate:2");
-    send(
-        &mut room.host,
-        &json!({"type":"configure","actions":[{"type":"add_stream","id":"s"},{"type":"add_video_track","stream_id":"s","id":"s/v","src":"ros_image:/camera/image_raw"}],"to":guest_id}),
-    )
+    room.host.send_json(json!({"type":"configure","actions":[{"type":"add_stream","id":"s"},{"type":"add_video_track","stream_id":"s","id":"s/v","src":"ros_image:/camera/image_raw"}],"to":guest_id}))
     .await;
-    recv_type(guest, "configure").await;
+    guest.skip_to("configure").await;
 }
 
 // --- origin checks -------------------------------------------------------------------
 
 #[tokio::test]
 async fn origin_allowlist_refuses_unlisted_origins_with_403() {
-    let server = Server::start(
+    let server = start(
         "origin",
         &[
             "--allowed-origin",
@@ -414,10 +86,11 @@ async fn origin_allowlist_refuses_unlisted_origins_with_403() {
             "http://localhost:8080",
         ],
         &[],
-    );
+    )
+    .await;
     let mut refused = 0.0;
     for path in ["/webrtc", "/"] {
-        let url = server.ws_url(path);
+        let url = server.url(path);
         // Listed origins and no origin at all (robots, scripts) are served.
         for origin in [
             Some("https://robots.example.com"),
@@ -428,8 +101,8 @@ async fn origin_allowlist_refuses_unlisted_origins_with_403() {
             let mut ws = connect_with(&url, origin)
                 .await
                 .unwrap_or_else(|s| panic!("{origin:?} on {path} refused with {s}"));
-            send(&mut ws, &json!({"type":"init"})).await;
-            assert_eq!(recv(&mut ws).await["type"], "init");
+            ws.send_json(json!({"type":"init"})).await;
+            assert_eq!(ws.recv().await["type"], "init");
         }
         // Anything else is refused before the upgrade.
         for origin in [
@@ -448,8 +121,8 @@ async fn origin_allowlist_refuses_unlisted_origins_with_403() {
     }
     // The origin is checked before the token: a refused origin never learns
     // whether a token is valid.
-    let room = create_room(&server).await;
-    let url = server.ws_url(&format!("/webrtc?join={}", room.join));
+    let room = room(&server).await;
+    let url = server.url(&format!("/webrtc?join={}", room.join));
     assert_eq!(
         connect_with(&url, Some("https://evil.example.com"))
             .await
@@ -461,35 +134,37 @@ async fn origin_allowlist_refuses_unlisted_origins_with_403() {
         .await
         .is_ok());
     assert_eq!(
-        server.metric("signal_upgrades_rejected_total{reason=\"origin\"}"),
+        server
+            .metric("signal_upgrades_rejected_total{reason=\"origin\"}")
+            .await,
         refused
     );
 
     // Without --allowed-origin every origin is served.
-    let open = Server::start("origin-open", &[], &[]);
-    let mut ws = connect_with(&open.ws_url("/webrtc"), Some("https://anything.example"))
+    let open = start("origin-open", &[], &[]).await;
+    let mut ws = connect_with(&open.url("/webrtc"), Some("https://anything.example"))
         .await
         .expect("no allow-list: every origin allowed");
-    send(&mut ws, &json!({"type":"init"})).await;
-    assert_eq!(recv(&mut ws).await["type"], "init");
+    ws.send_json(json!({"type":"init"})).await;
+    assert_eq!(ws.recv().await["type"], "init");
 }
 
 // --- token hygiene -------------------------------------------------------------------
 
 #[tokio::test]
 async fn tokens_never_reach_logs_or_metrics_and_die_with_their_room() {
-    let server = Server::start("tokens", &["--host-grace", "1s"], &[("RUST_LOG", "debug")]);
+    let server = start("tokens", &["--host-grace", "1s"], &[("RUST_LOG", "debug")]).await;
     let mut issued: Vec<String> = Vec::new();
-    let mut room = create_room(&server).await;
+    let mut room = room(&server).await;
     issued.extend([room.join.clone(), room.watch.clone(), room.resume.clone()]);
 
     // Guests by init and by query string, a watcher by query string.
-    let (mut g1, g1_id) = attach(&server, "join", &room.join).await;
-    let (mut g2, g2_id) = attach_by_query(&server, "join", &room.join).await;
-    let (mut w, w_id) = attach_by_query(&server, "watch", &room.watch).await;
-    let (mut w2, _) = attach(&server, "watch", &room.watch).await;
+    let (mut g1, g1_id) = join(&server, "join", &room.join).await;
+    let (mut g2, g2_id) = join_by_query(&server, "join", &room.join).await;
+    let (mut w, w_id) = join_by_query(&server, "watch", &room.watch).await;
+    let (mut w2, _) = join(&server, "watch", &room.watch).await;
     for _ in 0..4 {
-        recv_type(&mut room.host, "peer_joined").await;
+        room.host.skip_to("peer_joined").await;
     }
     exchange(&mut room, &mut g1, &g1_id).await;
     exchange(&mut room, &mut g2, &g2_id).await;
@@ -497,28 +172,27 @@ async fn tokens_never_reach_logs_or_metrics_and_die_with_their_room() {
 
     // Misuse that echoes nothing secret: a second init with a token, both
     // tokens at once, a watcher's expect_* action, the join token as resume.
-    send(&mut g1, &json!({"type":"init","join": room.join})).await;
-    expect_error(&mut g1, "already_in_room").await;
-    let mut stranger = connect(&server.ws_url("/webrtc")).await;
-    send(
-        &mut stranger,
-        &json!({"type":"init","join": room.join, "watch": room.watch}),
-    )
-    .await;
-    expect_error(&mut stranger, "bad_message").await;
-    send(&mut stranger, &json!({"type":"init","resume": room.join})).await;
-    expect_error(&mut stranger, "room_not_found").await;
-    send(&mut stranger, &json!({"type":"init","watch": room.join})).await;
-    expect_error(&mut stranger, "room_not_found").await;
-    send(
-        &mut w,
-        &json!({"type":"configure","actions":[{"type":"expect_stream","id":"x"}]}),
-    )
-    .await;
-    expect_error(&mut w, "forbidden").await;
+    g1.send_json(json!({"type":"init","join": room.join})).await;
+    g1.expect_error("already_in_room").await;
+    let mut stranger = Client::connect(&server.url("/webrtc")).await;
+    stranger
+        .send_json(json!({"type":"init","join": room.join, "watch": room.watch}))
+        .await;
+    stranger.expect_error("bad_message").await;
+    stranger
+        .send_json(json!({"type":"init","resume": room.join}))
+        .await;
+    stranger.expect_error("room_not_found").await;
+    stranger
+        .send_json(json!({"type":"init","watch": room.join}))
+        .await;
+    stranger.expect_error("room_not_found").await;
+    w.send_json(json!({"type":"configure","actions":[{"type":"expect_stream","id":"x"}]}))
+        .await;
+    w.expect_error("forbidden").await;
     assert_eq!(
         connect_with(
-            &server.ws_url(&format!("/webrtc?join={}&watch={}", room.join, room.watch)),
+            &server.url(&format!("/webrtc?join={}&watch={}", room.join, room.watch)),
             None
         )
         .await
@@ -529,25 +203,28 @@ async fn tokens_never_reach_logs_or_metrics_and_die_with_their_room() {
     // The host drops and resumes: a fresh resume secret; the old one is dead.
     let old_resume = room.resume.clone();
     drop(room.host);
-    recv_type(&mut g1, "host_left").await;
-    let mut host = connect(&server.ws_url("/")).await;
-    send(&mut host, &json!({"type":"init","resume": old_resume})).await;
-    let r = recv(&mut host).await;
+    g1.skip_to("host_left").await;
+    let mut host = Client::connect(&server.url("/")).await;
+    host.send_json(json!({"type":"init","resume": old_resume}))
+        .await;
+    let r = host.recv().await;
     assert_eq!(r["type"], "init", "{r}");
     assert_eq!(r["join"], room.join.as_str());
     assert_eq!(r["watch"], room.watch.as_str());
     let new_resume = r["resume"].as_str().expect("resume").to_string();
     assert_ne!(new_resume, old_resume);
     issued.push(new_resume.clone());
-    recv_type(&mut g1, "host_joined").await;
-    send(&mut stranger, &json!({"type":"init","resume": old_resume})).await;
-    expect_error(&mut stranger, "room_not_found").await;
+    g1.skip_to("host_joined").await;
+    stranger
+        .send_json(json!({"type":"init","resume": old_resume}))
+        .await;
+    stranger.expect_error("room_not_found").await;
 
     // The host leaves for good: after the grace period the room closes.
     drop(host);
     for g in [&mut g1, &mut g2, &mut w, &mut w2] {
-        recv_type(g, "room_closed").await;
-        assert_eq!(read_to_end(g, STEP).await, Ok(Some(1000)));
+        g.skip_to("room_closed").await;
+        assert_eq!(frames::read_to_end(&mut g.ws, STEP).await, Ok(Some(1000)));
     }
     server.wait_health(1, 0).await; // only the stranger is left
 
@@ -558,16 +235,16 @@ async fn tokens_never_reach_logs_or_metrics_and_die_with_their_room() {
         ("resume", &new_resume),
         ("resume", &old_resume),
     ] {
-        send(&mut stranger, &json!({"type":"init", role: t})).await;
-        expect_error(&mut stranger, "room_not_found").await;
+        stranger.send_json(json!({"type":"init", role: t})).await;
+        stranger.expect_error("room_not_found").await;
     }
     for (role, t) in [("join", &room.join), ("watch", &room.watch)] {
-        let url = server.ws_url(&format!("/webrtc?{role}={t}"));
+        let url = server.url(&format!("/webrtc?{role}={t}"));
         assert_eq!(connect_with(&url, None).await.err(), Some(404), "{role}");
     }
 
     // And none of them was ever written to the log or the metrics.
-    let metrics = server.metrics();
+    let metrics = server.metrics().await;
     let log = server.log_text();
     assert!(
         log.contains("DEBUG") && log.contains("attached") && log.contains("resumed room"),
@@ -588,20 +265,20 @@ async fn tokens_never_reach_logs_or_metrics_and_die_with_their_room() {
 #[tokio::test]
 async fn tokens_over_the_wire_are_well_formed_and_never_collide() {
     const ROOMS: usize = 2000;
-    let server = Server::start("collide", &["--max-connections", "5000"], &[]);
-    let url = server.ws_url("/webrtc");
+    let server = start("collide", &["--max-connections", "5000"], &[]).await;
+    let url = server.url("/webrtc");
     // All rooms stay open at once, so the registry's own uniqueness check
     // cannot hide a collision of the generator.
     let mut tasks = tokio::task::JoinSet::new();
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Ws, Value)>(ROOMS);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(Client, Value)>(ROOMS);
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     for _ in 0..ROOMS {
         let (url, tx, sem) = (url.clone(), tx.clone(), sem.clone());
         tasks.spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore");
-            let mut ws = connect(&url).await;
-            send(&mut ws, &json!({"type":"init"})).await;
-            let reply = recv(&mut ws).await;
+            let mut ws = Client::connect(&url).await;
+            ws.send_json(json!({"type":"init"})).await;
+            let reply = ws.recv().await;
             tx.send((ws, reply)).await.expect("collect");
         });
     }
@@ -636,7 +313,7 @@ async fn tokens_over_the_wire_are_well_formed_and_never_collide() {
     if peers.len() != ROOMS {
         eprintln!("note: {} host peer ids repeated", ROOMS - peers.len());
     }
-    assert_eq!(server.health()["rooms"], ROOMS);
+    assert_eq!(server.health().await["rooms"], ROOMS);
     drop(hosts);
 }
 
@@ -697,12 +374,12 @@ fn the_rewrite_path_keeps_numbers_exactly() {
 
 #[tokio::test]
 async fn hostile_frames_get_their_error_and_nothing_else() {
-    let server = Server::start("hostile", &["--max-message-size", "4096"], &[]);
-    let mut room = create_room(&server).await;
-    let (mut guest, guest_id) = attach(&server, "join", &room.join).await;
-    recv_type(&mut room.host, "peer_joined").await;
+    let server = start("hostile", &["--max-message-size", "4096"], &[]).await;
+    let mut room = room(&server).await;
+    let (mut guest, guest_id) = join(&server, "join", &room.join).await;
+    room.host.skip_to("peer_joined").await;
 
-    let mut c = connect(&server.ws_url("/webrtc")).await;
+    let mut c = Client::connect(&server.url("/webrtc")).await;
     for (frame, code) in [
         (Message::text("{not json"), "bad_json"),
         (Message::text(r#"["init"]"#), "bad_message"),
@@ -726,38 +403,37 @@ async fn hostile_frames_get_their_error_and_nothing_else() {
             "room_not_found",
         ),
     ] {
-        c.send(frame).await.expect("send");
-        expect_error(&mut c, code).await;
+        c.ws.send(frame).await.expect("send");
+        c.expect_error(code).await;
     }
     // None of it created a room or reached anyone.
-    assert_eq!(server.health()["rooms"], 1);
+    assert_eq!(server.health().await["rooms"], 1);
 
     // A guest's forged `from` is replaced; `to` from a guest is ignored (it
     // goes to its own host only).
-    send(
-        &mut guest,
-        &json!({"type":"offer","sdp":"s","from":room.host_id,"to":"zzzzzzzz"}),
-    )
-    .await;
-    let m = recv_type(&mut room.host, "offer").await;
+    guest
+        .send_json(json!({"type":"offer","sdp":"s","from":room.host_id,"to":"zzzzzzzz"}))
+        .await;
+    let m = room.host.skip_to("offer").await;
     assert_eq!(m["from"], guest_id.as_str());
     // The host's `to` naming nobody in the room is refused.
-    send(
-        &mut room.host,
-        &json!({"type":"answer","sdp":"s","to":"zzzzzzzz"}),
-    )
-    .await;
-    expect_error(&mut room.host, "peer_not_found").await;
+    room.host
+        .send_json(json!({"type":"answer","sdp":"s","to":"zzzzzzzz"}))
+        .await;
+    room.host.expect_error("peer_not_found").await;
 
     // Oversize: `too_large`, then close 1009; the room carries on.
     let big = format!(r#"{{"type":"offer","sdp":"{}"}}"#, "x".repeat(5000));
-    guest.send(Message::text(big)).await.expect("send");
-    expect_error(&mut guest, "too_large").await;
-    assert_eq!(read_to_end(&mut guest, STEP).await, Ok(Some(1009)));
-    let left = recv_type(&mut room.host, "peer_left").await;
+    guest.ws.send(Message::text(big)).await.expect("send");
+    guest.expect_error("too_large").await;
+    assert_eq!(
+        frames::read_to_end(&mut guest.ws, STEP).await,
+        Ok(Some(1009))
+    );
+    let left = room.host.skip_to("peer_left").await;
     assert_eq!(left["peer"], guest_id.as_str());
-    let (mut g2, g2_id) = attach(&server, "join", &room.join).await;
-    recv_type(&mut room.host, "peer_joined").await;
+    let (mut g2, g2_id) = join(&server, "join", &room.join).await;
+    room.host.skip_to("peer_joined").await;
     exchange(&mut room, &mut g2, &g2_id).await;
 }
 
@@ -766,19 +442,24 @@ async fn hostile_frames_get_their_error_and_nothing_else() {
 #[tokio::test]
 async fn sigkill_under_load_clients_see_the_close_and_a_restart_serves() {
     const ROOMS: usize = 20;
-    let port = free_port();
-    let mut server = Server::start_on("sigkill", port, &[], &[], None);
+    let port = testkit::free_port();
+    let mut server = common::binary()
+        .name("sigkill")
+        .port(port)
+        .start()
+        .await
+        .expect("the server starts");
     // A robot's bridge hosts one more room through the same server.
     let mut bridge = Bridge::start(&server);
     let first = bridge.next_event(STEP);
     assert_eq!(first["event"], "room", "{first}");
     let old_watch = first["watch"].as_str().expect("watch token").to_string();
-    let mut viewer = attach_by_query(&server, "watch", &old_watch).await.0;
+    let mut viewer = join_by_query(&server, "watch", &old_watch).await.0;
     let mut rooms = Vec::new();
     for _ in 0..ROOMS {
-        let mut room = create_room(&server).await;
-        let (guest, _) = attach(&server, "join", &room.join).await;
-        recv_type(&mut room.host, "peer_joined").await;
+        let mut room = room(&server).await;
+        let (guest, _) = join(&server, "join", &room.join).await;
+        room.host.skip_to("peer_joined").await;
         rooms.push((room, guest));
     }
     // Load: every guest sends offers without pause, every host reads them.
@@ -792,7 +473,7 @@ async fn sigkill_under_load_clients_see_the_close_and_a_restart_serves() {
             while ends.0.is_none() || ends.1.is_none() {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    r = guest.send(Message::text(r#"{"type":"offer","sdp":"s"}"#)), if ends.0.is_none() => {
+                    r = guest.ws.send(Message::text(r#"{"type":"offer","sdp":"s"}"#)), if ends.0.is_none() => {
                         match r {
                             Ok(()) => sent += 1,
                             Err(_) => ends.0 = Some(Instant::now()),
@@ -800,7 +481,7 @@ async fn sigkill_under_load_clients_see_the_close_and_a_restart_serves() {
                         // Pace the load (well under the rate limit).
                         tokio::time::sleep(Duration::from_millis(15)).await;
                     }
-                    m = room.host.next(), if ends.1.is_none() => match m {
+                    m = room.host.ws.next(), if ends.1.is_none() => match m {
                         Some(Ok(Message::Text(_))) => got += 1,
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => ends.1 = Some(Instant::now()),
@@ -808,7 +489,7 @@ async fn sigkill_under_load_clients_see_the_close_and_a_restart_serves() {
                 }
             }
             // The guest's own reads end too.
-            let guest_end = read_to_end(&mut guest, STEP).await;
+            let guest_end = frames::read_to_end(&mut guest.ws, STEP).await;
             (sent, got, ends, guest_end)
         });
     }
@@ -845,17 +526,22 @@ async fn sigkill_under_load_clients_see_the_close_and_a_restart_serves() {
     );
 
     assert!(
-        read_to_end(&mut viewer, STEP).await.is_ok(),
+        frames::read_to_end(&mut viewer.ws, STEP).await.is_ok(),
         "the bridge's viewer never saw the end"
     );
     let lost = bridge.next_event(STEP);
     assert_eq!(lost["event"], "disconnected", "{lost}");
 
     // Restart on the same port: it serves at once; rooms did not survive.
-    let server = Server::start_on("sigkill-restart", port, &[], &[], None);
-    let mut room = create_room(&server).await;
-    let (mut guest, guest_id) = attach(&server, "join", &room.join).await;
-    recv_type(&mut room.host, "peer_joined").await;
+    let server = common::binary()
+        .name("sigkill-restart")
+        .port(port)
+        .start()
+        .await
+        .expect("the server restarts");
+    let mut room = room(&server).await;
+    let (mut guest, guest_id) = join(&server, "join", &room.join).await;
+    room.host.skip_to("peer_joined").await;
     exchange(&mut room, &mut guest, &guest_id).await;
 
     // The bridge reconnects by itself; its resume finds no room (the state
@@ -866,23 +552,22 @@ async fn sigkill_under_load_clients_see_the_close_and_a_restart_serves() {
     assert_eq!(again["resumed"], false, "{again}");
     let new_watch = again["watch"].as_str().expect("watch token");
     assert_ne!(new_watch, old_watch);
-    let _viewer = attach_by_query(&server, "watch", new_watch).await;
-    let url = server.ws_url(&format!("/webrtc?watch={old_watch}"));
+    let _viewer = join_by_query(&server, "watch", new_watch).await;
+    let url = server.url(&format!("/webrtc?watch={old_watch}"));
     assert_eq!(connect_with(&url, None).await.err(), Some(404));
-    assert_eq!(server.health()["rooms"], 2);
+    assert_eq!(server.health().await["rooms"], 2);
 }
 
 /// `signal-server bridge`, hosting a room on `server` for a robot that is
 /// not there (it is only reached when a viewer asks for media).
 struct Bridge {
     child: Child,
-    events: std::sync::mpsc::Receiver<Value>,
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Bridge {
-    fn start(server: &Server) -> Bridge {
-        let log = std::fs::File::create(scratch_file("bridge.log")).expect("bridge log");
-        let mut child = Command::new(BIN)
+    fn start(server: &ServerProcess) -> Bridge {
+        let mut child = Command::new(common::BIN)
             .args([
                 "bridge",
                 "--json",
@@ -892,39 +577,33 @@ impl Bridge {
                 "300ms",
             ])
             .arg("--server")
-            .arg(server.ws_url("/webrtc"))
+            .arg(server.url("/webrtc"))
             .arg("--robot")
-            .arg(format!("ws://127.0.0.1:{}/webrtc", free_port()))
+            .arg(format!("ws://127.0.0.1:{}/webrtc", testkit::free_port()))
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
+            .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn the bridge");
-        let stdout = child.stdout.take().expect("bridge stdout");
-        let (tx, events) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Ok(v) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(v).is_err() {
-                        return;
-                    }
-                }
-            }
-        });
-        Bridge { child, events }
+        let lines = testkit::process::lines(child.stdout.take().expect("bridge stdout"));
+        Bridge { child, lines }
     }
 
     /// The bridge's next JSON line (`{"event":"room",...}` or
     /// `{"event":"disconnected",...}`).
     fn next_event(&mut self, within: Duration) -> Value {
-        self.events
-            .recv_timeout(within)
-            .expect("no event from the bridge in time")
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self
+                .lines
+                .recv_timeout(left)
+                .expect("no event from the bridge in time");
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                return v;
+            }
+        }
     }
 }
 
@@ -938,21 +617,21 @@ impl Drop for Bridge {
 #[tokio::test]
 async fn at_the_open_files_limit_accept_errors_back_off_and_service_resumes() {
     const NOFILE: u32 = 64;
-    let server = Server::start_on(
-        "emfile",
-        free_port(),
-        &["--host-grace", "1s"],
-        &[],
-        Some(NOFILE),
-    );
-    let limit = std::fs::read_to_string(format!("/proc/{}/limits", server.pid())).expect("limits");
+    let server = common::binary()
+        .name("emfile")
+        .args(["--host-grace", "1s"])
+        .nofile(NOFILE)
+        .start()
+        .await
+        .expect("the server starts");
+    let limit = std::fs::read_to_string(format!("/proc/{}/limits", server.pid)).expect("limits");
     assert!(
         limit
             .lines()
             .any(|l| l.starts_with("Max open files") && l.contains(&format!(" {NOFILE} "))),
         "{limit}"
     );
-    let url = server.ws_url("/webrtc");
+    let url = server.url("/webrtc");
     let host = server.addr.to_string();
     // Fill every descriptor with hosts of rooms.
     let mut held = Vec::new();
@@ -961,15 +640,10 @@ async fn at_the_open_files_limit_accept_errors_back_off_and_service_resumes() {
         assert!(held.len() < NOFILE as usize, "never reached the limit");
         let tcp = TcpStream::connect(&host).await.expect("connect");
         let request = url.as_str().into_client_request().expect("request");
-        match timeout(
-            Duration::from_millis(1500),
-            tokio_tungstenite::client_async(request, tcp),
-        )
-        .await
-        {
-            Ok(Ok((mut ws, _))) => {
-                send(&mut ws, &json!({"type":"init"})).await;
-                recv_type(&mut ws, "init").await;
+        match timeout(Duration::from_millis(1500), Client::over(request, tcp)).await {
+            Ok(Ok(mut ws)) => {
+                ws.send_json(json!({"type":"init"})).await;
+                ws.skip_to("init").await;
                 held.push(ws);
             }
             Ok(Err(e)) => panic!("handshake failed: {e}"),
@@ -990,7 +664,7 @@ async fn at_the_open_files_limit_accept_errors_back_off_and_service_resumes() {
         "only {} connections before the limit",
         held.len()
     );
-    let fds_at_limit = server.open_fds();
+    let fds_at_limit = server.fds();
 
     // At the limit: the accept loop logs and sleeps, it does not spin.
     let log_before = server.log_text().matches("accept error").count();
@@ -1023,17 +697,12 @@ async fn at_the_open_files_limit_accept_errors_back_off_and_service_resumes() {
         assert!(Instant::now() < deadline, "the server never served again");
         let tcp = TcpStream::connect(&host).await.expect("connect");
         let request = url.as_str().into_client_request().expect("request");
-        if let Ok(Ok((ws, _))) = timeout(
-            Duration::from_millis(1500),
-            tokio_tungstenite::client_async(request, tcp),
-        )
-        .await
-        {
+        if let Ok(Ok(ws)) = timeout(Duration::from_millis(1500), Client::over(request, tcp)).await {
             break ws;
         }
     };
-    send(&mut ws, &json!({"type":"init"})).await;
-    let r = recv_type(&mut ws, "init").await;
+    ws.send_json(json!({"type":"init"})).await;
+    let r = ws.skip_to("init").await;
     assert_eq!(r["role"], "host");
     drop(ws);
     server.wait_health(0, 0).await;
@@ -1050,7 +719,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_keeps_going() {
     // readers' outboxes never fill: only the peer that does not read at all
     // can be dropped.
     const WINDOW: usize = 8;
-    let server = Server::start(
+    let server = start(
         "slow",
         &[
             "--outbox-capacity",
@@ -1061,13 +730,14 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_keeps_going() {
             "100000",
         ],
         &[],
-    );
-    let mut room = create_room(&server).await;
-    let (mut slow, slow_id) = attach(&server, "join", &room.join).await;
-    let (r1, r1_id) = attach(&server, "join", &room.join).await;
-    let (r2, r2_id) = attach(&server, "watch", &room.watch).await;
+    )
+    .await;
+    let mut room = room(&server).await;
+    let (mut slow, slow_id) = join(&server, "join", &room.join).await;
+    let (r1, r1_id) = join(&server, "join", &room.join).await;
+    let (r2, r2_id) = join(&server, "watch", &room.watch).await;
     for _ in 0..3 {
-        recv_type(&mut room.host, "peer_joined").await;
+        room.host.skip_to("peer_joined").await;
     }
     // The readers count what they get; `slow` is never polled from here on.
     let progress: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
@@ -1077,7 +747,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_keeps_going() {
         counting.spawn(async move {
             let started = Instant::now();
             for next in 0..MESSAGES {
-                let m = recv(&mut ws).await;
+                let m = ws.recv().await;
                 assert_eq!(m["type"], "offer", "{m}");
                 assert_eq!(m["seq"], next, "out of order or lost");
                 progress[i].store(next + 1, Ordering::Release);
@@ -1101,13 +771,13 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_keeps_going() {
             assert!(Instant::now() < deadline, "the readers stalled at {seq}");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        send(
-            &mut room.host,
-            &json!({"type":"offer","sdp":padding,"seq":seq}),
-        )
-        .await;
+        room.host
+            .send_json(json!({"type":"offer","sdp":padding,"seq":seq}))
+            .await;
         // The host reads its own events as it goes.
-        while let Ok(Some(Ok(Message::Text(t)))) = timeout(Duration::ZERO, room.host.next()).await {
+        while let Ok(Some(Ok(Message::Text(t)))) =
+            timeout(Duration::ZERO, room.host.ws.next()).await
+        {
             let v: Value = serde_json::from_str(&t).expect("JSON");
             if v["type"] == "peer_left" {
                 left.push(v["peer"].as_str().unwrap_or_default().to_string());
@@ -1126,7 +796,7 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_keeps_going() {
         readers.push(ws);
     }
     if left.is_empty() {
-        let v = recv_type(&mut room.host, "peer_left").await;
+        let v = room.host.skip_to("peer_left").await;
         left.push(v["peer"].as_str().unwrap_or_default().to_string());
     }
     assert_eq!(
@@ -1135,13 +805,13 @@ async fn a_peer_that_stops_reading_is_dropped_and_its_room_keeps_going() {
         "readers: {r1_id} {r2_id}"
     );
     // Counted once for the one peer, however many messages it missed.
-    assert_eq!(server.metric("signal_slow_peers_dropped_total"), 1.0);
+    assert_eq!(server.metric("signal_slow_peers_dropped_total").await, 1.0);
     server.wait_health(1 + readers.len() as i64, 1).await;
     // The slow peer finds its connection ended once it reads what was
     // buffered: dropped, without a close frame (its outbox had no room).
     let mut buffered = 0;
     loop {
-        match timeout(STEP, slow.next())
+        match timeout(STEP, slow.ws.next())
             .await
             .expect("slow peer's socket still open")
         {

@@ -5,10 +5,14 @@
 //! peers in internal ranges (403), quotas (486), bandwidth, expiry of a live
 //! allocation's credential, and shutdown.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime};
+
+use common::{require_tool, WAIT};
 
 use signal_server::turn::credentials::{self, TurnSecret};
 use signal_server::turn::filter::PeerRefusal;
@@ -29,7 +33,6 @@ use turn_server_proto::types::stun::message::{
 };
 use turn_server_proto::types::stun::prelude::{MessageWrite, MessageWriteExt};
 
-const WAIT: Duration = Duration::from_secs(10);
 const SECRET: &str = "test-secret-7f3a";
 
 /// A relay on loopback with its own metrics.
@@ -540,74 +543,30 @@ async fn garbage_and_mangled_requests_do_not_disturb_the_relay() {
 /// are on `/metrics`, and SIGTERM stops it with the server.
 #[tokio::test]
 async fn the_binary_relays_with_turn_listen_and_stops_on_sigterm() {
-    use std::io::BufRead as _;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_signal-server"))
-        .args(["--log-format", "json", "--bind", "127.0.0.1:0"])
+    let mut server = common::binary()
+        .args(["--log-format", "json"])
         .args(["--turn-listen", "127.0.0.1:0", "--turn-secret", SECRET])
         .env("RUST_LOG", "info")
-        .env_remove("PORT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn signal-server");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, logs) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let (mut turn, mut http) = (None::<SocketAddr>, None::<SocketAddr>);
-    while turn.is_none() || http.is_none() {
-        let line = logs
-            .recv_timeout(WAIT)
-            .expect("the server logs its addresses");
-        assert!(!line.contains(SECRET), "the secret is never logged: {line}");
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-        match v["message"].as_str() {
-            Some("TURN relay listening (UDP and TCP)") => {
-                turn = v["addr"].as_str().and_then(|a| a.parse().ok())
-            }
-            Some("listening") => http = v["local"].as_str().and_then(|a| a.parse().ok()),
-            _ => {}
-        }
-    }
-    let (turn, http) = (turn.unwrap(), http.unwrap());
+        .start()
+        .await
+        .expect("the server starts");
+    let turn: SocketAddr = server
+        .wait_log("the TURN relay's address", |line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            (v["message"] == "TURN relay listening (UDP and TCP)").then_some(())?;
+            v["addr"].as_str()?.parse().ok()
+        })
+        .await;
     let mut c = StunClient::new(turn, credential("room/bin", 600)).await;
     assert!(c.allocate().await.is_success());
-    let metrics = {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut s = tokio::net::TcpStream::connect(http).await.unwrap();
-        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).await.unwrap();
-        body
-    };
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("signal_turn_allocations{transport=\"udp\"} 1"),
         "{metrics}"
     );
-    let ok = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
-    let until = std::time::Instant::now() + WAIT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(std::time::Instant::now() < until, "exits after SIGTERM");
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert!(status.success(), "{status}");
+    assert_eq!(server.terminate(WAIT).await, Ok(0), "exits 0 after SIGTERM");
+    let log = server.log_text();
+    assert!(!log.contains(SECRET), "the secret is never logged:\n{log}");
     UdpSocket::bind(turn)
         .await
         .expect("the TURN port is free again");
@@ -615,39 +574,19 @@ async fn the_binary_relays_with_turn_listen_and_stops_on_sigterm() {
 
 // ---- coturn's client against the embedded relay ----
 
-fn which(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
-/// coturn's test tools, or why the test skips (scripts/install-test-deps.sh
-/// installs them).
-macro_rules! coturn_or_skip {
-    () => {
-        match (which("turnutils_uclient"), which("turnutils_peer")) {
-            (Some(c), Some(p)) => (c, p),
-            _ => {
-                eprintln!("SKIPPED: needs coturn's turnutils (apt-get install coturn)");
-                return;
-            }
-        }
-    };
+/// coturn's test tools (a missing coturn fails the test, naming it).
+fn coturn() -> (PathBuf, PathBuf) {
+    (
+        require_tool("turnutils_uclient", "coturn"),
+        require_tool("turnutils_peer", "coturn"),
+    )
 }
 
 /// Runs uclient through the relay to an echo peer; returns its output.
 async fn uclient_through_relay(tcp: bool, length: usize) -> (String, TurnMetrics) {
-    let (uclient, peer_bin) = match (which("turnutils_uclient"), which("turnutils_peer")) {
-        (Some(c), Some(p)) => (c, p),
-        _ => unreachable!(),
-    };
+    let (uclient, peer_bin) = coturn();
     let relay = Relay::start(allow(&["127.0.0.0/8"])).await;
-    let port = {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        probe.local_addr().unwrap().port()
-    };
+    let port = testkit::free_udp_port();
     let mut peer = tokio::process::Command::new(peer_bin)
         .args(["-L", "127.0.0.1", "-p", &port.to_string()])
         .stdout(Stdio::null())
@@ -706,14 +645,12 @@ fn assert_every_packet_echoed(text: &str, metrics: &TurnMetrics) {
 
 #[tokio::test]
 async fn coturn_uclient_relays_every_packet_over_udp() {
-    let _ = coturn_or_skip!();
     let (text, metrics) = uclient_through_relay(false, 200).await;
     assert_every_packet_echoed(&text, &metrics);
 }
 
 #[tokio::test]
 async fn coturn_uclient_relays_every_packet_over_tcp_with_channel_data_padding() {
-    let _ = coturn_or_skip!();
     // 201 bytes: ChannelData on TCP carries 3 bytes of padding each way
     // (RFC 8656 §12.5), which a relay must strip and add.
     let (text, metrics) = uclient_through_relay(true, 201).await;
@@ -722,7 +659,7 @@ async fn coturn_uclient_relays_every_packet_over_tcp_with_channel_data_padding()
 
 #[tokio::test]
 async fn coturn_uclient_is_refused_a_loopback_peer_without_an_allow_list() {
-    let (uclient, _) = coturn_or_skip!();
+    let (uclient, _) = coturn();
     let relay = Relay::start(|_| {}).await;
     let out = tokio::process::Command::new(uclient)
         .args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.2", "-r", "3480"])

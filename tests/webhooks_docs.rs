@@ -58,14 +58,15 @@ fn run_receiver_code(program: &str, args: &[&str], hit: &Hit, secret: &str) -> V
     std::fs::create_dir_all(&dir).unwrap();
     let body_file = dir.join("body");
     std::fs::write(&body_file, &hit.body).unwrap();
-    let out = Command::new(program)
+    let package = if program == "node" { "nodejs" } else { program };
+    let out = Command::new(testkit::require_tool(program, package))
         .args(args)
         .env("HOOK_HEADERS", serde_json::to_string(&headers).unwrap())
         .env("HOOK_BODY", &body_file)
         .env("HOOK_SECRET", secret)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} ({e}): CI has python3 and node"));
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
     let _ = std::fs::remove_dir_all(&dir);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(

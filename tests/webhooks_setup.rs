@@ -89,44 +89,23 @@ async fn the_server_starts_delivery_from_its_config_and_serves_the_series() {
     server.stop().await;
 }
 
-#[test]
-fn the_binary_reads_its_webhook_settings_from_the_environment_and_never_logs_the_secret() {
-    use std::io::{BufRead as _, BufReader};
-    use std::process::{Command, Stdio};
+#[tokio::test]
+async fn the_binary_reads_its_webhook_settings_from_the_environment_and_never_logs_the_secret() {
     let (secret, _) = secret(17);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_signal-server"))
-        .args(["--log-format", "json", "--bind", "127.0.0.1:0"])
+    let mut server = common::binary()
+        .args(["--log-format", "json"])
         .env("RUST_LOG", "debug")
         .env(
             "SIGNAL_SERVER_WEBHOOK_URLS",
             "http://127.0.0.1:9/a,https://hooks.example/b?key=k3y",
         )
         .env("SIGNAL_SERVER_WEBHOOK_SECRET", &secret)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn signal-server");
-    let mut lines = BufReader::new(child.stderr.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let listening = line.contains("\"listening\"");
-        seen.push(line);
-        if listening {
-            break;
-        }
-    }
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    seen.extend(lines); // to the end: the process exits
-    let status = child.wait().unwrap();
-    assert!(status.success(), "{status:?}\n{}", seen.join("\n"));
+        .start()
+        .await
+        .expect("the server starts");
+    let status = server.terminate(WAIT).await;
+    let seen: Vec<String> = server.log_text().lines().map(str::to_string).collect();
+    assert_eq!(status, Ok(0), "{}", seen.join("\n"));
     let enabled = seen
         .iter()
         .find(|l| l.contains("webhooks enabled"))

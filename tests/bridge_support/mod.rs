@@ -3,7 +3,7 @@
 //! clients, and the bridge itself in-process. Every wait is for an event,
 //! bounded by a timeout.
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -14,112 +14,27 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use signal_server::bridge::{self, BridgeArgs, BridgeError, BridgeEvent, Disconnect, RoomLinks};
-use signal_server::config::Config;
-use signal_server::metrics::Metrics;
-use signal_server::rooms::{MemoryRegistry, RoomLimits};
+use testkit::frames::{self, Read};
+use testkit::Client;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 
-/// How long any single expected event may take (a loaded 2-core machine).
+// The signalling server, in-process, from the test kit.
+pub use testkit::in_process::{init_logs, memory_registry, TestServer};
+
+/// How long any single expected event may take: longer than the kit's
+/// `WAIT`, as a bridge event may wait out a reconnection back-off on a
+/// loaded 2-core machine.
 pub const WAIT: Duration = Duration::from_secs(15);
-
-pub fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_test_writer()
-        .try_init();
-}
 
 async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
     match tokio::time::timeout(WAIT, fut).await {
         Ok(v) => v,
         Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
     }
-}
-
-// ---------------------------------------------------------------------------
-// The signalling server, in-process
-// ---------------------------------------------------------------------------
-
-pub struct TestServer {
-    pub addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl TestServer {
-    pub async fn start(config: Config) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(signal_server::server::run(listener, config, async move {
-            let _ = rx.await;
-        }));
-        TestServer {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    /// A server whose rooms live in `registry` (shared with a later server, as
-    /// a shared room store would be).
-    pub async fn start_with(
-        config: Config,
-        registry: MemoryRegistry,
-        metrics: Metrics,
-    ) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(signal_server::server::run_with(
-            listener,
-            config,
-            registry,
-            metrics,
-            async move {
-                let _ = rx.await;
-            },
-        ));
-        TestServer {
-            addr,
-            stop: Some(tx),
-            task,
-        }
-    }
-
-    pub fn ws_url(&self) -> String {
-        format!("ws://{}/webrtc", self.addr)
-    }
-
-    /// Shuts the server down (every socket closed 1001) and waits for it.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        within("the server to stop", &mut self.task)
-            .await
-            .unwrap()
-            .unwrap();
-    }
-}
-
-pub fn registry(config: &Config) -> (MemoryRegistry, Metrics) {
-    let metrics = Metrics::new();
-    let registry = MemoryRegistry::new(
-        RoomLimits {
-            max_peers: config.max_peers_per_room,
-            host_grace: config.host_grace,
-        },
-        metrics.clone(),
-    );
-    (registry, metrics)
 }
 
 // ---------------------------------------------------------------------------
@@ -432,11 +347,9 @@ impl Drop for Proxy {
 // Viewers
 // ---------------------------------------------------------------------------
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
 /// A browser stand-in on the watch (or join) link.
 pub struct Viewer {
-    ws: Ws,
+    client: Client,
     pub peer: String,
     /// Everything received, in order (the init reply excluded).
     pub log: Vec<Value>,
@@ -447,21 +360,13 @@ impl Viewer {
     /// Connects with `?watch=TOKEN` (or `?join=`), as the demo page's
     /// webrtc_ros.js-style clients do, and reads the init reply.
     pub async fn connect(server: SocketAddr, kind: &str, token: &str) -> Viewer {
-        let url = format!("ws://{server}/webrtc?{kind}={token}");
-        let (ws, _) = within("a viewer to connect", tokio_tungstenite::connect_async(url))
-            .await
-            .expect("viewer connect");
-        let mut viewer = Viewer {
-            ws,
-            peer: String::new(),
+        let (client, peer) = testkit::join_by_query(&server, kind, token).await;
+        Viewer {
+            client,
+            peer,
             log: Vec::new(),
             pending: VecDeque::new(),
-        };
-        let init = viewer.next_raw().await;
-        assert_eq!(init["type"], "init", "{init}");
-        assert_eq!(init["role"], kind, "{init}");
-        viewer.peer = init["peer"].as_str().unwrap().to_string();
-        viewer
+        }
     }
 
     pub async fn watch(server: SocketAddr, links: &RoomLinks) -> Viewer {
@@ -469,23 +374,11 @@ impl Viewer {
     }
 
     pub async fn send(&mut self, v: Value) {
-        self.ws.send(Message::text(v.to_string())).await.unwrap();
+        self.client.send_json(v).await;
     }
 
     async fn next_raw(&mut self) -> Value {
-        let ws = &mut self.ws;
-        within("a message for the viewer", async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        return serde_json::from_str::<Value>(t.as_str()).unwrap()
-                    }
-                    Some(Ok(_)) => continue,
-                    other => panic!("viewer connection ended: {other:?}"),
-                }
-            }
-        })
-        .await
+        self.client.recv_within(WAIT).await
     }
 
     /// The next message of type `kind`; others are kept for later waits.
@@ -525,13 +418,8 @@ impl Viewer {
         conn
     }
 
-    pub async fn close(mut self) {
-        let _ = self.ws.close(None).await;
-        // Read until the server has answered the close.
-        let _ = tokio::time::timeout(WAIT, async {
-            while let Some(Ok(_)) = self.ws.next().await {}
-        })
-        .await;
+    pub async fn close(self) {
+        self.client.close().await;
     }
 }
 
@@ -540,6 +428,16 @@ pub fn configure(stream: &str, src: &str) -> Value {
         {"type": "add_stream", "id": stream},
         {"type": "add_video_track", "stream_id": stream, "id": format!("{stream}/subscribed_video"), "src": src},
     ]})
+}
+
+/// `viewer` asks for `src` on stream `stream`: the robot opens a connection
+/// for it, whose offer and candidates reach the viewer; returns that robot
+/// connection.
+pub async fn media(viewer: &mut Viewer, robot: &mut RobotStub, stream: &str, src: &str) -> u32 {
+    viewer.send(configure(stream, src)).await;
+    let conn = robot.opened().await;
+    assert_eq!(viewer.expect_offer().await, conn);
+    conn
 }
 
 pub fn answer(sdp: &str) -> Value {
@@ -644,6 +542,32 @@ impl Drop for BridgeRun {
     }
 }
 
+/// The usual set-up: the server (default config), the stand-in robot, the
+/// bridge between them (quick reconnection, plus `extra` options), and the
+/// room it hosts.
+pub struct Rig {
+    pub server: TestServer,
+    pub robot: RobotStub,
+    pub bridge: BridgeRun,
+    pub room: RoomLinks,
+}
+
+impl Rig {
+    pub async fn start(extra: &[&str]) -> Rig {
+        init_logs();
+        let server = TestServer::with_config(signal_server::config::Config::default()).await;
+        let robot = RobotStub::start().await;
+        let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), extra));
+        let room = bridge.room().await;
+        Rig {
+            server,
+            robot,
+            bridge,
+            room,
+        }
+    }
+}
+
 /// A scripted signalling server, for what the real one would never send.
 pub struct FakeServer {
     listener: TcpListener,
@@ -695,19 +619,10 @@ impl FakeConn {
     }
 
     pub async fn recv(&mut self) -> Value {
-        let ws = &mut self.ws;
-        within("a message from the bridge", async {
-            loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(t))) => {
-                        return serde_json::from_str::<Value>(t.as_str()).unwrap()
-                    }
-                    Some(Ok(_)) => continue,
-                    other => panic!("bridge connection ended: {other:?}"),
-                }
-            }
-        })
-        .await
+        match frames::read(&mut self.ws, WAIT).await {
+            Read::Json(v) => v,
+            other => panic!("expected a message from the bridge, got {other:?}"),
+        }
     }
 }
 

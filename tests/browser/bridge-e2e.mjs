@@ -13,14 +13,15 @@
 //   STATE_FILE=FILE                         the bridge's --state-file
 //   BRIDGE_LOG=FILE                         where the bridge's stderr goes
 //   CHROMIUM=/usr/bin/chromium
-import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import { createWriteStream, readFileSync, statSync, existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
-import { frameNumber } from './robot-video.mjs';
+import {
+  Checks, T, assert, emulatorFrame, launch, log, newPage, observe, sleep, waitFor,
+  waitLive as waitPagesLive,
+} from './lib.mjs';
 
 const base = new URL(process.argv[2] || process.env.BASE_URL || 'http://127.0.0.1:9098/');
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const bridgeBin = process.env.BRIDGE_BIN || 'target/debug/signal-server';
 const robotUrl = process.env.ROBOT_URL || 'ws://127.0.0.1:9090/webrtc';
 const emulatorLog = process.env.EMULATOR_LOG;
@@ -28,34 +29,8 @@ const stateFile = process.env.STATE_FILE;
 const bridgeLog = createWriteStream(process.env.BRIDGE_LOG || '/dev/null', { flags: 'a' });
 const serverWs = `ws://${base.host}/webrtc`;
 
-const T = { start: 20_000, media: 60_000, short: 15_000 }; // generous: 2 cores
-
-let passed = 0;
-let failed = 0;
-let aborted = null;
-
-function log(...a) { console.log(...a); }
-function assert(cond, msg) { if (!cond) throw new Error('assertion failed: ' + msg); }
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function check(name, fn, { critical = false } = {}) {
-  if (aborted) {
-    failed += 1;
-    log(`not ok - ${name} (not run: "${aborted}" failed)`);
-    return;
-  }
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed += 1;
-    log(`ok - ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed += 1;
-    log(`not ok - ${name} (${Date.now() - t0} ms)`);
-    log('  ' + String(e && e.stack ? e.stack : e).split('\n').slice(0, 6).join('\n  '));
-    if (critical) aborted = name;
-  }
-}
+const checks = new Checks('bridge-e2e');
+const check = checks.check.bind(checks);
 
 // ---------------------------------------------------------------------------
 // The bridge process
@@ -131,94 +106,34 @@ function openRobotConns() {
   return open;
 }
 
-async function waitFor(what, fn, timeout) {
-  const deadline = Date.now() + timeout;
-  for (;;) {
-    const v = await fn();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(100);
-  }
-}
-
 // ---------------------------------------------------------------------------
 // Viewers
 // ---------------------------------------------------------------------------
 
-async function launch() {
-  return chromium.launch({
-    executablePath,
-    headless: true,
-    args: [
-      '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--no-first-run',
-      '--disable-features=WebRtcHideLocalIpsWithMdns',
-      '--autoplay-policy=no-user-gesture-required',
-      '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-      '--disable-backgrounding-occluded-windows',
-    ],
+const newViewer = (browser, name) => newPage(browser, name, { viewport: { width: 1024, height: 768 } });
+
+function waitLive(pages, minPcs) {
+  return waitPagesLive(pages, {
+    minPcs,
+    explain: () => log('  robot connections open: ' + JSON.stringify([...openRobotConns()])),
   });
-}
-
-async function newViewer(browser, name) {
-  const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => log(`  [${name} pageerror] ${e.message}`));
-  page.on('console', (m) => { if (m.type() === 'error') log(`  [${name} console.error] ${m.text()}`); });
-  page.viewerName = name;
-  return page;
-}
-
-async function describe(page) {
-  try {
-    const s = await page.evaluate(() => ({
-      state: window.signalDemo && window.signalDemo.state,
-      status: document.getElementById('status').textContent.trim(),
-      error: window.signalDemo && window.signalDemo.error,
-      pc: window.signalDemo && window.signalDemo.connectionState(),
-      pcs: window.signalDemo && window.signalDemo.pcCount,
-      log: window.signalDemo && window.signalDemo.log.slice(-14).map((l) => l.dir + ':' + l.type).join(' '),
-    }));
-    log(`  ${page.viewerName}: ${JSON.stringify(s)}`);
-  } catch (e) {
-    log(`  ${page.viewerName}: (cannot read state: ${e.message})`);
-  }
-}
-
-async function waitLive(pages, minPcs) {
-  try {
-    await Promise.all(pages.map((p) => p.waitForFunction(
-      (pcs) => document.getElementById('video').videoWidth > 0 && window.signalDemo.state === 'live'
-        && window.signalDemo.pcCount >= pcs,
-      minPcs, { timeout: T.media })));
-  } catch (e) {
-    for (const p of pages) await describe(p);
-    log('  robot connections open: ' + JSON.stringify([...openRobotConns()]));
-    throw e;
-  }
 }
 
 /** Both viewers decode frames whose numbers advance, over the same window. */
 async function bothAdvance(pages) {
-  const before = await Promise.all(pages.map(frameNumber));
-  await sleep(2000); // the observation window
-  const after = await Promise.all(pages.map(frameNumber));
+  const seen = await observe(pages, emulatorFrame); // the observation window
   pages.forEach((p, i) => {
-    const a = before[i], b = after[i];
-    log(`  ${p.viewerName}: ${b.w}x${b.h}, frame number ${a.n} -> ${b.n}, framesDecoded ${a.frames} -> ${b.frames}`);
-    assert(a.n !== null && b.n !== null, `${p.viewerName}: the frame number can be read from the video`);
-    assert(b.n - a.n >= 10, `${p.viewerName}: frame numbers advance (${a.n} -> ${b.n})`);
-    assert(b.frames - a.frames >= 10, `${p.viewerName}: framesDecoded increases (${a.frames} -> ${b.frames})`);
+    const [a, b] = seen[i];
+    log(`  ${p.pageName}: ${b.w}x${b.h}, frame number ${a.n} -> ${b.n}, framesDecoded ${a.frames} -> ${b.frames}`);
+    assert(a.n !== null && b.n !== null, `${p.pageName}: the frame number can be read from the video`);
+    assert(b.n - a.n >= 10, `${p.pageName}: frame numbers advance (${a.n} -> ${b.n})`);
+    assert(b.frames - a.frames >= 10, `${p.pageName}: framesDecoded increases (${a.frames} -> ${b.frames})`);
   });
 }
 
 // ---------------------------------------------------------------------------
 
-const exitTimer = setTimeout(() => {
-  log('bridge e2e: overall time limit reached');
-  log(`bridge-e2e: ${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
-}, 9 * 60_000);
+checks.limit(9 * 60_000);
 
 let bridge = null;
 let room = null;
@@ -310,10 +225,8 @@ try {
     await bothAdvance(viewers);
   });
 } catch (e) {
-  failed += 1;
-  log('bridge e2e: unexpected error: ' + (e && e.stack ? e.stack : e));
+  checks.fail('unexpected error: ' + (e && e.stack ? e.stack : e));
 } finally {
-  clearTimeout(exitTimer);
   for (const b of browsers) await b.close().catch(() => {});
   if (bridge && bridge.exitCode === null) {
     await stopBridge(bridge, 'SIGTERM').catch(() => bridge.kill('SIGKILL'));
@@ -321,5 +234,4 @@ try {
   bridgeLog.end();
 }
 
-log(`bridge-e2e: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && passed > 0 ? 0 : 1);
+checks.finish();

@@ -7,112 +7,32 @@
 //   CHROMIUM=/usr/bin/chromium   browser to drive (playwright-core, no bundled browser)
 //   SAVE_SCREENSHOT=1            also write docs/screenshot-viewer.png
 //   SCREENSHOT_DIR=DIR           where the temporary screenshots go (default: a temp dir)
-import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import {
+  Checks, T, assert, describe as describePage, launch, log, newPage as openPage, observe,
+  videoStats, waitLive, withIce,
+} from './lib.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = resolve(here, '..', '..');
 const base = new URL(process.argv[2] || process.env.BASE_URL || 'http://127.0.0.1:9099/');
-const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
 const shotDir = process.env.SCREENSHOT_DIR || mkdtempSync(join(tmpdir(), 'signal-e2e-'));
 mkdirSync(shotDir, { recursive: true });
 
-const T = { short: 15_000, media: 60_000 }; // generous: the CI machine has 2 cores
-
-let passed = 0;
-let failed = 0;
-let aborted = null;
+const checks = new Checks('browser-e2e');
+const check = checks.check.bind(checks);
 const pageErrors = [];
+const newPage = (browser, name, viewport) => openPage(browser, name, { viewport, pageErrors });
+const describe = (...pages) => Promise.all(pages.map(describePage));
 
-function log(...a) { console.log(...a); }
-
-/** Run one named check. A failed `critical` check skips (and fails) the rest. */
-async function check(name, fn, { critical = false } = {}) {
-  if (aborted) {
-    failed += 1;
-    log(`not ok - ${name} (not run: "${aborted}" failed)`);
-    return;
-  }
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed += 1;
-    log(`ok - ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed += 1;
-    log(`not ok - ${name} (${Date.now() - t0} ms)`);
-    log('  ' + String(e && e.stack ? e.stack : e).split('\n').slice(0, 6).join('\n  '));
-    if (critical) aborted = name;
-  }
-}
-
-function assert(cond, msg) { if (!cond) throw new Error('assertion failed: ' + msg); }
-
-function withIce(link) {
-  const u = new URL(link);
-  if (!u.searchParams.has('ice')) u.searchParams.set('ice', 'none');
-  return u.toString();
-}
-
-async function newPage(browser, name, viewport = { width: 1280, height: 800 }) {
-  const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
-  const page = await context.newPage();
-  page.on('pageerror', (e) => pageErrors.push(`${name}: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') log(`  [${name} console.error] ${m.text()}`);
-  });
-  return page;
-}
-
-/** Dump a page's demo state, to explain a failure. */
-async function describe(page, name) {
-  try {
-    const s = await page.evaluate(() => ({
-      state: window.signalDemo && window.signalDemo.state,
-      status: document.getElementById('status').textContent.trim(),
-      error: document.getElementById('error').textContent.trim(),
-      ws: window.signalDemo && window.signalDemo.wsState,
-      pc: window.signalDemo && window.signalDemo.connectionState && window.signalDemo.connectionState(),
-      log: window.signalDemo && window.signalDemo.log.slice(-12).map((l) => l.dir + ':' + l.type).join(' '),
-    }));
-    log(`  ${name}: ${JSON.stringify(s)}`);
-  } catch (e) {
-    log(`  ${name}: (cannot read state: ${e.message})`);
-  }
-}
-
-/** Read the viewer's playback position and decoded frame count, from the page. */
-function sample(page) {
-  return page.evaluate(async () => {
-    const v = document.getElementById('video');
-    const s = await window.signalDemo.inboundVideo();
-    return { t: v.currentTime, w: v.videoWidth, h: v.videoHeight, frames: s ? s.framesDecoded : -1 };
-  });
-}
-
-const browser = await chromium.launch({
-  executablePath,
-  headless: true,
-  args: [
-    '--headless=new', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run',
-    '--disable-features=WebRtcHideLocalIpsWithMdns',
-    '--autoplay-policy=no-user-gesture-required',
-    '--disable-background-timer-throttling', '--disable-renderer-backgrounding',
-    '--disable-backgrounding-occluded-windows',
-  ],
-});
+const browser = await launch();
 
 let host, watcher, guest, stranger;
 let links = {};
-const exitTimer = setTimeout(() => {
-  log('browser e2e: overall time limit reached');
-  log(`browser-e2e: ${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
-}, 8 * 60_000);
+checks.limit(8 * 60_000);
 
 try {
   await check('page loads and its ICE helpers convert fields', async () => {
@@ -169,11 +89,9 @@ try {
     guest = await newPage(browser, 'guest', { width: 390, height: 844 });
     await Promise.all([watcher.goto(withIce(links.watch)), guest.goto(withIce(links.join))]);
     try {
-      await Promise.all([watcher, guest].map((p) => p.waitForFunction(
-        () => document.getElementById('video').videoWidth > 0 && window.signalDemo.state === 'live',
-        null, { timeout: T.media })));
+        await waitLive([watcher, guest]);
     } catch (e) {
-      await describe(host, 'host'); await describe(watcher, 'watcher'); await describe(guest, 'guest');
+      await describe(host);
       throw e;
     }
     const roles = await Promise.all([watcher, guest].map((p) => p.evaluate(() => window.signalDemo.role)));
@@ -181,11 +99,9 @@ try {
   }, { critical: true });
 
   await check('video keeps playing: currentTime advances and framesDecoded increases over 2 s', async () => {
-    const before = await Promise.all([watcher, guest].map(sample));
-    await new Promise((r) => setTimeout(r, 2000)); // the deliberate observation window
-    const after = await Promise.all([watcher, guest].map(sample));
+    const seen = await observe([watcher, guest]); // the deliberate observation window
     ['watcher', 'guest'].forEach((name, i) => {
-      const a = before[i], b = after[i];
+      const [a, b] = seen[i];
       log(`  ${name}: ${b.w}x${b.h}, currentTime ${a.t.toFixed(2)} -> ${b.t.toFixed(2)}, framesDecoded ${a.frames} -> ${b.frames}`);
       assert(b.w > 0 && b.h > 0, `${name} has a video size`);
       assert(b.t - a.t > 0.5, `${name} currentTime advanced (${a.t} -> ${b.t})`);
@@ -231,7 +147,7 @@ try {
     await guest.fill('#src-input', 'ros_image:/camera/other');
     await guest.click('#src-form button[type="submit"]');
     await guest.waitForFunction((n) => window.signalDemo.pcCount > n && window.signalDemo.state === 'live', n0, { timeout: T.media });
-    const a = await sample(guest);
+    const a = await videoStats(guest);
     await guest.waitForFunction((f) => window.signalDemo.inboundVideo().then((s) => s && s.framesDecoded > f + 5), a.frames, { timeout: T.short, polling: 250 });
   });
 
@@ -247,7 +163,7 @@ try {
           && d.state === 'live' && document.getElementById('video').videoWidth > 0;
       }, mark[i], { timeout: T.media })));
     } catch (e) {
-      await describe(host, 'host'); await describe(watcher, 'watcher'); await describe(guest, 'guest');
+      await describe(host, watcher, guest);
       throw e;
     }
     const after = await host.evaluate(() => ({ watch: window.signalDemo.links.watch, state: window.signalDemo.state }));
@@ -315,9 +231,7 @@ try {
     assert(pageErrors.length === 0, pageErrors.join('; '));
   });
 } finally {
-  clearTimeout(exitTimer);
   await browser.close().catch(() => {});
 }
 
-log(`browser-e2e: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && passed > 0 ? 0 : 1);
+checks.finish();

@@ -14,36 +14,14 @@
 //   RELAY_ONLY_SWITCH=1  also flip the page's "relay only" switch
 // Prints "turn-e2e[RELAY]: N passed, N failed" last; exit 0 when all passed.
 import { existsSync, readFileSync } from 'node:fs';
-import { frameAdvance, launchChromium, selectedPairOf } from './robot-video.mjs';
+import {
+  Checks, T, assert, emulatorFrame, launch, log, newPage, observe, selectedPairOf,
+} from './lib.mjs';
 
 const watchUrl = process.argv[2];
 const relay = process.env.RELAY || 'embedded';
-const T = { media: 60_000, short: 15_000 };
-let passed = 0;
-let failed = 0;
-let aborted = null;
-
-const log = (...a) => console.log(...a);
-function assert(cond, msg) { if (!cond) throw new Error('assertion failed: ' + msg); }
-
-async function check(name, fn, { critical = false } = {}) {
-  if (aborted) {
-    failed += 1;
-    log(`not ok - ${name} (not run: "${aborted}" failed)`);
-    return;
-  }
-  const t0 = Date.now();
-  try {
-    await fn();
-    passed += 1;
-    log(`ok - ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed += 1;
-    log(`not ok - ${name} (${Date.now() - t0} ms)`);
-    log('  ' + String(e && e.stack ? e.stack : e).split('\n').slice(0, 6).join('\n  '));
-    if (critical) aborted = name;
-  }
-}
+const checks = new Checks(`turn-e2e[${relay}]`);
+let page = null;
 
 function emulatorEvents() {
   const file = process.env.EMULATOR_LOG;
@@ -77,7 +55,7 @@ async function waitLive(page, minPcs) {
 
 /** Frames advance, and the selected pair goes through a relay. */
 async function relayedVideo(page) {
-  const { before, after } = await frameAdvance(page);
+  const [[before, after]] = await observe([page], emulatorFrame);
   log(`  ${after.w}x${after.h}, frame number ${before.n} -> ${after.n}, framesDecoded ${before.frames} -> ${after.frames}`);
   assert(before.n !== null && after.n !== null, 'the frame number can be read from the video');
   assert(after.n - before.n >= 10, `frame numbers advance (${before.n} -> ${after.n})`);
@@ -95,29 +73,22 @@ async function relayedVideo(page) {
   return pair;
 }
 
-const exitTimer = setTimeout(() => {
-  log(`turn-e2e[${relay}]: overall time limit reached`);
-  log(`turn-e2e[${relay}]: ${passed} passed, ${failed + 1} failed`);
-  process.exit(1);
-}, 4 * 60_000);
+checks.limit(4 * 60_000);
 
 let browser = null;
 try {
-  await check(`[${relay}] the viewer decodes advancing frames and getStats reports a relay candidate pair`, async () => {
+  await checks.check(`[${relay}] the viewer decodes advancing frames and getStats reports a relay candidate pair`, async () => {
     assert(watchUrl, 'a watch URL');
-    browser = await launchChromium(process.env.CHROMIUM || '/usr/bin/chromium');
-    const context = await browser.newContext({ viewport: { width: 1024, height: 768 } });
-    const page = await context.newPage();
-    page.on('pageerror', (e) => log(`  [pageerror] ${e.message}`));
+    browser = await launch();
+    page = await newPage(browser, 'viewer', { viewport: { width: 1024, height: 768 } });
     await page.goto(watchUrl);
     await waitLive(page, 1);
     const ice = await page.evaluate(() => window.signalDemo.iceServers);
     log('  the page\'s ICE servers: ' + JSON.stringify(ice.map((s) => ({ urls: s.urls, username: s.username }))));
     await relayedVideo(page);
-    check.page = page;
   }, { critical: true });
 
-  await check(`[${relay}] the robot got TURN credentials from the bridge's --ice-endpoint`, async () => {
+  await checks.check(`[${relay}] the robot got TURN credentials from the bridge's --ice-endpoint`, async () => {
     const got = emulatorEvents().filter((e) => e.event === 'ice_servers');
     log('  emulator: ' + JSON.stringify(got.slice(-1)));
     assert(got.length > 0, 'the emulator asked for ICE servers');
@@ -127,8 +98,7 @@ try {
   });
 
   if (process.env.REFRESH) {
-    await check(`[${relay}] the page refreshes its credentials before they expire; the video goes on`, async () => {
-      const page = check.page;
+    await checks.check(`[${relay}] the page refreshes its credentials before they expire; the video goes on`, async () => {
       const ttl = await page.evaluate(() => window.signalDemo.iceTtl);
       assert(typeof ttl === 'number' && ttl > 0, 'the init reply gave ice_servers_ttl: ' + ttl);
       const before = await page.evaluate(() => window.signalDemo.iceServers.slice(-1)[0].username);
@@ -141,8 +111,7 @@ try {
   }
 
   if (process.env.RELAY_ONLY_SWITCH) {
-    await check(`[${relay}] the "relay only" switch reconnects with iceTransportPolicy "relay": relay candidates only`, async () => {
-      const page = check.page;
+    await checks.check(`[${relay}] the "relay only" switch reconnects with iceTransportPolicy "relay": relay candidates only`, async () => {
       const pcs = await page.evaluate(() => window.signalDemo.pcCount);
       await page.click('#relay-only');
       await waitLive(page, pcs + 1);
@@ -153,12 +122,9 @@ try {
     });
   }
 } catch (e) {
-  failed += 1;
-  log(`turn-e2e[${relay}]: unexpected error: ` + (e && e.stack ? e.stack : e));
+  checks.fail('unexpected error: ' + (e && e.stack ? e.stack : e));
 } finally {
-  clearTimeout(exitTimer);
   if (browser) await browser.close().catch(() => {});
 }
 
-log(`turn-e2e[${relay}]: ${passed} passed, ${failed} failed`);
-process.exit(failed === 0 && passed > 0 ? 0 : 1);
+checks.finish();

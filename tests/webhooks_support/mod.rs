@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -30,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 /// How long a test waits for something that should happen.
-pub const WAIT: Duration = Duration::from_secs(10);
+pub use testkit::WAIT;
 /// The tolerance the docs tell receivers to apply to `webhook-timestamp`.
 pub const TOLERANCE: Duration = Duration::from_secs(5 * 60);
 
@@ -356,83 +355,12 @@ pub async fn until(what: &str, cond: impl Fn() -> bool) {
 pub fn tls_fixture(dir: &Path) -> (PathBuf, rustls::ServerConfig) {
     use rustls_pki_types::pem::PemObject as _;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    std::fs::create_dir_all(dir).unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let run = |args: &[&str]| {
-        let ok = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        assert!(
-            ok,
-            "openssl {args:?} failed (scripts/install-test-deps.sh installs openssl)"
-        );
-    };
-    let mut ca = vec!["req", "-x509"];
-    ca.extend(ec);
-    ca.extend([
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=webhook test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&ca);
-    let mut csr = vec!["req"];
-    csr.extend(ec);
-    csr.extend([
-        "-keyout",
-        "leaf.key",
-        "-out",
-        "leaf.csr",
-        "-subj",
-        "/CN=localhost",
-    ]);
-    run(&csr);
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "leaf.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "leaf.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "leaf.ext",
-    ]);
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(dir.join("leaf.pem"))
+    let made = testkit::tls::ca_and_leaf(dir, "webhook test CA");
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&made.cert)
         .unwrap()
         .map(|c| c.unwrap())
         .collect();
-    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(&made.key).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -440,5 +368,5 @@ pub fn tls_fixture(dir: &Path) -> (PathBuf, rustls::ServerConfig) {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    (dir.join("ca.pem"), config)
+    (made.ca, config)
 }

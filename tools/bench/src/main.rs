@@ -23,7 +23,6 @@
 //! Server CPU is utime+stime of `--server-pid` from /proc over the measured
 //! window; the generator's own CPU likewise.
 
-mod procstat;
 mod proto;
 mod report;
 
@@ -41,6 +40,7 @@ use tokio::task::{spawn_local, LocalSet};
 use tokio_tungstenite::tungstenite::Message;
 
 use proto::{Kind, Proto, Room, Target, Templates, Ws};
+use testkit::procfs as procstat;
 
 type BoxError = Box<dyn std::error::Error>;
 

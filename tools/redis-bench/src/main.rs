@@ -15,273 +15,100 @@
 //! the one instance. Prints a Markdown report.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use clap::Parser;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::process::{Child, Command};
+use testkit::{Client, Endpoint, Launch, RedisServer, Room, ServerProcess};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
+/// Relay throughput and latency over Redis against in memory, then Redis's
+/// costs per room and per message.
+#[derive(Parser, Debug)]
+#[command(name = "redis-bench")]
 struct Args {
-    server: String,
-    redis: String,
+    /// The signal-server binary.
+    #[arg(long, default_value = "target/release/signal-server")]
+    server: PathBuf,
+    /// The redis-server binary (a name is looked up on PATH).
+    #[arg(long = "redis-server", default_value = "redis-server")]
+    redis: PathBuf,
+    /// Interleaved repeats of both setups (0: only the Redis costs).
+    #[arg(long, default_value_t = 5)]
     repeats: usize,
+    /// Rooms of the throughput run.
+    #[arg(long, default_value_t = 20)]
     rooms: usize,
+    /// ICE candidates each guest sends its host in the throughput run.
+    #[arg(long, default_value_t = 2000)]
     messages: usize,
+    /// Rooms of the latency run.
+    #[arg(long, default_value_t = 8)]
     latency_rooms: usize,
+    /// Seconds of the latency run.
+    #[arg(long, default_value_t = 3.0)]
     latency_secs: f64,
+    /// Keep each server's log in this directory (server-N.log).
+    #[arg(long, env = "REDIS_BENCH_SERVER_LOGS")]
+    server_logs: Option<PathBuf>,
 }
 
-fn args() -> Args {
-    let mut a = Args {
-        server: "target/release/signal-server".into(),
-        redis: "redis-server".into(),
-        repeats: 5,
-        rooms: 20,
-        messages: 2000,
-        latency_rooms: 8,
-        latency_secs: 3.0,
+/// How long a bench waits for one message before calling the run broken.
+const RECV: Duration = Duration::from_secs(20);
+
+async fn redis(a: &Args) -> RedisServer {
+    let bin = if a.redis.components().count() > 1 {
+        a.redis.clone()
+    } else {
+        let name = a.redis.to_string_lossy();
+        testkit::require_tool(&name, "redis-server")
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--server" => a.server = val(),
-            "--redis-server" => a.redis = val(),
-            "--repeats" => a.repeats = val().parse().expect("--repeats N"),
-            "--rooms" => a.rooms = val().parse().expect("--rooms N"),
-            "--messages" => a.messages = val().parse().expect("--messages N"),
-            "--latency-rooms" => a.latency_rooms = val().parse().expect("--latency-rooms N"),
-            "--latency-secs" => a.latency_secs = val().parse().expect("--latency-secs S"),
-            other => panic!("unknown option {other}"),
-        }
-    }
-    a
+    RedisServer::launch(&bin, testkit::free_port(), false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-async fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
-struct Redis {
-    port: u16,
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Redis {
-    async fn start(bin: &str) -> Redis {
-        let port = free_port().await;
-        let dir = std::env::temp_dir().join(format!("redis-bench-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new(bin)
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn redis-server");
-        let r = Redis { port, child, dir };
-        for _ in 0..200 {
-            if r.command(&["PING"]).await.is_some() {
-                return r;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not start");
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// One command over RESP; the raw reply.
-    async fn command(&self, args: &[&str]) -> Option<String> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).await.ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
-        }
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut out = Vec::new();
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = tokio::time::timeout(Duration::from_millis(300), s.read(&mut buf))
-                .await
-                .ok()?
-                .ok()?;
-            out.extend_from_slice(&buf[..n]);
-            if n == 0 || is_complete(&out) {
-                break;
-            }
-        }
-        Some(String::from_utf8_lossy(&out).to_string())
-    }
-
-    /// `INFO` fields as numbers.
-    async fn info(&self) -> BTreeMap<String, f64> {
-        let raw = self.command(&["INFO", "all"]).await.unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for line in raw.lines() {
-            let Some((k, v)) = line.split_once(':') else {
-                continue;
-            };
-            if let Ok(n) = v.trim().parse::<f64>() {
-                out.insert(k.to_string(), n);
-            } else if k.starts_with("cmdstat_") {
-                // calls=N,usec=...
-                if let Some(calls) = v
-                    .split(',')
-                    .find_map(|f| f.strip_prefix("calls="))
-                    .and_then(|c| c.parse::<f64>().ok())
-                {
-                    out.insert(k.to_string(), calls);
-                }
-            }
-        }
-        out
-    }
-}
-
-fn is_complete(raw: &[u8]) -> bool {
-    // Bulk string replies: `$N\r\n...N bytes...\r\n`; others end at CRLF.
-    let s = String::from_utf8_lossy(raw);
-    if let Some(rest) = s.strip_prefix('$') {
-        if let Some((n, body)) = rest.split_once("\r\n") {
-            if let Ok(n) = n.parse::<usize>() {
-                return body.len() >= n + 2;
-            }
-        }
-        return false;
-    }
-    s.ends_with("\r\n")
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-struct Server {
-    port: u16,
-    child: Child,
-}
-
-async fn server(bin: &str, redis: Option<&str>, grace: &str) -> Server {
-    let port = free_port().await;
-    let mut cmd = Command::new(bin);
-    cmd.args(["--bind", &format!("127.0.0.1:{port}")])
+async fn server(a: &Args, redis: Option<&str>, grace: &str) -> ServerProcess {
+    static SERIAL: AtomicUsize = AtomicUsize::new(0);
+    let mut launch = Launch::new(&a.server)
         .args(["--rate-limit", "1000000", "--rate-burst", "1000000"])
         .args(["--outbox-capacity", "65536", "--host-grace", grace])
-        .env("RUST_LOG", "warn")
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::null())
-        .stderr(if std::env::var_os("REDIS_BENCH_SERVER_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        })
-        .kill_on_drop(true);
+        .env("RUST_LOG", "warn");
     if let Some(url) = redis {
-        cmd.args(["--redis-url", url]);
+        launch = launch.args(["--redis-url", url]);
     }
-    let child = cmd.spawn().expect("spawn signal-server");
-    let s = Server { port, child };
-    for _ in 0..400 {
-        if healthz(port).await == Some(200) {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+    if let Some(dir) = &a.server_logs {
+        let n = SERIAL.fetch_add(1, Ordering::Relaxed);
+        launch = launch.log_file(dir.join(format!("server-{n}.log")));
     }
-    panic!("signal-server on {port} did not become healthy");
+    launch.start().await.unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Server {
-    async fn stop(mut self) {
-        #[cfg(unix)]
-        if let Some(pid) = self.child.id() {
-            // SIGTERM: a clean stop, as on Heroku.
-            let _ = std::process::Command::new("kill")
-                .arg(pid.to_string())
-                .status();
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
-        let _ = self.child.start_kill();
-    }
+/// SIGTERM: a clean stop, as on Heroku.
+async fn stop(mut s: ServerProcess) {
+    let _ = s.terminate(Duration::from_secs(10)).await;
 }
 
-async fn healthz(port: u16) -> Option<u16> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await
-        .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.ok()?;
-    out.split_whitespace().nth(1)?.parse().ok()
-}
-
-async fn connect(port: u16) -> Ws {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/webrtc"))
-        .await
-        .expect("connect");
-    ws
-}
-
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(&t).expect("JSON"),
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("connection failed: {other:?}"),
-        }
-    }
-}
-
-/// A room: host on `host_port`, one guest on `guest_port`.
+/// A room: host on `host`, one guest on `guest`.
 struct Pair {
-    host: Ws,
-    guest: Ws,
+    host: Client,
+    guest: Client,
     guest_id: String,
     join: String,
 }
 
-async fn pair(host_port: u16, guest_port: u16) -> Pair {
-    let mut host = connect(host_port).await;
-    host.send(Message::text(r#"{"type":"init"}"#))
-        .await
-        .expect("send");
-    let init = recv(&mut host).await;
-    let join = init["join"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no room: {init}"))
-        .to_string();
-    let mut guest = connect(guest_port).await;
-    guest
-        .send(Message::text(format!(
-            r#"{{"type":"init","join":"{join}"}}"#
-        )))
-        .await
-        .expect("send");
-    let ginit = recv(&mut guest).await;
-    let guest_id = ginit["peer"].as_str().expect("peer").to_string();
-    let joined = recv(&mut host).await;
-    assert_eq!(joined["type"], "peer_joined");
+async fn pair(host: &impl Endpoint, guest: &impl Endpoint) -> Pair {
+    let mut room: Room = testkit::room(host).await;
+    let (guest, guest_id) = testkit::attach(guest, &mut room, "join").await;
     Pair {
-        host,
+        host: room.host,
         guest,
         guest_id,
-        join,
+        join: room.join,
     }
 }
 
@@ -299,10 +126,10 @@ fn ice(seq: usize, to: Option<&str>) -> String {
 }
 
 /// Guests flood their hosts: messages per second delivered, all rooms.
-async fn throughput(host_port: u16, guest_port: u16, rooms: usize, messages: usize) -> f64 {
+async fn throughput(host: SocketAddr, guest: SocketAddr, rooms: usize, messages: usize) -> f64 {
     let mut pairs = Vec::new();
     for _ in 0..rooms {
-        pairs.push(pair(host_port, guest_port).await);
+        pairs.push(pair(&host, &guest).await);
     }
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -315,17 +142,21 @@ async fn throughput(host_port: u16, guest_port: u16, rooms: usize, messages: usi
         tasks.push(tokio::spawn(async move {
             let sender = tokio::spawn(async move {
                 for i in 0..messages {
-                    guest.feed(Message::text(ice(i, None))).await.expect("feed");
+                    guest
+                        .ws
+                        .feed(Message::text(ice(i, None)))
+                        .await
+                        .expect("feed");
                     if i % 64 == 63 {
-                        guest.flush().await.expect("flush");
+                        guest.ws.flush().await.expect("flush");
                     }
                 }
-                guest.flush().await.expect("flush");
+                guest.ws.flush().await.expect("flush");
                 guest
             });
             let mut got = 0;
             while got < messages {
-                let m = recv(&mut host).await;
+                let m = host.recv_within(RECV).await;
                 if m["type"] == "ice_candidate" {
                     got += 1;
                 }
@@ -340,17 +171,17 @@ async fn throughput(host_port: u16, guest_port: u16, rooms: usize, messages: usi
     }
     let took = t0.elapsed().as_secs_f64();
     for (mut h, mut g) in done {
-        let _ = g.close(None).await;
-        let _ = h.close(None).await;
+        let _ = g.ws.close(None).await;
+        let _ = h.ws.close(None).await;
     }
     (rooms * messages) as f64 / took
 }
 
 /// Closed loop: guest → host → guest round trips, one outstanding per room.
-async fn latency(host_port: u16, guest_port: u16, rooms: usize, secs: f64) -> Vec<f64> {
+async fn latency(host: SocketAddr, guest: SocketAddr, rooms: usize, secs: f64) -> Vec<f64> {
     let mut pairs = Vec::new();
     for _ in 0..rooms {
-        pairs.push(pair(host_port, guest_port).await);
+        pairs.push(pair(&host, &guest).await);
     }
     let mut tasks = Vec::new();
     for p in pairs {
@@ -363,7 +194,8 @@ async fn latency(host_port: u16, guest_port: u16, rooms: usize, secs: f64) -> Ve
         tasks.push(tokio::spawn(async move {
             let echo = tokio::spawn(async move {
                 loop {
-                    let m = match tokio::time::timeout(Duration::from_secs(5), host.next()).await {
+                    let m = match tokio::time::timeout(Duration::from_secs(5), host.ws.next()).await
+                    {
                         Ok(Some(Ok(Message::Text(t)))) => t,
                         Ok(Some(Ok(_))) => continue,
                         _ => return host,
@@ -378,6 +210,7 @@ async fn latency(host_port: u16, guest_port: u16, rooms: usize, secs: f64) -> Ve
                         .and_then(|n| n.parse().ok())
                         .expect("seq");
                     if host
+                        .ws
                         .send(Message::text(ice(seq, Some(&guest_id))))
                         .await
                         .is_err()
@@ -392,11 +225,12 @@ async fn latency(host_port: u16, guest_port: u16, rooms: usize, secs: f64) -> Ve
             while Instant::now() < end {
                 let t = Instant::now();
                 guest
+                    .ws
                     .send(Message::text(ice(seq, None)))
                     .await
                     .expect("send");
                 loop {
-                    let m = recv(&mut guest).await;
+                    let m = guest.recv_within(RECV).await;
                     if m["type"] == "ice_candidate" {
                         break;
                     }
@@ -404,9 +238,9 @@ async fn latency(host_port: u16, guest_port: u16, rooms: usize, secs: f64) -> Ve
                 rtts.push(t.elapsed().as_secs_f64() * 1e6);
                 seq += 1;
             }
-            let _ = guest.close(None).await;
+            let _ = guest.ws.close(None).await;
             let mut host = echo.await.expect("echo");
-            let _ = host.close(None).await;
+            let _ = host.ws.close(None).await;
             rtts
         }));
     }
@@ -436,26 +270,26 @@ struct Samples {
 }
 
 async fn run_memory(a: &Args, s: &mut Samples) {
-    let srv = server(&a.server, None, "30s").await;
+    let srv = server(a, None, "30s").await;
     s.throughput
-        .push(throughput(srv.port, srv.port, a.rooms, a.messages).await);
-    let mut rtts = latency(srv.port, srv.port, a.latency_rooms, a.latency_secs).await;
+        .push(throughput(srv.addr, srv.addr, a.rooms, a.messages).await);
+    let mut rtts = latency(srv.addr, srv.addr, a.latency_rooms, a.latency_secs).await;
     s.p50.push(percentile(&mut rtts, 0.5));
     s.p99.push(percentile(&mut rtts, 0.99));
-    srv.stop().await;
+    stop(srv).await;
 }
 
 async fn run_redis(a: &Args, s: &mut Samples) {
-    let redis = Redis::start(&a.redis).await;
-    let ia = server(&a.server, Some(&redis.url()), "30s").await;
-    let ib = server(&a.server, Some(&redis.url()), "30s").await;
+    let redis = redis(a).await;
+    let ia = server(a, Some(&redis.url()), "30s").await;
+    let ib = server(a, Some(&redis.url()), "30s").await;
     s.throughput
-        .push(throughput(ia.port, ib.port, a.rooms, a.messages).await);
-    let mut rtts = latency(ia.port, ib.port, a.latency_rooms, a.latency_secs).await;
+        .push(throughput(ia.addr, ib.addr, a.rooms, a.messages).await);
+    let mut rtts = latency(ia.addr, ib.addr, a.latency_rooms, a.latency_secs).await;
     s.p50.push(percentile(&mut rtts, 0.5));
     s.p99.push(percentile(&mut rtts, 0.99));
-    ia.stop().await;
-    ib.stop().await;
+    stop(ia).await;
+    stop(ib).await;
 }
 
 fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, k: &str) -> f64 {
@@ -465,9 +299,9 @@ fn delta(after: &BTreeMap<String, f64>, before: &BTreeMap<String, f64>, k: &str)
 /// Redis's own counters around a phase, less the background rate measured
 /// while idle.
 async fn costs(a: &Args) {
-    let redis = Redis::start(&a.redis).await;
-    let ia = server(&a.server, Some(&redis.url()), "1s").await;
-    let ib = server(&a.server, Some(&redis.url()), "1s").await;
+    let redis = redis(a).await;
+    let ia = server(a, Some(&redis.url()), "1s").await;
+    let ib = server(a, Some(&redis.url()), "1s").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     // Background: heartbeats, dead-instance checks, grace sweeps.
@@ -497,7 +331,7 @@ async fn costs(a: &Args) {
     let b0 = redis.info().await;
     let mut pairs = Vec::new();
     for _ in 0..n {
-        pairs.push(pair(ia.port, ib.port).await);
+        pairs.push(pair(&ia, &ib).await);
     }
     let b1 = redis.info().await;
     for p in pairs {
@@ -506,20 +340,20 @@ async fn costs(a: &Args) {
             mut guest,
             ..
         } = p;
-        let _ = guest.close(None).await;
+        let _ = guest.ws.close(None).await;
         loop {
-            let m = recv(&mut host).await;
+            let m = host.recv_within(RECV).await;
             if m["type"] == "peer_left" {
                 break;
             }
         }
-        let _ = host.close(None).await;
+        let _ = host.ws.close(None).await;
     }
     // Wait for the sweeps to close every room.
     for _ in 0..100 {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let z = redis
-            .command(&["ZCARD", "ss:grace"])
+            .try_command(&["ZCARD", "ss:grace"])
             .await
             .unwrap_or_default();
         if z.trim() == ":0" {
@@ -563,22 +397,23 @@ async fn costs(a: &Args) {
 
     // Relay: guest on B → host on A, and host → guest.
     let m = 20_000;
-    let mut p = pair(ia.port, ib.port).await;
+    let mut p = pair(&ia, &ib).await;
     let r0 = redis.info().await;
     let t = Instant::now();
     for i in 0..m {
         p.guest
+            .ws
             .feed(Message::text(ice(i, None)))
             .await
             .expect("feed");
         if i % 64 == 63 {
-            p.guest.flush().await.expect("flush");
+            p.guest.ws.flush().await.expect("flush");
         }
     }
-    p.guest.flush().await.expect("flush");
+    p.guest.ws.flush().await.expect("flush");
     let mut got = 0;
     while got < m {
-        if recv(&mut p.host).await["type"] == "ice_candidate" {
+        if p.host.recv_within(RECV).await["type"] == "ice_candidate" {
             got += 1;
         }
     }
@@ -605,7 +440,7 @@ async fn costs(a: &Args) {
         .unwrap_or(0.0);
     let mut open = Vec::new();
     for _ in 0..n {
-        open.push(pair(ia.port, ib.port).await);
+        open.push(pair(&ia, &ib).await);
     }
     let mem1 = redis
         .info()
@@ -622,24 +457,17 @@ async fn costs(a: &Args) {
     let t = Instant::now();
     let mut extra = Vec::new();
     for p in open.iter_mut() {
-        let mut ws = connect(ib.port).await;
-        let join = p.join.clone();
-        ws.send(Message::text(format!(
-            r#"{{"type":"init","join":"{join}"}}"#
-        )))
-        .await
-        .expect("send");
-        assert_eq!(recv(&mut ws).await["type"], "init");
-        assert_eq!(recv(&mut p.host).await["type"], "peer_joined");
+        let (ws, _) = testkit::join(&ib, "join", &p.join).await;
+        assert_eq!(p.host.recv_within(RECV).await["type"], "peer_joined");
         extra.push(ws);
     }
     let g1 = redis.info().await;
     let attach_dt = t.elapsed().as_secs_f64();
     let t = Instant::now();
     for (ws, p) in extra.iter_mut().zip(open.iter_mut()) {
-        let _ = ws.close(None).await;
+        let _ = ws.ws.close(None).await;
         loop {
-            if recv(&mut p.host).await["type"] == "peer_left" {
+            if p.host.recv_within(RECV).await["type"] == "peer_left" {
                 break;
             }
         }
@@ -672,13 +500,13 @@ async fn costs(a: &Args) {
     drop(extra);
     drop(open);
     drop(p);
-    ia.stop().await;
-    ib.stop().await;
+    stop(ia).await;
+    stop(ib).await;
 }
 
 #[tokio::main]
 async fn main() {
-    let a = args();
+    let a = Args::parse();
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("## Relay over Redis vs in memory\n");
     println!(

@@ -211,7 +211,7 @@ async fn run(opts: Opts) -> Result<bool, String> {
     if let Some(dir) = opts.log.parent() {
         let _ = std::fs::create_dir_all(dir);
     }
-    let mut srv = Server::start(&opts.server, &server_args, &opts.log).await?;
+    let mut srv = server::start(&opts.server, &server_args, &opts.log).await?;
     let started = Instant::now();
     eprintln!(
         "soak: server pid {} on {}; {} rooms x {} guests for {} s, {} chaos clients/s",

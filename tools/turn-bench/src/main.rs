@@ -12,11 +12,6 @@
 //! line: relayed packets per second and relay CPU per relayed packet.
 //! Everything runs on one thread (pin it with taskset).
 
-// The same /proc reader as tools/bench (one home for it).
-#[path = "../../bench/src/procstat.rs"]
-#[allow(dead_code)]
-mod procstat;
-
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,6 +19,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use signal_server::turn::credentials::{self, TurnSecret};
+use testkit::procfs as procstat;
 use tokio::net::UdpSocket;
 use turn_server_proto::types::attribute::{ChannelNumber, RequestedTransport, XorPeerAddress};
 use turn_server_proto::types::message::{ALLOCATE, CHANNEL_BIND};
