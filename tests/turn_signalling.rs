@@ -230,14 +230,6 @@ fn the_protocol_documents_credentials_verify_under_its_secret() {
 
 // ---- the binary: its relay accepts its own credentials ----
 
-fn which(name: &str) -> Option<std::path::PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([std::path::PathBuf::from("/usr/bin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-}
-
 /// The server's HTTP and TURN addresses, from its JSON log lines.
 fn addresses(logs: &std::sync::mpsc::Receiver<String>) -> (String, u16) {
     let (mut http, mut turn) = (None, None);
@@ -263,11 +255,8 @@ fn addresses(logs: &std::sync::mpsc::Receiver<String>) -> (String, u16) {
 
 #[tokio::test]
 async fn the_binarys_relay_accepts_the_credentials_its_init_replies_hand_out() {
-    let (Some(uclient), Some(peer_bin)) = (which("turnutils_uclient"), which("turnutils_peer"))
-    else {
-        eprintln!("SKIPPED: needs coturn's turnutils (apt-get install coturn)");
-        return;
-    };
+    let uclient = require_tool("turnutils_uclient", "coturn");
+    let peer_bin = require_tool("turnutils_peer", "coturn");
     use std::io::BufRead as _;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_signal-server"))
         .args(["--log-format", "json", "--bind", "127.0.0.1:0"])
