@@ -29,6 +29,7 @@
 pub mod assets;
 pub mod bridge;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod metrics;
 pub mod protocol;

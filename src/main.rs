@@ -53,6 +53,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
     let port = std::env::var("PORT").ok();
     let addr = args.bind_addr(port.as_deref())?;
+    signal_server::server::raise_open_files_limit();
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;

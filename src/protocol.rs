@@ -79,11 +79,17 @@ pub enum ErrorCode {
     /// The server cannot take this request now (for example its shared room
     /// store is unreachable); try again later.
     Unavailable,
+    /// This client (address) created too many rooms in the last minute.
+    CreateRateLimited,
+    /// This client (address) entered rooms too often in the last minute.
+    AttachRateLimited,
+    /// The server holds its maximum number of rooms; try again later.
+    ServerFull,
 }
 
 impl ErrorCode {
     /// Every code, for metrics and documentation.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 17] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -98,6 +104,9 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::UnsupportedFrame,
         ErrorCode::Unavailable,
+        ErrorCode::CreateRateLimited,
+        ErrorCode::AttachRateLimited,
+        ErrorCode::ServerFull,
     ];
 
     /// The wire name of the code.
@@ -117,6 +126,9 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::CreateRateLimited => "create_rate_limited",
+            ErrorCode::AttachRateLimited => "attach_rate_limited",
+            ErrorCode::ServerFull => "server_full",
         }
     }
 

@@ -302,7 +302,7 @@ impl MemoryRegistry {
         let closed = Utf8Bytes::from(ServerMessage::RoomClosed.to_json());
         for guest in guests {
             if self.deliver(&guest.link, closed.clone()) == Queued::Yes {
-                guest.link.close(1000, "room closed");
+                guest.link.close(crate::ws::close::NORMAL, "room closed");
             }
         }
         self.shared.tokens.remove(&room.join);

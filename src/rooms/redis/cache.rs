@@ -484,11 +484,11 @@ impl RoomCache {
         let closed = Utf8Bytes::from(ServerMessage::RoomClosed.to_json());
         for (_, g) in self.local_guests.drain() {
             if ctx.deliver(&g.link, closed.clone()) == Queued::Yes {
-                g.link.close(1000, "room closed");
+                g.link.close(crate::ws::close::NORMAL, "room closed");
             }
         }
         if let Some(h) = self.local_host.take() {
-            h.link.close(1000, "room closed");
+            h.link.close(crate::ws::close::NORMAL, "room closed");
         }
         self.peers.clear();
         self.held.clear();
