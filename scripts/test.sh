@@ -7,6 +7,8 @@
 #   5. a short fuzz run of every target (scripts/fuzz.sh)
 #   6. a short soak with hostile clients and message accounting (scripts/soak.sh)
 #   7. a smoke run of the benchmark against every peer server (scripts/bench.sh --smoke)
+#   8. Autobahn|Testsuite, sections 1-7 and 10, against the ws/ layer (scripts/autobahn.sh,
+#      about 1 min; installs autobahntestsuite into .tools/ the first time, about 1 min)
 # Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,6 +40,7 @@ if [ $rust_only -eq 0 ]; then
   [ -x scripts/fuzz.sh ] && run "fuzz (${FUZZ_SECONDS:-60} s)" scripts/fuzz.sh --total-seconds "${FUZZ_SECONDS:-60}"
   [ -x scripts/soak.sh ] && run "soak (${SOAK_SECONDS:-60} s)" scripts/soak.sh --seconds "${SOAK_SECONDS:-60}"
   [ -x scripts/bench.sh ] && run "benchmark smoke" scripts/bench.sh --smoke
+  [ -x scripts/autobahn.sh ] && run "autobahn (WebSocket conformance)" scripts/autobahn.sh
 fi
 
 step "summary"

@@ -288,7 +288,7 @@ impl<R: Registry> Session<R> {
         drop(self.link);
         // Boxed: rare, and it would otherwise add its size to every idle
         // connection's future.
-        let answered = !matches!(end, End::PeerClosing(_));
+        let answered = !matches!(end, End::PeerClosing(_)) && !conn.reader.peer_closed();
         Box::pin(close_politely(close, conn, answered)).await;
         end
     }

@@ -86,7 +86,10 @@ pub struct Reader {
     /// The message whose frames are arriving. Boxed: most messages arrive
     /// whole in one read and never need one.
     message: Option<Box<Assembly>>,
-    max_message: usize,
+    max_message: u32,
+    /// A close frame has arrived (well-formed or not): the peer sends
+    /// nothing more.
+    peer_closed: bool,
 }
 
 /// A message whose frames are still arriving.
@@ -216,8 +219,16 @@ impl Reader {
         Reader {
             buf: BytesMut::new(),
             message: None,
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            peer_closed: false,
         }
+    }
+
+    /// Whether the peer has sent a close frame, even one refused as
+    /// malformed: it has begun the closing handshake, so there is no answer
+    /// to wait for.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Bytes the reader holds (for tests and diagnostics).
@@ -240,7 +251,12 @@ impl Reader {
     ) -> Poll<Result<Incoming, ReadError>> {
         loop {
             if !self.buf.is_empty() {
-                let parsed = parse(&mut self.buf[..], &mut self.message, self.max_message)?;
+                let parsed = parse(
+                    &mut self.buf[..],
+                    &mut self.message,
+                    self.max_message as usize,
+                    &mut self.peer_closed,
+                )?;
                 self.buf.advance(parsed.consumed);
                 if self.buf.is_empty() {
                     // Drained: let the allocation go rather than keep it
@@ -274,7 +290,12 @@ impl Reader {
                 }
                 // The usual case: whole frames, parsed where they landed;
                 // only what is left after the first message is kept.
-                let parsed = parse(&mut scratch[..n], &mut self.message, self.max_message)?;
+                let parsed = parse(
+                    &mut scratch[..n],
+                    &mut self.message,
+                    self.max_message as usize,
+                    &mut self.peer_closed,
+                )?;
                 let rest = &scratch[parsed.consumed..n];
                 if !rest.is_empty() {
                     self.buf.reserve(parsed.need.max(rest.len()));
@@ -384,11 +405,13 @@ fn parse_header(bytes: &[u8], in_message: bool) -> Result<Option<Header>, ReadEr
 }
 
 /// Handles frames from the front of `bytes` (unmasking them in place) until
-/// one completes a message or the bytes run out.
+/// one completes a message or the bytes run out. `peer_closed` is set when a
+/// close frame arrives.
 fn parse(
     bytes: &mut [u8],
     message: &mut Option<Box<Assembly>>,
     max_message: usize,
+    peer_closed: &mut bool,
 ) -> Result<Parsed, ReadError> {
     let mut at = 0;
     loop {
@@ -427,6 +450,9 @@ fn parse(
             message: None,
             need,
         };
+        if rest.first().is_some_and(|b0| b0 & 0x0f == opcode::CLOSE) {
+            *peer_closed = true;
+        }
         let Some(header) = parse_header(rest, message.is_some())? else {
             return Ok(not_yet(0));
         };
@@ -777,6 +803,20 @@ mod tests {
                 assert_eq!(got, want, "frame {bytes:02x?} in pieces of {piece}");
             }
         }
+    }
+
+    #[test]
+    fn a_malformed_close_frame_still_counts_as_the_peer_closing() {
+        let mut reader = Reader::new(1000);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let bytes = client_frame(0x88, &[3]);
+        let mut input: &[u8] = &bytes;
+        assert!(matches!(
+            reader.poll_next(&mut cx, Pin::new(&mut input)),
+            Poll::Ready(Err(ReadError::Protocol(_)))
+        ));
+        assert!(reader.peer_closed());
+        assert!(!Reader::new(10).peer_closed());
     }
 
     #[tokio::test]
