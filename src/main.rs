@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use signal_server::cli::{Cli, Command, LogFormat, ServeArgs};
-use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -54,7 +53,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let port = std::env::var("PORT").ok();
     let addr = args.bind_addr(port.as_deref())?;
     signal_server::server::raise_open_files_limit();
-    let listener = TcpListener::bind(addr)
+    let listener = signal_server::server::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let result = match args.redis_options() {

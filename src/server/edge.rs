@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -60,6 +61,8 @@ pub(super) struct Peer {
     /// `None` for a connection from a trusted proxy, whose clients are
     /// known from each request's headers.
     pub slot: Option<Arc<ClientSlot>>,
+    /// A whole request head has arrived on the connection.
+    requested: AtomicBool,
 }
 
 /// The limits of the edge and what they count into.
@@ -68,6 +71,7 @@ pub(super) struct Edge {
     http: Arc<HttpConns>,
     clients: Clients,
     proxy: ProxyTrust,
+    header_timeout: Duration,
     http_timeout: Duration,
     metrics: Metrics,
     /// What a connection over its client's limit is served: HTTP 429.
@@ -95,10 +99,12 @@ impl Edge {
             http: Arc::new(HttpConns {
                 cap: max_http.max(1),
                 pool: Mutex::new(Pool::default()),
+                live: std::sync::atomic::AtomicUsize::new(0),
                 metrics: metrics.clone(),
             }),
             clients,
             proxy: config.proxy.clone(),
+            header_timeout: config.header_timeout,
             http_timeout: config.http_timeout,
             metrics,
             refusal: Router::new().fallback(move || super::routes::client_over_limit(limit)),
@@ -129,30 +135,66 @@ impl Edge {
         if refused {
             debug!(client = %addr.ip(), "connection refused (429): client over its connection limit");
         }
+        let accepted = tokio::time::Instant::now();
         let pending = self.http.enter();
         let router = if refused { &self.refusal } else { router }.clone();
-        let peer = Arc::new(Peer { addr, slot });
+        let peer = Arc::new(Peer {
+            addr,
+            slot,
+            requested: AtomicBool::new(false),
+        });
         let edge = Arc::clone(self);
         let stop = stop.clone();
-        // A TLS acceptor would wrap `tcp` here, inside the connection's
-        // slot, before `serve`.
-        tracker.spawn(async move { edge.serve(tcp, peer, router, pending, stop).await });
+        tracker.spawn(async move {
+            if edge.first_bytes(&tcp, &pending, &stop).await {
+                // A TLS acceptor would wrap `tcp` here, inside the
+                // connection's slot, before `serve`.
+                edge.serve(tcp, peer, router, pending, accepted, stop).await;
+            }
+        });
+    }
+
+    /// Waits for a new connection's first bytes, holding nothing but its
+    /// task meanwhile (hyper reserves its 8 KiB read buffer at its first
+    /// read): `false` if the connection must close first.
+    async fn first_bytes(
+        &self,
+        tcp: &TcpStream,
+        pending: &Pending,
+        stop: &CancellationToken,
+    ) -> bool {
+        let mut byte = [0u8; 1];
+        let cut = tokio::select! {
+            // `readable` may wake without data; `peek` waits for a byte
+            // (or the end) without taking it.
+            peeked = tcp.peek(&mut byte) => return matches!(peeked, Ok(1..)),
+            _ = tokio::time::sleep(self.header_timeout) => Limited::HeaderTimeout,
+            _ = pending.evict.notified() => Limited::HttpEvicted,
+            _ = stop.cancelled() => return false,
+        };
+        self.metrics.limited(cut);
+        false
     }
 
     /// Serves one connection's HTTP requests until it ends, becomes a
-    /// WebSocket, or a limit cuts it off.
+    /// WebSocket, or a limit cuts it off. Its first request head must be
+    /// complete within the header timeout of `accepted`; hyper times the
+    /// later ones (and the idle time before them).
     async fn serve<IO>(
         &self,
         io: IO,
         peer: Arc<Peer>,
         router: Router,
         pending: Pending,
+        accepted: tokio::time::Instant,
         stop: CancellationToken,
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let addr = peer.addr;
+        let seen = Arc::clone(&peer);
         let service = router.map_request(move |request: Request<Incoming>| {
+            peer.requested.store(true, Ordering::Relaxed);
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(Arc::clone(&peer));
             request
@@ -166,9 +208,18 @@ impl Edge {
         tokio::pin!(lifetime);
         let evicted = pending.evict.notified();
         tokio::pin!(evicted);
+        let first_head = tokio::time::sleep_until(accepted + self.header_timeout);
+        tokio::pin!(first_head);
+        let mut headed = false;
         let mut draining = false;
         let cut = loop {
             tokio::select! {
+                _ = &mut first_head, if !headed => {
+                    if !seen.requested.load(Ordering::Relaxed) {
+                        break Some(Limited::HeaderTimeout);
+                    }
+                    headed = true;
+                }
                 result = conn.as_mut() => break match result {
                     Ok(()) => None,
                     Err(e) if e.is_timeout() => Some(Limited::HeaderTimeout),
@@ -195,10 +246,18 @@ impl Edge {
     }
 }
 
+/// Connections told to close to make room that may still be closing before
+/// the accept loop waits for them: what keeps the cap on descriptors hard
+/// when a flood of connections outpaces their tasks.
+const EVICTING: usize = 32;
+
 /// The connections that are not WebSockets, oldest first.
 struct HttpConns {
     cap: usize,
     pool: Mutex<Pool>,
+    /// Connections whose tasks hold their socket: those in `pool`, and
+    /// those told to close that have not closed yet.
+    live: std::sync::atomic::AtomicUsize,
     metrics: Metrics,
 }
 
@@ -218,6 +277,13 @@ struct Pending {
 }
 
 impl HttpConns {
+    /// Waits while the connections told to close have not closed yet.
+    async fn room(&self) {
+        while self.live.load(Ordering::Relaxed) >= self.cap + EVICTING {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     /// A place for a new connection; at the cap, the oldest is told to close.
     fn enter(self: &Arc<Self>) -> Pending {
         let evict = Arc::new(Notify::new());
@@ -231,6 +297,7 @@ impl HttpConns {
         pool.next += 1;
         pool.open.insert(id, Arc::clone(&evict));
         drop(pool);
+        self.live.fetch_add(1, Ordering::Relaxed);
         self.metrics.http_connections_add(1);
         Pending {
             conns: Arc::clone(self),
@@ -245,6 +312,7 @@ impl Drop for Pending {
         let mut pool = self.conns.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.open.remove(&self.id);
         drop(pool);
+        self.conns.live.fetch_sub(1, Ordering::Relaxed);
         self.conns.metrics.http_connections_add(-1);
     }
 }
@@ -260,6 +328,13 @@ pub(super) async fn accept_loop(
 ) -> io::Result<()> {
     let mut backoff = Backoff::default();
     loop {
+        // Not more connections than descriptors allow: evicted ones close
+        // first.
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            _ = edge.http.room() => {}
+        }
         let accepted = tokio::select! {
             biased;
             _ = stop.cancelled() => return Ok(()),
@@ -330,6 +405,25 @@ impl Backoff {
         }
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Connections the kernel queues for the accept loop (capped by the
+/// system's `somaxconn`): a burst of thousands of connections is accepted
+/// in turn rather than dropped (the usual 128 drops the rest, and clients
+/// retry a second later).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a [`LISTEN_BACKLOG`]-deep queue.
+pub async fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// The cap on connections that are not WebSockets: `--max-http-connections`,

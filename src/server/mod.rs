@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::rooms::{MemoryRegistry, RedisOptions, RedisRegistry, Registry, RoomLimits};
 use crate::session;
 
-pub use edge::raise_open_files_limit;
+pub use edge::{bind, raise_open_files_limit, LISTEN_BACKLOG};
 pub use routes::TokenQuery;
 
 /// What the routes share.
