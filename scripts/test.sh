@@ -13,6 +13,8 @@
 #  11. lint of the deployment files: workflows, Dockerfile, systemd units (scripts/lint-deploy.sh)
 #  12. TURN end to end: robot and viewer in network namespaces with no path to each
 #      other, video through the embedded relay, then through coturn (scripts/turn-e2e.sh)
+#  13. Autobahn|Testsuite, sections 1-7 and 10, against the ws/ layer (scripts/autobahn.sh,
+#      about 1 min; installs autobahntestsuite into .tools/ the first time, about 1 min)
 # Options: --rust-only (step 2 only). Environment: FUZZ_SECONDS (60), SOAK_SECONDS (60).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +51,7 @@ if [ $rust_only -eq 0 ]; then
   [ -x scripts/empty-root-test.sh ] && run "static binary in an empty root" scripts/empty-root-test.sh
   [ -x scripts/lint-deploy.sh ] && run "deployment files lint" scripts/lint-deploy.sh
   [ -x scripts/turn-e2e.sh ] && run "TURN end to end" scripts/turn-e2e.sh target/debug/signal-server
+  [ -x scripts/autobahn.sh ] && run "autobahn (WebSocket conformance)" scripts/autobahn.sh
 fi
 
 step "summary"

@@ -31,6 +31,8 @@ pub struct Cli {
 }
 
 /// Subcommands.
+// Parsed once at start: the size of the server's options does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the signalling server (the default).
@@ -185,6 +187,80 @@ pub struct ServeArgs {
     /// are many, and `Command` holds these options by value).
     #[command(flatten)]
     pub turn: Box<crate::turn::TurnArgs>,
+    /// Time a client has to send a request's head (request line and
+    /// headers), and the longest a plain HTTP connection may wait idle for
+    /// its next request; then the connection is closed.
+    #[arg(long, env = "SIGNAL_SERVER_HEADER_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub header_timeout: Duration,
+
+    /// Largest request head, in bytes; a larger one gets HTTP 431 and the
+    /// connection is closed (at least 1024).
+    #[arg(long, env = "SIGNAL_SERVER_MAX_HEADER_BYTES", default_value_t = config::DEFAULT_MAX_HEADER_BYTES,
+          value_parser = header_bytes)]
+    pub max_header_bytes: usize,
+
+    /// Longest time a connection may stay plain HTTP (not a WebSocket),
+    /// whatever it is doing.
+    #[arg(long, env = "SIGNAL_SERVER_HTTP_TIMEOUT", value_parser = duration, default_value = "60s")]
+    pub http_timeout: Duration,
+
+    /// TCP connections that are not WebSockets (reading or answering a
+    /// request, or idle between requests) at once; when full, the oldest is
+    /// closed to make room, so that descriptors stay free for /healthz and
+    /// upgrades. Default: 1024, or an eighth of the open-files limit if
+    /// that is smaller.
+    #[arg(long, env = "SIGNAL_SERVER_MAX_HTTP_CONNECTIONS")]
+    pub max_http_connections: Option<usize>,
+
+    /// Connections one client address (an IPv6 /64) may hold at once,
+    /// counted from accept; over it requests get HTTP 429. 0: no limit.
+    #[arg(long, env = "SIGNAL_SERVER_MAX_CONNECTIONS_PER_CLIENT", default_value_t = config::DEFAULT_MAX_CONNECTIONS_PER_CLIENT)]
+    pub max_connections_per_client: u32,
+
+    /// Rooms one client address may create per minute; over it `init` gets
+    /// `create_rate_limited`. 0: no limit.
+    #[arg(long, env = "SIGNAL_SERVER_ROOM_CREATIONS_PER_MINUTE", default_value_t = config::DEFAULT_ROOM_CREATIONS_PER_MINUTE)]
+    pub room_creations_per_minute: u32,
+
+    /// Rooms one client address may enter (join or watch) per minute; over
+    /// it `init` gets `attach_rate_limited`, a `?join=`/`?watch=` upgrade
+    /// HTTP 429. 0: no limit.
+    #[arg(long, env = "SIGNAL_SERVER_ATTACHES_PER_MINUTE", default_value_t = config::DEFAULT_ATTACHES_PER_MINUTE)]
+    pub attaches_per_minute: u32,
+
+    /// Rooms this server holds at most (rooms waiting for their host to
+    /// resume included); over it `init` gets `server_full`. 0: no limit.
+    #[arg(long, env = "SIGNAL_SERVER_MAX_ROOMS", default_value_t = config::DEFAULT_MAX_ROOMS)]
+    pub max_rooms: usize,
+
+    /// Take the client's address from X-Forwarded-For: the N-th address
+    /// from its right, as appended by the last of N proxies in front of
+    /// this server (Heroku's router: 1). 0 (the default): the header is
+    /// ignored, unless --trusted-proxy is given.
+    #[arg(long, env = "SIGNAL_SERVER_TRUST_PROXY_HOPS", default_value_t = 0)]
+    pub trust_proxy_hops: usize,
+
+    /// Only connections from this network (CIDR or address; repeatable, or
+    /// comma-separated in the variable) are proxies whose X-Forwarded-For
+    /// is believed. Without --trust-proxy-hops, the client is the
+    /// rightmost address of the header that is not itself such a proxy.
+    #[arg(long = "trusted-proxy", env = "SIGNAL_SERVER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = ip_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+fn header_bytes(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if n >= 1024 => Ok(n),
+        Ok(_) => Err("at least 1024 bytes".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn ip_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not an address or a network (examples: 10.0.0.0/8, ::1)"))
 }
 
 /// The port used when neither `--bind` nor `PORT` is given.
@@ -241,6 +317,18 @@ impl ServeArgs {
             // Set by `serve` once the TURN options are resolved (a random
             // secret is made once, for the relay and the credentials alike).
             turn: None,
+            header_timeout: self.header_timeout,
+            max_header_bytes: self.max_header_bytes,
+            http_timeout: self.http_timeout,
+            max_http_connections: self.max_http_connections,
+            max_connections_per_client: self.max_connections_per_client,
+            room_creations_per_minute: self.room_creations_per_minute,
+            attaches_per_minute: self.attaches_per_minute,
+            max_rooms: self.max_rooms,
+            proxy: crate::clients::ProxyTrust {
+                hops: self.trust_proxy_hops,
+                proxies: self.trusted_proxies.clone(),
+            },
         }
     }
 }
@@ -267,6 +355,41 @@ mod tests {
         assert_eq!(c.rate_per_sec, 100);
         assert_eq!(c.rate_burst, 500);
         assert_eq!(c.ping_interval, Duration::from_secs(20));
+        assert_eq!(c.header_timeout, d.header_timeout);
+        assert_eq!(c.max_header_bytes, d.max_header_bytes);
+        assert_eq!(c.http_timeout, d.http_timeout);
+        assert_eq!(c.max_http_connections, None);
+        assert_eq!(c.max_connections_per_client, d.max_connections_per_client);
+        assert_eq!(c.room_creations_per_minute, d.room_creations_per_minute);
+        assert_eq!(c.attaches_per_minute, d.attaches_per_minute);
+        assert_eq!(c.max_rooms, d.max_rooms);
+        assert_eq!(c.proxy, d.proxy);
+    }
+
+    #[test]
+    fn proxies_are_trusted_only_when_named() {
+        let cli = Cli::try_parse_from(["signal-server"]).unwrap();
+        if std::env::var_os("SIGNAL_SERVER_TRUST_PROXY_HOPS").is_none() {
+            assert_eq!(cli.serve.config().proxy.hops, 0);
+        }
+        let cli = Cli::try_parse_from([
+            "signal-server",
+            "--trust-proxy-hops",
+            "1",
+            "--trusted-proxy",
+            "10.0.0.0/8",
+            "--trusted-proxy",
+            "::1",
+        ])
+        .unwrap();
+        let p = cli.serve.config().proxy;
+        assert_eq!(p.hops, 1);
+        assert_eq!(p.proxies.len(), 2);
+        assert!(p.is_proxy("10.1.2.3".parse().unwrap()));
+        assert!(p.is_proxy("::1".parse().unwrap()));
+        assert!(!p.is_proxy("192.0.2.1".parse().unwrap()));
+        assert!(Cli::try_parse_from(["signal-server", "--trusted-proxy", "nope"]).is_err());
+        assert!(Cli::try_parse_from(["signal-server", "--max-header-bytes", "100"]).is_err());
     }
 
     #[test]

@@ -31,6 +31,30 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_OUTBOX_CAPACITY: usize = 1024;
 /// Default time given to sockets to close on shutdown before the process exits.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default time a client has to send a request's head, and the longest a
+/// plain HTTP connection may wait idle for its next request.
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default largest request head (request line and headers), in bytes (HTTP
+/// 431 above it). A browser's upgrade request with cookies is a few KB.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Default longest time a connection may stay a plain HTTP connection (not
+/// a WebSocket), whatever it is doing.
+pub const DEFAULT_HTTP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default cap on TCP connections that are not WebSockets; at start it is
+/// lowered to an eighth of the open-files limit when that is smaller.
+pub const DEFAULT_MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Default connections one client address (an IPv6 /64) may hold at once,
+/// counted from accept: an office of 50 viewers behind one NAT address,
+/// each with its page's keep-alive connections, stays well under it.
+pub const DEFAULT_MAX_CONNECTIONS_PER_CLIENT: u32 = 256;
+/// Default rooms one client address may create per minute.
+pub const DEFAULT_ROOM_CREATIONS_PER_MINUTE: u32 = 60;
+/// Default rooms one client address may enter (join or watch) per minute:
+/// 50 viewers behind one address reloading their page a few times.
+pub const DEFAULT_ATTACHES_PER_MINUTE: u32 = 300;
+/// Default maximum of rooms one server holds (rooms waiting for their
+/// host included).
+pub const DEFAULT_MAX_ROOMS: usize = 10_000;
 
 /// Everything `server::run` needs to know besides its listener.
 #[derive(Debug, Clone)]
@@ -64,6 +88,27 @@ pub struct Config {
     pub ice_servers: serde_json::Value,
     /// Serve the page from this directory instead of the embedded copy.
     pub static_dir: Option<PathBuf>,
+    /// Time to send a request head, and the longest idle time between two
+    /// requests of a plain HTTP connection.
+    pub header_timeout: Duration,
+    /// Largest request head, in bytes (HTTP 431 above it).
+    pub max_header_bytes: usize,
+    /// Longest time a connection may stay plain HTTP (not a WebSocket).
+    pub http_timeout: Duration,
+    /// TCP connections that are not WebSockets at once; when full, the
+    /// oldest is closed to make room. `None`: [`DEFAULT_MAX_HTTP_CONNECTIONS`]
+    /// or an eighth of the open-files limit, whichever is smaller.
+    pub max_http_connections: Option<usize>,
+    /// Connections one client may hold at once (0: no limit).
+    pub max_connections_per_client: u32,
+    /// Rooms one client may create per minute (0: no limit).
+    pub room_creations_per_minute: u32,
+    /// Rooms one client may enter per minute (0: no limit).
+    pub attaches_per_minute: u32,
+    /// Rooms this server holds at most (0: no limit).
+    pub max_rooms: usize,
+    /// Whose `X-Forwarded-For` names the client (by default no one's).
+    pub proxy: crate::clients::ProxyTrust,
     /// Where to POST room and peer events; `None`: nowhere.
     pub webhooks: Option<crate::webhooks::WebhookOptions>,
     /// Short-lived TURN credentials for every peer (`--turn-secret` or
@@ -109,6 +154,15 @@ impl Default for Config {
             static_dir: None,
             webhooks: None,
             turn: None,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            http_timeout: DEFAULT_HTTP_TIMEOUT,
+            max_http_connections: None,
+            max_connections_per_client: DEFAULT_MAX_CONNECTIONS_PER_CLIENT,
+            room_creations_per_minute: DEFAULT_ROOM_CREATIONS_PER_MINUTE,
+            attaches_per_minute: DEFAULT_ATTACHES_PER_MINUTE,
+            max_rooms: DEFAULT_MAX_ROOMS,
+            proxy: crate::clients::ProxyTrust::default(),
         }
     }
 }

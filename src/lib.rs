@@ -6,10 +6,13 @@
 //! ```text
 //!  robot: webrtc_ros <-ws-> bridge ==ws==> [ signal-server ] <==ws== browsers
 //!                                           |
-//!   server.rs   HTTP routes, upgrade checks (origin, token, capacity), shutdown
+//!   server/     the accept loop and the HTTP edge's limits (edge.rs), routes
+//!               and upgrade checks (routes.rs), graceful shutdown
+//!   clients/    per-client limits: connections, room creations, attaches
 //!   session.rs  one task per socket: reader + bounded outbox + writer, one select!
-//!   ws.rs       WebSocket frames over the upgraded socket: buffers held only
-//!               while they hold bytes (an idle connection keeps none)
+//!   ws/         the WebSocket layer over the upgraded socket (handshake, read,
+//!               write, close codes): buffers held only while they hold bytes
+//!               (an idle connection keeps none)
 //!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
 //!   protocol/   wire types both ways (client and server messages), validation,
 //!               the fast scanner and the relay rewrite; no I/O
@@ -35,6 +38,7 @@ pub mod assets;
 pub mod auth;
 pub mod bridge;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod metrics;
 pub mod protocol;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use clap::Parser;
 use signal_server::cli::{Cli, Command, LogFormat, ServeArgs};
 use signal_server::turn;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -90,7 +89,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     }
     let port = std::env::var("PORT").ok();
     let addr = args.bind_addr(port.as_deref())?;
-    let listener = TcpListener::bind(addr)
+    signal_server::server::raise_open_files_limit();
+    let listener = signal_server::server::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     // The TURN relay (if any) stops with the server: one token for both.

@@ -24,13 +24,24 @@ pub enum Rejection {
     Origin,
     /// Query-string token matches no room (HTTP 404).
     UnknownToken,
+    /// A malformed upgrade request: not GET, no `Host`, a missing, bad or
+    /// repeated `Sec-WebSocket-Key`, another version (HTTP 400 or 426).
+    BadHandshake,
+    /// The client holds its maximum of connections (HTTP 429).
+    ClientConnections,
+    /// A `?join=`/`?watch=` upgrade from a client over its attaches per
+    /// minute (HTTP 429).
+    ClientAttaches,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 3] = [
+    const ALL: [Rejection; 6] = [
         Rejection::TooManyConnections,
         Rejection::Origin,
         Rejection::UnknownToken,
+        Rejection::BadHandshake,
+        Rejection::ClientConnections,
+        Rejection::ClientAttaches,
     ];
 
     fn as_str(self) -> &'static str {
@@ -38,6 +49,60 @@ impl Rejection {
             Rejection::TooManyConnections => "too_many_connections",
             Rejection::Origin => "origin",
             Rejection::UnknownToken => "unknown_token",
+            Rejection::BadHandshake => "bad_handshake",
+            Rejection::ClientConnections => "client_connections",
+            Rejection::ClientAttaches => "client_attaches",
+        }
+    }
+}
+
+/// A limit of the HTTP edge or of one client that fired.
+#[derive(Debug, Clone, Copy)]
+pub enum Limited {
+    /// A connection sent no complete request head within the header
+    /// timeout (or stayed idle that long between requests): closed.
+    HeaderTimeout,
+    /// A request head over the header size limit: HTTP 431, closed.
+    HeaderTooLarge,
+    /// The oldest connection that is not a WebSocket was closed to make
+    /// room for a new one (`--max-http-connections`).
+    HttpEvicted,
+    /// A connection was still not a WebSocket at the end of `--http-timeout`.
+    HttpLifetime,
+    /// A client over its concurrent connections (HTTP 429, or closed at
+    /// once when far over).
+    ClientConnections,
+    /// A client over its room creations per minute (`create_rate_limited`).
+    ClientRoomCreations,
+    /// A client over its attaches per minute (`attach_rate_limited`, or
+    /// HTTP 429 for a query-string attach).
+    ClientAttaches,
+    /// The server holds its maximum of rooms (`server_full`).
+    Rooms,
+}
+
+impl Limited {
+    const ALL: [Limited; 8] = [
+        Limited::HeaderTimeout,
+        Limited::HeaderTooLarge,
+        Limited::HttpEvicted,
+        Limited::HttpLifetime,
+        Limited::ClientConnections,
+        Limited::ClientRoomCreations,
+        Limited::ClientAttaches,
+        Limited::Rooms,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Limited::HeaderTimeout => "header_timeout",
+            Limited::HeaderTooLarge => "header_too_large",
+            Limited::HttpEvicted => "http_evicted",
+            Limited::HttpLifetime => "http_lifetime",
+            Limited::ClientConnections => "client_connections",
+            Limited::ClientRoomCreations => "client_room_creations",
+            Limited::ClientAttaches => "client_attaches",
+            Limited::Rooms => "rooms",
         }
     }
 }
@@ -62,6 +127,58 @@ struct Inner {
     rejected: Vec<Counter>,
     slow_peers: Counter,
     webhooks: crate::webhooks::WebhookMetrics,
+    edge: Edge,
+}
+
+/// The series of the HTTP edge and the per-client limits.
+struct Edge {
+    http_connections: Gauge,
+    limited: Vec<Counter>,
+    accept_errors: Counter,
+    clients_tracked: Gauge,
+}
+
+impl Edge {
+    fn register(registry: &mut Registry) -> Edge {
+        let http_connections = Gauge::default();
+        registry.register(
+            "http_connections",
+            "Open TCP connections that are not WebSockets (reading or answering a request, or idle between requests)",
+            http_connections.clone(),
+        );
+        let limited_family = Family::<Labels, Counter>::default();
+        registry.register(
+            "limited",
+            "Connections, requests and room entries refused or cut off by a limit of the HTTP edge or of a client, by limit",
+            limited_family.clone(),
+        );
+        let limited = Limited::ALL
+            .iter()
+            .map(|l| {
+                limited_family
+                    .get_or_create(&[("reason", l.as_str())])
+                    .clone()
+            })
+            .collect();
+        let accept_errors = Counter::default();
+        registry.register(
+            "accept_errors",
+            "Failed accepts of a TCP connection (for example at the open-files limit), each followed by a back-off",
+            accept_errors.clone(),
+        );
+        let clients_tracked = Gauge::default();
+        registry.register(
+            "clients_tracked",
+            "Client addresses whose per-client limits are being kept",
+            clients_tracked.clone(),
+        );
+        Edge {
+            http_connections,
+            limited,
+            accept_errors,
+            clients_tracked,
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -152,6 +269,7 @@ impl Metrics {
         // The embedded TURN relay's series (signal_turn_*), shared by the
         // process's one relay.
         crate::turn::TurnMetrics::process().register(&mut registry);
+        let edge = Edge::register(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -165,6 +283,7 @@ impl Metrics {
                 rejected,
                 slow_peers,
                 webhooks,
+                edge,
             }),
         }
     }
@@ -227,6 +346,35 @@ impl Metrics {
         &self.inner.webhooks
     }
 
+    /// A TCP connection that is not a WebSocket opened (`+1`) or ended,
+    /// or became one (`-1`).
+    pub fn http_connections_add(&self, delta: i64) {
+        self.inner.edge.http_connections.inc_by(delta);
+    }
+
+    /// Open TCP connections that are not WebSockets now.
+    pub fn http_connections(&self) -> i64 {
+        self.inner.edge.http_connections.get()
+    }
+
+    /// A limit of the edge or of a client fired.
+    pub fn limited(&self, what: Limited) {
+        self.inner.edge.limited[what as usize].inc();
+    }
+
+    /// An accept failed.
+    pub fn accept_error(&self) {
+        self.inner.edge.accept_errors.inc();
+    }
+
+    /// Client addresses whose limits are kept now.
+    pub fn set_clients_tracked(&self, n: usize) {
+        self.inner
+            .edge
+            .clients_tracked
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -258,5 +406,12 @@ mod tests {
         assert!(text.contains("signal_connections 0"));
         assert!(text.contains("signal_rooms 0"));
         assert!(!text.contains("viewer_limit"), "{text}");
+        m.limited(Limited::HeaderTimeout);
+        let text = m.render();
+        assert!(text.contains("signal_limited_total{reason=\"header_timeout\"} 1"));
+        assert!(text.contains("signal_limited_total{reason=\"rooms\"} 0"));
+        assert!(text.contains("signal_upgrades_rejected_total{reason=\"bad_handshake\"} 0"));
+        assert!(text.contains("signal_http_connections 0"));
+        assert!(text.contains("signal_accept_errors_total 0"));
     }
 }

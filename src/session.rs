@@ -31,7 +31,7 @@ use crate::protocol::{
     self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
 };
 use crate::rooms::{Kick, Member, Outgoing, PeerLink, Registry, Welcome};
-use crate::ws::{self, Incoming, ReadError, Utf8Bytes};
+use crate::ws::{self, close, Incoming, ReadError, Utf8Bytes};
 
 /// Messages encoded per write: bounds the time the writer spends before
 /// pushing bytes out, while batching bursts into few system calls.
@@ -48,22 +48,6 @@ const READ_BATCH_BYTES: usize = 64 * 1024;
 /// How long teardown waits for a close frame to be written and answered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// WebSocket close codes the server uses.
-pub mod close {
-    /// Normal closure (the room ended).
-    pub const NORMAL: u16 = 1000;
-    /// Going away (server shutdown).
-    pub const GOING_AWAY: u16 = 1001;
-    /// Protocol error at the WebSocket layer.
-    pub const PROTOCOL: u16 = 1002;
-    /// A text message that is not UTF-8.
-    pub const INVALID_DATA: u16 = 1007;
-    /// Policy violation (idle, ping timeout, persistent flooding).
-    pub const POLICY: u16 = 1008;
-    /// Message too big.
-    pub const TOO_BIG: u16 = 1009;
-}
-
 /// What every session shares.
 pub struct Shared<R> {
     /// The room registry.
@@ -74,6 +58,8 @@ pub struct Shared<R> {
     pub metrics: Metrics,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
+    /// Per-client limits (room creations and attaches per minute).
+    pub clients: crate::clients::Clients,
 }
 
 impl<R: Clone> Clone for Shared<R> {
@@ -83,6 +69,7 @@ impl<R: Clone> Clone for Shared<R> {
             config: Arc::clone(&self.config),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
+            clients: self.clients.clone(),
         }
     }
 }
@@ -117,7 +104,7 @@ pub fn run<R: Registry, S: Socket>(
         out: Outbound::new(outbox),
         io: socket,
     };
-    Session::new(shared, link)
+    Session::new(shared, link, remote.ip())
         .run(conn, attach)
         .map(move |end| {
             metrics.connection_closed();
@@ -167,10 +154,12 @@ struct Session<R: Registry> {
     /// When the batch of messages being handled was read (one clock read
     /// per batch, not per message, for the rate limiter).
     now: Instant,
+    /// The client's address (what its per-client limits count under).
+    client: std::net::IpAddr,
 }
 
 impl<R: Registry> Session<R> {
-    fn new(shared: Shared<R>, link: PeerLink) -> Self {
+    fn new(shared: Shared<R>, link: PeerLink, client: std::net::IpAddr) -> Self {
         let limiter = RateLimiter::new(shared.config.rate_per_sec, shared.config.rate_burst);
         Session {
             shared,
@@ -178,6 +167,7 @@ impl<R: Registry> Session<R> {
             member: None,
             limiter,
             now: Instant::now(),
+            client,
         }
     }
 
@@ -251,7 +241,7 @@ impl<R: Registry> Session<R> {
                                 // one it may not send is answered with 1002.
                                 let code = match code {
                                     None => close::NORMAL,
-                                    Some(c) if valid_close_code(c) => c,
+                                    Some(c) if close::valid_from_peer(c) => c,
                                     Some(_) => close::PROTOCOL,
                                 };
                                 break 'session End::PeerClosing(code);
@@ -298,7 +288,7 @@ impl<R: Registry> Session<R> {
         drop(self.link);
         // Boxed: rare, and it would otherwise add its size to every idle
         // connection's future.
-        let answered = !matches!(end, End::PeerClosing(_));
+        let answered = !matches!(end, End::PeerClosing(_)) && !conn.reader.peer_closed();
         Box::pin(close_politely(close, conn, answered)).await;
         end
     }
@@ -372,6 +362,15 @@ impl<R: Registry> Session<R> {
                 ));
                 return;
             }
+        }
+        let open_rooms = usize::try_from(self.shared.metrics.rooms()).unwrap_or(0);
+        if let Err(err) = self
+            .shared
+            .clients
+            .admit_init(self.client, &request, open_rooms)
+        {
+            self.reply_error(&err);
+            return;
         }
         let config = &self.shared.config;
         let welcome = |w: &Welcome| {
@@ -486,11 +485,6 @@ impl<R: Registry> Session<R> {
         debug!(code = %err.code, "error reply: {}", err.message);
         self.link.send_text(protocol::error_json(err));
     }
-}
-
-/// Close codes a peer may send (RFC 6455 §7.4).
-fn valid_close_code(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
 }
 
 /// Writes what is queued and the close frame, shuts the socket's sending

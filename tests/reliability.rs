@@ -265,7 +265,20 @@ async fn tokens_never_reach_logs_or_metrics_and_die_with_their_room() {
 #[tokio::test]
 async fn tokens_over_the_wire_are_well_formed_and_never_collide() {
     const ROOMS: usize = 2000;
-    let server = start("collide", &["--max-connections", "5000"], &[]).await;
+    // Every room comes from one address: the per-client limits are off.
+    let server = start(
+        "collide",
+        &[
+            "--max-connections",
+            "5000",
+            "--max-connections-per-client",
+            "0",
+            "--room-creations-per-minute",
+            "0",
+        ],
+        &[],
+    )
+    .await;
     let url = server.url("/webrtc");
     // All rooms stay open at once, so the registry's own uniqueness check
     // cannot hide a collision of the generator.

@@ -1,6 +1,7 @@
-//! The WebSocket layer (src/ws.rs) through real sockets: the upgrade
-//! handshake, control frames, fragmentation, the close handshake, and the
-//! close codes of framing errors. Raw frames are written where a client
+//! The WebSocket layer (src/ws/) through real sockets: the upgrade
+//! handshake and its refusals, control frames, fragmentation, the close
+//! handshake, and the close codes of framing errors, judged as early as
+//! their bytes allow. Raw frames are written where a client
 //! library would refuse to (unmasked frames, invalid UTF-8).
 
 mod common;
@@ -258,5 +259,122 @@ async fn framing_errors_close_with_their_codes_and_leave_other_rooms_alone() {
         .host
         .expect_silence(Duration::from_millis(100))
         .await;
+    server.stop().await;
+}
+
+/// The response head to `request`, sent as is.
+async fn response_head(server: &TestServer, request: &str) -> String {
+    let (_, head) = raw_upgrade(server, request.as_bytes()).await;
+    head
+}
+
+#[tokio::test]
+async fn malformed_handshakes_are_refused_with_400_and_never_upgraded() {
+    let server = TestServer::start().await;
+    let host = server.addr;
+    let ok_key = format!("Sec-WebSocket-Key: {KEY}\r\n");
+    let cases = [
+        (
+            "a key that is not base64",
+            format!("GET /webrtc HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: not*base64*at*all*!!!!!\r\n\r\n"),
+        ),
+        (
+            "a key of 15 bytes",
+            format!("GET /webrtc HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25j\r\n\r\n"),
+        ),
+        (
+            "two keys",
+            format!("GET /webrtc HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{ok_key}{ok_key}\r\n"),
+        ),
+        (
+            "no Host",
+            format!("GET /webrtc HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{ok_key}\r\n"),
+        ),
+        (
+            "HEAD",
+            format!("HEAD /webrtc HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{ok_key}\r\n"),
+        ),
+        (
+            "HEAD on /",
+            format!("HEAD / HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n{ok_key}\r\n"),
+        ),
+    ];
+    for (what, request) in &cases {
+        let head = response_head(&server, request).await;
+        assert!(head.starts_with("HTTP/1.1 400"), "{what}: {head}");
+        assert!(
+            !head.to_ascii_lowercase().contains("sec-websocket-accept"),
+            "{what}: {head}"
+        );
+    }
+    let refused = server
+        .metric("signal_upgrades_rejected_total{reason=\"bad_handshake\"}")
+        .await;
+    assert_eq!(refused, cases.len() as f64);
+    // A plain HEAD of the page is still a page.
+    let head = response_head(&server, &format!("HEAD / HTTP/1.1\r\nHost: {host}\r\n\r\n")).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    server.stop().await;
+}
+
+/// An upgraded raw socket with a room's host on it (so that the connection
+/// is not closed as idle meanwhile).
+async fn raw_host(server: &TestServer) -> TcpStream {
+    let mut bytes = upgrade_request(
+        server,
+        &format!("Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {KEY}\r\n"),
+    )
+    .into_bytes();
+    bytes.extend(client_frame(0x81, br#"{"type":"init"}"#));
+    let (mut tcp, head) = raw_upgrade(server, &bytes).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let (first, _) = server_frame(&mut tcp).await;
+    assert_eq!(first, 0x81, "the init reply");
+    tcp
+}
+
+#[tokio::test]
+async fn a_control_frame_or_length_that_cannot_be_is_refused_from_its_header_with_1002() {
+    let server = TestServer::start().await;
+    // A ping announcing 126 bytes (a 16-bit length): only its first two
+    // bytes are sent, and the server closes 1002 without waiting for more.
+    let mut tcp = raw_host(&server).await;
+    tcp.write_all(&[0x89, 0x80 | 126]).await.expect("header");
+    assert_eq!(close_code(&mut tcp).await, 1002);
+    // A close frame announcing 126 bytes, likewise.
+    let mut tcp = raw_host(&server).await;
+    tcp.write_all(&[0x88, 0x80 | 126]).await.expect("header");
+    assert_eq!(close_code(&mut tcp).await, 1002);
+    // A 64-bit length with its top bit set: a protocol error (1002), not a
+    // message too big (1009), from the ten bytes of the header.
+    let mut tcp = raw_host(&server).await;
+    let mut header = vec![0x81, 0x80 | 127];
+    header.extend_from_slice(&(1u64 << 63 | 16).to_be_bytes());
+    tcp.write_all(&header).await.expect("header");
+    assert_eq!(close_code(&mut tcp).await, 1002);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_in_a_middle_fragment_is_closed_1007_before_the_last_fragment() {
+    let server = TestServer::start().await;
+    let mut tcp = raw_host(&server).await;
+    // The first fragment ends inside "€" (E2 82 AC), the second breaks it;
+    // the last is never sent.
+    tcp.write_all(&client_frame(0x01, b"{\"type\":\"offer\",\"sdp\":\"\xe2"))
+        .await
+        .expect("first fragment");
+    tcp.write_all(&client_frame(0x00, b"\x82\x28 more\""))
+        .await
+        .expect("middle fragment");
+    assert_eq!(close_code(&mut tcp).await, 1007);
+    // Within one frame too: its first bytes, with the bad one, arrive; the
+    // rest of it never does.
+    let mut tcp = raw_host(&server).await;
+    let frame = client_frame(0x81, &[b'x'; 100]);
+    let mut partial = frame[..2 + 4 + 10].to_vec();
+    partial[2 + 4 + 5] ^= 0xff; // an 0x87-ish byte: not UTF-8 there
+    tcp.write_all(&partial).await.expect("part of a frame");
+    assert_eq!(close_code(&mut tcp).await, 1007);
     server.stop().await;
 }

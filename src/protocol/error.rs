@@ -53,11 +53,17 @@ pub enum ErrorCode {
     /// From the bridge: the robot's webrtc_ros could not be reached, or its
     /// connection for this viewer dropped. Send `configure` again to retry.
     RobotUnavailable,
+    /// This client (address) created too many rooms in the last minute.
+    CreateRateLimited,
+    /// This client (address) entered rooms too often in the last minute.
+    AttachRateLimited,
+    /// The server holds its maximum number of rooms; try again later.
+    ServerFull,
 }
 
 impl ErrorCode {
     /// Every code, for metrics and documentation.
-    pub const ALL: [ErrorCode; 17] = [
+    pub const ALL: [ErrorCode; 20] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -75,6 +81,9 @@ impl ErrorCode {
         ErrorCode::SourceNotAllowed,
         ErrorCode::ViewerLimit,
         ErrorCode::RobotUnavailable,
+        ErrorCode::CreateRateLimited,
+        ErrorCode::AttachRateLimited,
+        ErrorCode::ServerFull,
     ];
 
     /// The wire name of the code.
@@ -97,6 +106,9 @@ impl ErrorCode {
             ErrorCode::SourceNotAllowed => "source_not_allowed",
             ErrorCode::ViewerLimit => "viewer_limit",
             ErrorCode::RobotUnavailable => "robot_unavailable",
+            ErrorCode::CreateRateLimited => "create_rate_limited",
+            ErrorCode::AttachRateLimited => "attach_rate_limited",
+            ErrorCode::ServerFull => "server_full",
         }
     }
 

@@ -14,7 +14,7 @@ use crate::net::{self, random_token, ConnectError, Read, Rng, Sink, Stream, Ws, 
 use crate::{Ctx, PublicRoom};
 
 /// Every kind of chaos client, started in turn.
-pub const KINDS: [&str; 11] = [
+pub const KINDS: [&str; 14] = [
     "vanish_fin",
     "vanish_rst",
     "stop_reading",
@@ -26,6 +26,9 @@ pub const KINDS: [&str; 11] = [
     "idle",
     "dead_tokens",
     "slow_consumer",
+    "slowloris",
+    "room_spam",
+    "conn_hoard",
 ];
 
 /// Runs one chaos client of `kind`, counting its outcome.
@@ -44,6 +47,9 @@ pub async fn run(ctx: Arc<Ctx>, kind: &'static str, seed: u64) {
         "idle" => idle(&ctx).await,
         "dead_tokens" => dead_tokens(&ctx, &mut rng).await,
         "slow_consumer" => slow_consumer(&ctx).await,
+        "slowloris" => crate::edge::slowloris(&ctx).await,
+        "room_spam" => crate::edge::room_spam(&ctx).await,
+        "conn_hoard" => crate::edge::conn_hoard(&ctx).await,
         _ => Err(format!("unknown chaos kind {kind}")),
     };
     match result {
@@ -54,7 +60,7 @@ pub async fn run(ctx: Arc<Ctx>, kind: &'static str, seed: u64) {
     }
 }
 
-enum Outcome {
+pub enum Outcome {
     /// The server behaved as it must.
     Done,
     /// The honest room picked as a target closed meanwhile (a legitimate
@@ -64,7 +70,7 @@ enum Outcome {
     Skipped,
 }
 
-type Res = Result<Outcome, String>;
+pub type Res = Result<Outcome, String>;
 
 async fn ws(ctx: &Ctx, path: &str, rst: bool) -> Result<(Sink, Stream), String> {
     let ws: Ws = ctx

@@ -18,6 +18,7 @@
 //! run.
 
 mod chaos;
+mod edge;
 mod net;
 mod room;
 mod server;
@@ -76,8 +77,11 @@ pub struct Opts {
     /// At most this many chaos clients at once.
     #[arg(long, default_value_t = 1500)]
     pub max_chaos: usize,
-    /// Client source addresses (127.0.0.2, 127.0.0.3, ...).
-    #[arg(long, default_value_t = 16)]
+    /// Client source addresses (127.0.0.2, 127.0.0.3, ...): enough that
+    /// honest clients stay inside the server's default per-client limits
+    /// (256 connections, 60 rooms and 300 attaches a minute per address).
+    /// The edge attackers come from 127.1.0.0/16 instead.
+    #[arg(long, default_value_t = 128)]
     pub sources: usize,
     /// Random seed (the run is not fully deterministic: timing varies).
     #[arg(long, default_value_t = 1)]

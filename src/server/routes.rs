@@ -1,166 +1,33 @@
-//! The HTTP side: the accept loop, the routes, the checks made before a
-//! WebSocket upgrade, and graceful shutdown.
-//!
-//! [`run`] takes a bound listener and a shutdown future, so tests bind port 0
-//! and stop the server when they like.
+//! The routes, and the checks made before a WebSocket upgrade.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
-use axum::Router;
+use axum::{Extension, Router};
 use futures_util::future::Either;
 use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::assets::StaticFiles;
-use crate::config::Config;
-use crate::metrics::{Metrics, Rejection};
+use super::edge::Peer;
+use super::App;
+use crate::clients::Admission;
+use crate::metrics::{Limited, Rejection};
 use crate::protocol::Role;
-use crate::rooms::{MemoryRegistry, RedisOptions, RedisRegistry, Registry, RoomLimits};
+use crate::rooms::Registry;
 use crate::session;
 use crate::ws::{self, NotUpgrade};
 
-struct App<R> {
-    session: session::Shared<R>,
-    permits: Arc<Semaphore>,
-    tracker: TaskTracker,
-    files: StaticFiles,
-}
+/// Seconds a client over one of its limits is told to wait.
+const CLIENT_RETRY_AFTER: &str = "10";
 
-impl<R: Registry> App<R> {
-    fn config(&self) -> &Config {
-        &self.session.config
-    }
-}
-
-/// Serves until `shutdown` completes, then closes every WebSocket with 1001
-/// (going away) and returns once they are closed or the shutdown timeout has
-/// passed. Rooms live in memory.
-pub async fn run(
-    listener: TcpListener,
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let metrics = Metrics::new();
-    let registry = MemoryRegistry::new(
-        RoomLimits {
-            max_peers: config.max_peers_per_room,
-            host_grace: config.host_grace,
-        },
-        metrics.clone(),
-    );
-    run_with(listener, config, registry, metrics, shutdown).await
-}
-
-/// [`run`] with rooms shared through Redis ([`RedisRegistry`]), so that
-/// several instances behind one URL serve the same rooms. Redis need not be
-/// reachable at start: until it is, `/healthz` answers 503 and new rooms are
-/// refused with `unavailable`. Fails at once only on a malformed URL.
-pub async fn run_redis(
-    listener: TcpListener,
-    config: Config,
-    redis: RedisOptions,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let metrics = Metrics::new();
-    let limits = RoomLimits {
-        max_peers: config.max_peers_per_room,
-        host_grace: config.host_grace,
-    };
-    let registry = RedisRegistry::start(redis, limits, metrics.clone())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let result = run_with(listener, config, registry.clone(), metrics, shutdown).await;
-    registry.shutdown().await;
-    result
-}
-
-/// [`run`] with a given registry (and the metrics it reports to).
-pub async fn run_with<R: Registry>(
-    listener: TcpListener,
-    config: Config,
-    registry: R,
-    metrics: Metrics,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let stop = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let shutdown_timeout = config.shutdown_timeout;
-    // The handle events go in through (not fed yet: the registries will).
-    let (_webhooks, webhook_delivery) =
-        crate::webhooks::start(config.webhooks.clone(), metrics.webhooks().clone())?;
-    let files = StaticFiles::new(config.static_dir.clone());
-    let app = Arc::new(App {
-        permits: Arc::new(Semaphore::new(config.max_connections)),
-        session: session::Shared {
-            registry,
-            config: Arc::new(config),
-            metrics,
-            shutdown: stop.clone(),
-        },
-        tracker: tracker.clone(),
-        files,
-    });
-    let router = router(app);
-    let local = listener.local_addr()?;
-    let listener = listener.tap_io(|tcp| {
-        // Signalling messages are small and latency-bound.
-        if let Err(err) = tcp.set_nodelay(true) {
-            debug!("TCP_NODELAY failed: {err}");
-        }
-    });
-    let serve = axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(stop.clone().cancelled_owned());
-    let mut serving = tokio::spawn(async move { serve.await });
-    info!(%local, "listening");
-
-    tokio::pin!(shutdown);
-    tokio::select! {
-        result = &mut serving => {
-            stop.cancel();
-            return result.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        }
-        _ = &mut shutdown => {}
-    }
-    info!(
-        connections = tracker.len(),
-        "shutting down: no new connections; closing open ones (1001)"
-    );
-    stop.cancel();
-    tracker.close();
-    let drained = tokio::time::timeout(shutdown_timeout, async {
-        let _ = (&mut serving).await;
-        tracker.wait().await;
-    })
-    .await;
-    if drained.is_err() {
-        warn!(
-            connections = tracker.len(),
-            "shutdown timeout: dropping connections still open"
-        );
-        serving.abort();
-    }
-    webhook_delivery.shutdown().await;
-    info!("stopped");
-    Ok(())
-}
-
-fn router<R: Registry>(app: Arc<App<R>>) -> Router {
+pub(super) fn router<R: Registry>(app: Arc<App<R>>) -> Router {
     Router::new()
         .route("/", get(root::<R>))
         .route("/webrtc", get(webrtc::<R>))
@@ -206,38 +73,40 @@ impl TokenQuery {
 /// `/`: the demo page, or a WebSocket (the original deployment's URL).
 async fn root<R: Registry>(
     State(app): State<Arc<App<R>>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(peer): Extension<Arc<Peer>>,
     Query(query): Query<TokenQuery>,
     request: Request,
 ) -> Response {
-    match ws::accept_key(request.headers()) {
-        Ok(key) => accept(app, request, key, remote, query).await,
+    match ws::accept_key(&request) {
+        Ok(key) => accept(app, request, key, &peer, query).await,
         Err(NotUpgrade::Plain) => app.files.serve(request).await,
-        Err(why) => bad_upgrade(why),
+        Err(why) => bad_upgrade(&app, why),
     }
 }
 
 /// `/webrtc`: the signalling endpoint, as webrtc_ros names it.
 async fn webrtc<R: Registry>(
     State(app): State<Arc<App<R>>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    Extension(peer): Extension<Arc<Peer>>,
     Query(query): Query<TokenQuery>,
     request: Request,
 ) -> Response {
-    match ws::accept_key(request.headers()) {
-        Ok(key) => accept(app, request, key, remote, query).await,
+    match ws::accept_key(&request) {
+        Ok(key) => accept(app, request, key, &peer, query).await,
         Err(NotUpgrade::Plain) => (
             StatusCode::UPGRADE_REQUIRED,
             [(header::UPGRADE, HeaderValue::from_static("websocket"))],
             "this endpoint speaks WebSocket: connect with ws:// or wss://\n",
         )
             .into_response(),
-        Err(why) => bad_upgrade(why),
+        Err(why) => bad_upgrade(&app, why),
     }
 }
 
 /// A WebSocket upgrade request this server cannot accept (RFC 6455 §4.2.2).
-fn bad_upgrade(why: NotUpgrade) -> Response {
+fn bad_upgrade<R: Registry>(app: &App<R>, why: NotUpgrade) -> Response {
+    app.session.metrics.rejected(Rejection::BadHandshake);
+    debug!(?why, "upgrade refused: malformed handshake");
     match why {
         NotUpgrade::Version => (
             StatusCode::UPGRADE_REQUIRED,
@@ -245,28 +114,60 @@ fn bad_upgrade(why: NotUpgrade) -> Response {
                 header::SEC_WEBSOCKET_VERSION,
                 HeaderValue::from_static("13"),
             )],
-            "unsupported WebSocket version: this server speaks version 13\n",
+            why.describe(),
         )
             .into_response(),
-        NotUpgrade::Key | NotUpgrade::Plain => (
-            StatusCode::BAD_REQUEST,
-            "WebSocket upgrade without Sec-WebSocket-Key\n",
-        )
-            .into_response(),
+        _ => (StatusCode::BAD_REQUEST, why.describe()).into_response(),
     }
 }
 
+/// HTTP 429 for a client over one of its limits.
+fn too_many(message: String) -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(CLIENT_RETRY_AFTER),
+        )],
+        message,
+    )
+        .into_response()
+}
+
+/// What every request of a connection over its client's limit gets: HTTP
+/// 429, and the connection closes.
+pub(super) async fn client_over_limit(limit: u32) -> Response {
+    let mut response = too_many(format!(
+        "too many connections from your address (limit {limit}); try again later\n"
+    ));
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// The checks made before upgrading, cheapest refusal first: origin (403),
-/// query-string token (404), connection limit (503); then the 101 response,
-/// and the session on the upgraded socket.
+/// query (400), the client's connections and attaches (429), query-string
+/// token (404), connection limit (503); then the 101 response, and the
+/// session on the upgraded socket.
 async fn accept<R: Registry>(
     app: Arc<App<R>>,
     mut request: Request,
     accept_key: HeaderValue,
-    remote: SocketAddr,
+    peer: &Peer,
     query: TokenQuery,
 ) -> Response {
     let metrics = &app.session.metrics;
+    let clients = &app.session.clients;
+    // The client, and the address its session is known by: behind a
+    // trusted proxy, the one the proxy names (its port is not known).
+    let proxy = &app.config().proxy;
+    let client = proxy.client(peer.addr.ip(), request.headers());
+    let remote = if proxy.is_proxy(peer.addr.ip()) {
+        SocketAddr::new(client, 0)
+    } else {
+        peer.addr
+    };
     if !origin_allowed(&app.config().allowed_origins, request.headers()) {
         metrics.rejected(Rejection::Origin);
         debug!(%remote, "upgrade refused: origin not allowed");
@@ -276,6 +177,30 @@ async fn accept<R: Registry>(
         Ok(attach) => attach,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
+    let slot = match &peer.slot {
+        Some(slot) => Arc::clone(slot),
+        // Through a proxy: counted now, for the client it names.
+        None => match clients.connect(client) {
+            Admission::Admit(slot) => Arc::new(slot),
+            Admission::Refuse(_) | Admission::Drop => {
+                metrics.rejected(Rejection::ClientConnections);
+                debug!(%remote, "upgrade refused: client over its connection limit");
+                return too_many(format!(
+                    "too many connections from your address (limit {}); try again later\n",
+                    clients.limits().connections
+                ));
+            }
+        },
+    };
+    if attach.is_some() && !clients.may_attach(client) {
+        metrics.rejected(Rejection::ClientAttaches);
+        metrics.limited(Limited::ClientAttaches);
+        debug!(%remote, "upgrade refused: client over its attaches per minute");
+        return too_many(format!(
+            "rooms entered too often from your address (limit {} per minute); try again later\n",
+            clients.limits().attaches_per_minute
+        ));
+    }
     if let Some((role, token)) = &attach {
         let known = crate::token::is_token_shaped(token)
             && app.session.registry.has_token(*role, token).await;
@@ -314,7 +239,10 @@ async fn accept<R: Registry>(
             Either::Right(std::future::ready(()))
         }
     });
-    app.tracker.spawn(session.map(move |()| drop(permit)));
+    // The client's count and the connection permit are held until the
+    // session ends.
+    app.tracker
+        .spawn(session.map(move |()| drop((permit, slot))));
     (
         StatusCode::SWITCHING_PROTOCOLS,
         [
@@ -346,6 +274,7 @@ async fn healthz<R: Registry>(State(app): State<Arc<App<R>>>) -> Response {
         "status": if healthy { "ok" } else { "degraded" },
         "connections": metrics.connections(),
         "rooms": metrics.rooms(),
+        "http_connections": metrics.http_connections(),
         "version": env!("CARGO_PKG_VERSION"),
     });
     let status = if healthy {
