@@ -42,6 +42,10 @@ PEERJS=$PEERS/peerjs/node_modules/.bin/peerjs
 SERVER_CORE=0
 GEN_CORE=1
 export RUST_LOG=warn
+# Guests' byte rate (256 KiB/s by default) would cap the load generator's
+# viewers; set by environment so that an older BEFORE_BIN, which has no such
+# flag, runs with the same command line.
+export SIGNAL_SERVER_RATE_BYTES=1GiB SIGNAL_SERVER_RATE_BYTES_BURST=1GiB
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 MISSING=()

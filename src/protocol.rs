@@ -79,11 +79,16 @@ pub enum ErrorCode {
     /// The server cannot take this request now (for example its shared room
     /// store is unreachable); try again later.
     Unavailable,
+    /// A guest's or watcher's message was not delivered: the host is not
+    /// reading fast enough and the sender's share of its queue is full.
+    HostBusy,
+    /// Too many peers have entered this room recently; try again shortly.
+    TooManyJoins,
 }
 
 impl ErrorCode {
     /// Every code, for metrics and documentation.
-    pub const ALL: [ErrorCode; 14] = [
+    pub const ALL: [ErrorCode; 16] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -98,6 +103,8 @@ impl ErrorCode {
         ErrorCode::TooLarge,
         ErrorCode::UnsupportedFrame,
         ErrorCode::Unavailable,
+        ErrorCode::HostBusy,
+        ErrorCode::TooManyJoins,
     ];
 
     /// The wire name of the code.
@@ -117,6 +124,8 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::UnsupportedFrame => "unsupported_frame",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::HostBusy => "host_busy",
+            ErrorCode::TooManyJoins => "too_many_joins",
         }
     }
 

@@ -5,7 +5,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
-use super::{room_not_found, Kick, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
+use super::{
+    host_busy, room_not_found, Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits,
+    Welcome,
+};
 use crate::metrics::Metrics;
 use crate::protocol::{ErrorCode, InitRequest, PeerError, RelayKind, Role, ServerMessage};
 use crate::token;
@@ -150,6 +153,7 @@ impl MemoryRegistry {
             role: Role::Host,
             epoch: 1,
             room,
+            sender: Arc::clone(link.state()),
         }
     }
 
@@ -205,7 +209,7 @@ impl MemoryRegistry {
         st.peers.push(Guest {
             id: id.clone(),
             role,
-            link,
+            link: link.clone(),
         });
         drop(st);
         Ok(MemoryMember {
@@ -214,6 +218,7 @@ impl MemoryRegistry {
             role,
             epoch: 0,
             room,
+            sender: Arc::clone(link.state()),
         })
     }
 
@@ -256,7 +261,7 @@ impl MemoryRegistry {
         for guest in &st.peers {
             self.deliver(&guest.link, host_joined.clone());
         }
-        let old_host = st.host.replace(link);
+        let old_host = st.host.replace(link.clone());
         drop(st);
         if let Some(old) = old_host {
             old.kick(Kick::Replaced);
@@ -269,6 +274,7 @@ impl MemoryRegistry {
             role: Role::Host,
             epoch,
             room,
+            sender: Arc::clone(link.state()),
         })
     }
 
@@ -351,6 +357,9 @@ pub struct MemoryMember {
     role: Role,
     /// For the host: the epoch it became host in.
     epoch: u64,
+    /// The peer's own link's counts (a guest's messages to its host count
+    /// in its share of the host's queue).
+    sender: Arc<LinkState>,
 }
 
 impl Member for MemoryMember {
@@ -385,8 +394,10 @@ impl Member for MemoryMember {
                     "the host is disconnected; it may come back",
                 )
             })?;
-            if self.registry.deliver(host, text) == Queued::Yes {
-                metrics.relayed(kind, len);
+            match host.send_guest(text, Some(&self.sender)) {
+                Queued::Yes => metrics.relayed(kind, len),
+                Queued::Refused => return Err(host_busy()),
+                Queued::Full | Queued::Gone => {}
             }
             return Ok(());
         }

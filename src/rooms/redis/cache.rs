@@ -591,7 +591,8 @@ impl RoomCache {
             }
             Event::ToHost { kind, text } => match &self.local_host {
                 Some(h) => {
-                    if ctx.deliver(&h.link, text.clone()) == Queued::Yes {
+                    // From another instance: no share of its own here.
+                    if h.link.send_guest(text.clone(), None) == Queued::Yes {
                         ctx.metrics.relayed(kind, text.len());
                     }
                 }

@@ -1399,8 +1399,11 @@ impl Member for RedisMember {
                 let host = st.host.as_ref().ok_or_else(absent)?;
                 if host.inst == *me {
                     let local = st.local_host.as_ref().ok_or_else(absent)?;
-                    if ctx.deliver(&local.link, text) == Queued::Yes {
-                        ctx.metrics.relayed(kind, len);
+                    let from = st.local_guests.get(&self.peer_id).map(|g| g.link.state());
+                    match local.link.send_guest(text, from) {
+                        Queued::Yes => ctx.metrics.relayed(kind, len),
+                        Queued::Refused => return Err(super::host_busy()),
+                        Queued::Full | Queued::Gone => {}
                     }
                     return Ok(());
                 }

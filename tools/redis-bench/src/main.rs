@@ -185,6 +185,9 @@ async fn server(bin: &str, redis: Option<&str>, grace: &str) -> Server {
         .args(["--rate-limit", "1000000", "--rate-burst", "1000000"])
         .args(["--outbox-capacity", "65536", "--host-grace", grace])
         .env("RUST_LOG", "warn")
+        // Not capped by guests' byte rate (an older build ignores these).
+        .env("SIGNAL_SERVER_RATE_BYTES", "1GiB")
+        .env("SIGNAL_SERVER_RATE_BYTES_BURST", "1GiB")
         .env_remove("REDIS_URL")
         .stdout(Stdio::null())
         .stderr(if std::env::var_os("REDIS_BENCH_SERVER_LOGS").is_some() {
