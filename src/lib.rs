@@ -7,10 +7,11 @@
 //!  robot: webrtc_ros <-ws-> bridge ==ws==> [ signal-server ] <==ws== browsers
 //!                                           |
 //!   server.rs   HTTP routes, upgrade checks (origin, token, capacity), shutdown
-//!   session.rs  one task per socket: reader + bounded outbox + writer, one select!
+//!   session/    one task per socket: reader + bounded outbox + writer, one select!
 //!   ws.rs       WebSocket frames over the upgraded socket: buffers held only
 //!               while they hold bytes (an idle connection keeps none)
-//!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
+//!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared);
+//!               budget.rs: byte budgets of queued output, and who pays
 //!   protocol.rs wire types and validation, no I/O
 //!   token.rs    random tokens and peer ids
 //!   metrics.rs  Prometheus counters

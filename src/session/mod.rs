@@ -1,0 +1,508 @@
+//! One WebSocket connection, from upgrade to teardown.
+//!
+//! Every connection has the same shape: one task reads frames and acts on
+//! them (`read.rs`, within the rate limits of `rate.rs`), and, in the same
+//! `select!`, drains the connection's bounded outbox (its [`PeerLink`]) into
+//! the socket, encoding a batch and writing it with one system call
+//! (`outbound.rs`, which counts what is queued against the connection's byte
+//! budget); `Session::run` is that one `select!` over the reasons a
+//! connection ends. Errors are classified by who caused them: a peer's bad
+//! message is answered and the socket stays open; a transport error, a kick
+//! or a limit ends the connection. `joins.rs` holds the per-room join rate.
+//!
+//! Frames are read and written by [`crate::ws`], which holds buffers only
+//! while they have bytes in them: an idle connection costs its task, its
+//! outbox and its socket, nothing more.
+
+use std::future::{poll_fn, Future};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, info_span, Instrument};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::protocol::{
+    self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
+};
+use crate::rooms::{Budget, Kick, Member, PeerLink, QueueLimits, Registry, Welcome};
+use crate::ws::{self, Incoming, ReadError, Utf8Bytes};
+
+mod joins;
+mod outbound;
+mod rate;
+mod read;
+
+pub use self::joins::JoinGate;
+pub use self::rate::{RateLimiter, Rates, Verdict};
+
+use self::outbound::Outbound;
+
+/// How long teardown waits for a close frame to be written and answered.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// WebSocket close codes the server uses.
+pub mod close {
+    /// Normal closure (the room ended).
+    pub const NORMAL: u16 = 1000;
+    /// Going away (server shutdown).
+    pub const GOING_AWAY: u16 = 1001;
+    /// Protocol error at the WebSocket layer.
+    pub const PROTOCOL: u16 = 1002;
+    /// A text message that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
+    /// Policy violation (idle, ping timeout, persistent flooding).
+    pub const POLICY: u16 = 1008;
+    /// Message too big.
+    pub const TOO_BIG: u16 = 1009;
+}
+
+/// The limits every session shares: the server's budget of queued bytes,
+/// the per-room join rate, and the senders' rates.
+pub struct Pressure {
+    /// Queued bytes, per connection and in all.
+    pub budget: Arc<Budget>,
+    /// Entries per room.
+    pub joins: JoinGate,
+    /// Each connection's message and byte rates.
+    pub rates: Rates,
+}
+
+impl Pressure {
+    /// The limits `config` sets, counted in `metrics`.
+    pub fn new(config: &Config, metrics: &Metrics) -> Arc<Self> {
+        Arc::new(Pressure {
+            budget: Budget::new(QueueLimits::new(config), metrics.clone()),
+            joins: JoinGate::new(config.room_join_rate, config.room_join_burst),
+            rates: Rates::from_config(config),
+        })
+    }
+}
+
+/// What every session shares.
+pub struct Shared<R> {
+    /// The room registry.
+    pub registry: R,
+    /// Budgets and rates shared by every session.
+    pub pressure: Arc<Pressure>,
+    /// Limits and timeouts.
+    pub config: Arc<Config>,
+    /// Counters.
+    pub metrics: Metrics,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl<R: Clone> Clone for Shared<R> {
+    fn clone(&self) -> Self {
+        Shared {
+            registry: self.registry.clone(),
+            pressure: Arc::clone(&self.pressure),
+            config: Arc::clone(&self.config),
+            metrics: self.metrics.clone(),
+            shutdown: self.shutdown.clone(),
+        }
+    }
+}
+
+/// Runs one connection to its end, on the upgraded connection `socket`. `attach` is a
+/// query-string token (`?join=` / `?watch=`) to enter with before reading
+/// anything.
+///
+/// The returned future is most of what an idle connection costs, so it is
+/// kept small: it is assembled with combinators rather than an `async`
+/// wrapper (which would keep its own copy of everything it moves into the
+/// future it awaits).
+pub fn run<R: Registry, S: Socket>(
+    socket: S,
+    shared: Shared<R>,
+    remote: SocketAddr,
+    attach: Option<(Role, String)>,
+) -> impl Future<Output = ()> + Send + 'static {
+    let span = info_span!(
+        "conn",
+        %remote,
+        peer = tracing::field::Empty,
+        room = tracing::field::Empty,
+        role = tracing::field::Empty,
+    );
+    span.in_scope(|| debug!("connected"));
+    shared.metrics.connection_opened();
+    let metrics = shared.metrics.clone();
+    let (link, outbox) =
+        PeerLink::with_budget(shared.config.outbox_capacity, &shared.pressure.budget);
+    let conn = Conn {
+        reader: ws::Reader::new(shared.config.max_message_size),
+        out: Outbound::new(outbox, Arc::clone(link.state())),
+        io: socket,
+    };
+    Session::new(shared, link)
+        .run(conn, attach)
+        .map(move |end| {
+            metrics.connection_closed();
+            info!(reason = end.describe(), "disconnected");
+        })
+        .instrument(span)
+}
+
+/// Why a connection ended.
+#[derive(Debug)]
+enum End {
+    /// The connection dropped without a close frame.
+    PeerClosed,
+    /// The peer sent a close frame (answered with this code).
+    PeerClosing(u16),
+    /// The transport failed.
+    Transport(String),
+    /// The writer finished: a write failed, or it wrote a close frame queued
+    /// by the registry.
+    WriterDone,
+    /// The registry cut the peer off.
+    Kicked(Option<Kick>),
+    /// The server closes the connection with this code.
+    Close(u16, &'static str),
+}
+
+impl End {
+    fn describe(&self) -> String {
+        match self {
+            End::PeerClosed => "connection dropped by peer".into(),
+            End::PeerClosing(code) => format!("closed by peer ({code})"),
+            End::Transport(e) => format!("transport error: {e}"),
+            End::WriterDone => "writer finished".into(),
+            End::Kicked(Some(Kick::SlowConsumer)) => "dropped: not reading (outbox full)".into(),
+            End::Kicked(Some(Kick::Replaced)) => "replaced by a resumed host".into(),
+            End::Kicked(Some(Kick::Backlog(limit))) => {
+                format!("dropped: slow consumer ({} limit)", limit.as_str())
+            }
+            End::Kicked(None) => "kicked".into(),
+            End::Close(code, reason) => format!("closed by server: {code} {reason}"),
+        }
+    }
+}
+
+struct Session<R: Registry> {
+    shared: Shared<R>,
+    link: PeerLink,
+    member: Option<R::Member>,
+    limiter: RateLimiter,
+    /// When the batch of messages being handled was read (one clock read
+    /// per batch, not per message, for the rate limiter).
+    now: Instant,
+    /// Whether the peer has sent anything since the last ping.
+    heard: bool,
+}
+
+impl<R: Registry> Session<R> {
+    fn new(shared: Shared<R>, link: PeerLink) -> Self {
+        let limiter = RateLimiter::new(&shared.pressure.rates);
+        Session {
+            shared,
+            link,
+            member: None,
+            limiter,
+            now: Instant::now(),
+            heard: true,
+        }
+    }
+
+    async fn run<S: Socket>(mut self, mut conn: Conn<S>, attach: Option<(Role, String)>) -> End {
+        let shutdown = self.shared.shutdown.clone();
+
+        if let Some((role, token)) = attach {
+            // Boxed, like every entry: rare, and its future is large.
+            Box::pin(self.enter(InitRequest::Attach(role, &token))).await;
+        }
+
+        let config = &self.shared.config;
+        let idle = tokio::time::sleep(config.idle_timeout);
+        tokio::pin!(idle);
+        let start = tokio::time::Instant::now() + config.ping_interval;
+        let mut ping = tokio::time::interval_at(start, config.ping_interval);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let link = self.link.clone();
+        // Made once, not on every turn of the loop: each one registers with
+        // a `Notify`, which costs a lock to enter and another to leave.
+        let kicked = link.kicked();
+        tokio::pin!(kicked);
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
+
+        let end = loop {
+            tokio::select! {
+                biased;
+                _ = &mut kicked => break End::Kicked(link.kick_reason()),
+                _ = &mut stopping => break End::Close(close::GOING_AWAY, "server shutting down"),
+                event = poll_fn(|cx| conn.poll_event(cx)) => match event {
+                    Event::Read(read) => {
+                        if let Some(end) = self.read_batch(&mut conn, read).await {
+                            break end;
+                        }
+                    }
+                    Event::WriterDone => break End::WriterDone,
+                },
+                _ = ping.tick() => {
+                    if let Some(end) = self.on_ping(&mut conn) {
+                        break end;
+                    }
+                }
+                _ = &mut idle, if self.member.is_none() => {
+                    break End::Close(close::POLICY, "not in a room");
+                }
+            }
+        };
+        // Boxed: rare, and it would otherwise add its size to every idle
+        // connection's future.
+        Box::pin(self.finish(conn, end)).await
+    }
+
+    /// The ping interval's tick: a peer silent since the last one is closed;
+    /// the writer's stall and the queue's limits are checked; a ping goes.
+    fn on_ping<S: Socket>(&mut self, conn: &mut Conn<S>) -> Option<End> {
+        if !self.heard {
+            return Some(End::Close(close::POLICY, "ping timeout"));
+        }
+        self.heard = false;
+        conn.out.on_tick(outbound::stall_ticks(&self.shared.config));
+        conn.out.writer.ping();
+        conn.out.queued_control();
+        None
+    }
+
+    /// Teardown: leaves the room, then closes politely when there is a close
+    /// frame to send.
+    async fn finish<S: Socket>(mut self, conn: Conn<S>, end: End) -> End {
+        if let Some(member) = self.member.take() {
+            member.leave().await;
+        }
+        // A close frame to send: after what is queued, then wait (briefly)
+        // for the peer to answer or hang up, so that the socket is not reset
+        // with the peer's last frames unread. Otherwise the peer is gone or
+        // not reading: nothing more can reach it, and what was queued is
+        // dropped.
+        let close = match &end {
+            End::Close(code, reason) => Some((*code, *reason)),
+            End::PeerClosing(code) => Some((*code, "")),
+            End::WriterDone if conn.out.sent_close => None,
+            _ => return end,
+        };
+        drop(self.link);
+        let answered = !matches!(end, End::PeerClosing(_));
+        close_politely(close, conn, answered).await;
+        end
+    }
+
+    async fn enter(&mut self, request: InitRequest<'_>) {
+        if self.member.is_some() {
+            self.reply_error(&PeerError::new(
+                ErrorCode::AlreadyInRoom,
+                "this connection is already in a room; open another to enter a second one",
+            ));
+            return;
+        }
+        if let InitRequest::Attach(_, t) | InitRequest::Resume(t) = request {
+            if !crate::token::is_token_shaped(t) {
+                self.reply_error(&PeerError::new(
+                    ErrorCode::RoomNotFound,
+                    "no open room has this token (it is wrong, or the room has closed)",
+                ));
+                return;
+            }
+        }
+        let joins = &self.shared.pressure.joins;
+        if let InitRequest::Attach(_, t) = request {
+            if !joins.may_enter(t, Instant::now()) {
+                self.reply_error(&PeerError::new(
+                    ErrorCode::TooManyJoins,
+                    "too many peers have entered this room in the last seconds; try again shortly",
+                ));
+                return;
+            }
+        }
+        let ice_servers = &self.shared.config.ice_servers;
+        let welcome = |w: &Welcome| {
+            ServerMessage::Init(InitReply {
+                join: w.join.as_deref(),
+                watch: w.watch.as_deref(),
+                resume: w.resume.as_deref(),
+                peer: &w.peer,
+                role: w.role,
+                ice_servers,
+            })
+            .to_json()
+        };
+        match self
+            .shared
+            .registry
+            .enter(request, self.link.clone(), welcome)
+            .await
+        {
+            Ok(member) => {
+                if let InitRequest::Attach(_, t) = request {
+                    joins.entered(t, Instant::now());
+                }
+                let span = tracing::Span::current();
+                span.record("peer", member.peer_id());
+                span.record("room", member.room());
+                span.record("role", member.role().as_str());
+                let how = match request {
+                    InitRequest::Create => "created room",
+                    InitRequest::Attach(..) => "attached",
+                    InitRequest::Resume(_) => "resumed room",
+                };
+                info!("{how}");
+                self.member = Some(member);
+            }
+            Err(err) => self.reply_error(&err),
+        }
+    }
+
+    async fn relay(
+        &mut self,
+        message: &ClientMessage<'_>,
+        text: &Utf8Bytes,
+    ) -> Result<(), PeerError> {
+        let Some(member) = &self.member else {
+            return Err(PeerError::new(
+                ErrorCode::NotInRoom,
+                "send {\"type\":\"init\"} to create or enter a room first",
+            ));
+        };
+        let Some(relay) = message.relay() else {
+            return Ok(());
+        };
+        let role = member.role();
+        if role == Role::Watch && relay.writes_into_receiver {
+            return Err(PeerError::new(
+                ErrorCode::Forbidden,
+                "a watcher may not send expect_* actions",
+            ));
+        }
+        let out = if role == Role::Host {
+            if relay.has_from || relay.misspelt_candidate {
+                Utf8Bytes::from(protocol::with_from(text.as_str(), None, &relay))
+            } else {
+                text.clone()
+            }
+        } else {
+            Utf8Bytes::from(protocol::with_from(
+                text.as_str(),
+                Some(member.peer_id()),
+                &relay,
+            ))
+        };
+        let to = if role == Role::Host { relay.to } else { None };
+        member.relay(relay.kind, to, out).await
+    }
+
+    fn reply_error(&self, err: &PeerError) {
+        self.shared.metrics.error(err.code);
+        debug!(code = %err.code, "error reply: {}", err.message);
+        self.link.send_text(protocol::error_json(err));
+    }
+}
+
+/// Close codes a peer may send (RFC 6455 §7.4).
+fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
+/// Writes what is queued and the close frame, shuts the socket's sending
+/// side, then (unless the peer closed first) reads until the peer answers or
+/// hangs up: at most [`CLOSE_TIMEOUT`] in all.
+async fn close_politely<S: Socket>(
+    close: Option<(u16, &'static str)>,
+    mut conn: Conn<S>,
+    wait_for_answer: bool,
+) {
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, async {
+        if let Some((code, reason)) = close {
+            conn.out.finish(code, reason);
+            poll_fn(|cx| conn.out.poll_write(cx, Pin::new(&mut conn.io))).await;
+        }
+        if wait_for_answer {
+            while let Ok(message) = poll_fn(|cx| conn.poll_read(cx)).await {
+                if let Incoming::Close(_) = message {
+                    break;
+                }
+            }
+        }
+    })
+    .await;
+}
+
+/// What a WebSocket connection runs on: the upgraded HTTP connection, or
+/// any byte stream in tests.
+pub trait Socket: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> Socket for S {}
+
+/// A connection's socket with its frame reader and its sending half. Both
+/// are driven by the connection's one task, so they take turns on the
+/// socket without a lock.
+struct Conn<S> {
+    io: S,
+    reader: ws::Reader,
+    out: Outbound,
+}
+
+/// What happened on a connection's socket.
+enum Event {
+    /// A message read, or why reading ended.
+    Read(Result<Incoming, ReadError>),
+    /// The sending half finished (see [`Outbound::poll_write`]).
+    WriterDone,
+}
+
+impl<S: Socket> Conn<S> {
+    /// Writes what is queued, then reads the next message.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Event> {
+        if self.out.poll_write(cx, Pin::new(&mut self.io)).is_ready() {
+            return Poll::Ready(Event::WriterDone);
+        }
+        self.poll_read(cx).map(Event::Read)
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<Result<Incoming, ReadError>> {
+        self.reader.poll_next(cx, Pin::new(&mut self.io))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rooms::MemoryRegistry;
+
+    /// The size of the future `run` returns, without making one.
+    fn future_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(
+            hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
+            Shared<MemoryRegistry>,
+            SocketAddr,
+            Option<(Role, String)>,
+        ) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn a_connection_future_stays_small() {
+        // Most of what an idle connection costs (docs/BENCHMARKS.md): it was
+        // 3 KB before `run` was assembled from combinators. It holds the
+        // socket and the frame reader and writer (empty while idle) since
+        // the connection stopped going through tungstenite's `WebSocket`,
+        // whose state and buffers lived on the heap beside it.
+        // 1,912 B since the outbound side counts the connection's queued
+        // bytes and the read batch is a function of its own (issue 11;
+        // 1,800 B before).
+        let size = future_size(run::<MemoryRegistry, _>);
+        assert!(size <= 1920, "the per-connection future is {size} bytes");
+    }
+}
