@@ -97,9 +97,12 @@ install_all() {
   mkdir -p "$PEERS"
   need_apt sockperf sockperf || MISSING+=("sockperf")
   need_apt taskset util-linux || MISSING+=("taskset")
-  install_peerjs || MISSING+=("peerjs")
-  install_python_websockets || MISSING+=("python")
-  install_matchbox "$limit" || MISSING+=("matchbox")
+  # Only the peers SERVERS names (all of them by default).
+  local want=" ${SERVERS:-peerjs python matchbox} "
+  [ "$MODE" = install ] && want=" peerjs python matchbox "
+  if [[ $want == *" peerjs "* ]]; then install_peerjs || MISSING+=("peerjs"); fi
+  if [[ $want == *" python "* ]]; then install_python_websockets || MISSING+=("python"); fi
+  if [[ $want == *" matchbox "* ]]; then install_matchbox "$limit" || MISSING+=("matchbox"); fi
   if [ ${#MISSING[@]} -gt 0 ]; then
     if [ "$MODE" = smoke ]; then
       log "NOT INSTALLED, skipped in this smoke run: ${MISSING[*]}"
