@@ -136,7 +136,8 @@ SERVERS=${SERVERS:-"ours minimal matchbox peerjs python"}
 # BEFORE_BIN: another signal-server binary (e.g. a build of an older commit),
 # run as server "before" beside the others, for before/after figures.
 if [ -n "${BEFORE_BIN:-}" ] && [[ " $SERVERS " != *" before "* ]]; then
-  SERVERS="ours before ${SERVERS#ours }"
+  rest=${SERVERS#ours}
+  SERVERS="ours before ${rest# }"
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 if [ "$MODE" = smoke ]; then

@@ -356,7 +356,8 @@ impl LinkState {
         first
     }
 
-    /// [`LinkState::cut_slow`] from outside a send: counts the drop too.
+    /// Cuts the peer off as a slow consumer from outside a send, counting
+    /// the drop too.
     pub fn drop_slow(&self, limit: QueueLimit) {
         if self.cut_slow(limit) {
             if let Some(b) = &self.budget {
