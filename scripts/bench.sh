@@ -42,6 +42,10 @@ PEERJS=$PEERS/peerjs/node_modules/.bin/peerjs
 SERVER_CORE=0
 GEN_CORE=1
 export RUST_LOG=warn
+# Guests' byte rate (256 KiB/s by default) would cap the load generator's
+# viewers; set by environment so that an older BEFORE_BIN, which has no such
+# flag, runs with the same command line.
+export SIGNAL_SERVER_RATE_BYTES=1GiB SIGNAL_SERVER_RATE_BYTES_BURST=1GiB
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 MISSING=()
@@ -57,12 +61,19 @@ install_all() {
   mkdir -p "$PEERS"
   need_cmd sockperf sockperf || MISSING+=("sockperf")
   need_cmd taskset util-linux || MISSING+=("taskset")
-  need_npm "$PEERS/peerjs" 'peer@^1.0.2' || MISSING+=("peerjs")
-  need_pip 'websockets>=13' || MISSING+=("python")
-  # matchbox_server 0.15 from crates.io, in its own target dir kept between
-  # runs, so that a second install is quick.
-  CARGO_TARGET_DIR=$PEERS/.cargo-target CARGO_INSTALL_LIMIT=$limit \
-    need_cargo_install matchbox_server '~0.15' "$PEERS/matchbox" || MISSING+=("matchbox")
+  # Only the peers SERVERS names (all of them by default).
+  local want=" ${SERVERS:-peerjs python matchbox} "
+  [ "$MODE" = install ] && want=" peerjs python matchbox "
+  if [[ $want == *" peerjs "* ]]; then
+    need_npm "$PEERS/peerjs" 'peer@^1.0.2' || MISSING+=("peerjs")
+  fi
+  if [[ $want == *" python "* ]]; then need_pip 'websockets>=13' || MISSING+=("python"); fi
+  if [[ $want == *" matchbox "* ]]; then
+    # matchbox_server 0.15 from crates.io, in its own target dir kept between
+    # runs, so that a second install is quick.
+    CARGO_TARGET_DIR=$PEERS/.cargo-target CARGO_INSTALL_LIMIT=$limit \
+      need_cargo_install matchbox_server '~0.15' "$PEERS/matchbox" || MISSING+=("matchbox")
+  fi
   if [ ${#MISSING[@]} -gt 0 ]; then
     if [ "$MODE" = smoke ]; then
       log "NOT INSTALLED, skipped in this smoke run: ${MISSING[*]}"
@@ -96,7 +107,8 @@ SERVERS=${SERVERS:-"ours minimal matchbox peerjs python"}
 # BEFORE_BIN: another signal-server binary (e.g. a build of an older commit),
 # run as server "before" beside the others, for before/after figures.
 if [ -n "${BEFORE_BIN:-}" ] && [[ " $SERVERS " != *" before "* ]]; then
-  SERVERS="ours before ${SERVERS#ours }"
+  rest=${SERVERS#ours}
+  SERVERS="ours before ${rest# }"
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 if [ "$MODE" = smoke ]; then

@@ -67,6 +67,26 @@ pub(crate) fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 20s, 500ms, 1m)"))
 }
 
+/// A size in bytes: a number, optionally with a unit (`KiB`, `MiB`, `GiB`,
+/// or `k`, `M`, `G` as the same binary multiples), e.g. `4MiB`.
+fn bytes(s: &str) -> Result<usize, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("not a size: {s:?} (examples: 65536, 64KiB, 4MiB)"))?;
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "k" | "K" | "KB" | "KiB" => 10,
+        "M" | "MB" | "MiB" => 20,
+        "G" | "GB" | "GiB" => 30,
+        other => return Err(format!("unknown unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s} is too large"))
+}
+
 fn ice_servers(s: &str) -> Result<serde_json::Value, String> {
     let value: serde_json::Value = serde_json::from_str(s).map_err(|e| format!("not JSON: {e}"))?;
     match &value {
@@ -177,6 +197,68 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNAL_SERVER_REDIS_PREFIX", default_value = "ss:")]
     pub redis_prefix: String,
 
+    /// Hard limit of the bytes queued for one connection (its outbox, its
+    /// writer, control frames, and 128 bytes per message; for a host, not
+    /// what its guests and watchers sent it): over it the connection is
+    /// dropped as a slow consumer at once.
+    #[arg(long, env = "SIGNAL_SERVER_OUTBOX_MAX_BYTES", value_parser = bytes, default_value = "4MiB")]
+    pub outbox_max_bytes: usize,
+
+    /// Soft limit of the bytes queued for one connection: above it for
+    /// --outbox-soft-time the connection is dropped as a slow consumer.
+    #[arg(long, env = "SIGNAL_SERVER_OUTBOX_SOFT_BYTES", value_parser = bytes, default_value = "1MiB")]
+    pub outbox_soft_bytes: usize,
+
+    /// How long a connection may stay above --outbox-soft-bytes.
+    #[arg(long, env = "SIGNAL_SERVER_OUTBOX_SOFT_TIME", value_parser = duration, default_value = "10s")]
+    pub outbox_soft_time: Duration,
+
+    /// A connection with bytes waiting that its socket takes none of for
+    /// this long (its peer does not read) is dropped as a slow consumer;
+    /// checked at each ping, so up to one --ping-interval later.
+    #[arg(long, env = "SIGNAL_SERVER_WRITE_STALL_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub write_stall_timeout: Duration,
+
+    /// Bytes queued for all connections together: when it is reached,
+    /// guests' and watchers' messages to hosts are refused (host_busy) and
+    /// the connections with the largest queues are dropped until it is 7/8
+    /// full. Set it below the memory the server can spare.
+    #[arg(long, env = "SIGNAL_SERVER_MAX_QUEUED_BYTES", value_parser = bytes, default_value = "256MiB")]
+    pub max_queued_bytes: usize,
+
+    /// Sustained bytes per second a guest or watcher may send (hosts are
+    /// limited by --rate-limit only). Over it messages are dropped with
+    /// `rate_limited`, as over the message rate.
+    #[arg(long, env = "SIGNAL_SERVER_RATE_BYTES", value_parser = bytes, default_value = "256KiB")]
+    pub rate_bytes: usize,
+
+    /// Bytes a guest or watcher may send in a burst above --rate-bytes (at
+    /// least --max-message-size).
+    #[arg(long, env = "SIGNAL_SERVER_RATE_BYTES_BURST", value_parser = bytes, default_value = "1MiB")]
+    pub rate_bytes_burst: usize,
+
+    /// Bytes one guest or watcher may have waiting in its host's queue (its
+    /// share; its share of messages is 15/16 of --outbox-capacity split
+    /// between --max-peers-per-room, at least 64). Beyond it its messages
+    /// are refused with `host_busy` and the host is kept.
+    #[arg(long, env = "SIGNAL_SERVER_SENDER_SHARE_BYTES", value_parser = bytes, default_value = "256KiB")]
+    pub sender_share_bytes: usize,
+
+    /// A guest or watcher refused this many times with `host_busy` in one run
+    /// (a run ends after 10 s without a refusal) is closed 1008.
+    #[arg(long, env = "SIGNAL_SERVER_HOST_BUSY_LIMIT", default_value_t = config::DEFAULT_HOST_BUSY_LIMIT)]
+    pub host_busy_limit: u32,
+
+    /// Sustained peers per second that may enter one room with its join
+    /// token (and as many with its watch token); over it `init` gets
+    /// `too_many_joins`. Bounds the presence events a host is sent.
+    #[arg(long, env = "SIGNAL_SERVER_ROOM_JOIN_RATE", default_value_t = config::DEFAULT_ROOM_JOIN_RATE)]
+    pub room_join_rate: u32,
+
+    /// Peers that may enter one room at once (per token) above
+    /// --room-join-rate.
+    #[arg(long, env = "SIGNAL_SERVER_ROOM_JOIN_BURST", default_value_t = config::DEFAULT_ROOM_JOIN_BURST)]
+    pub room_join_burst: u32,
     /// Access control (`--auth`, the keys): see docs/AUTH.md.
     #[command(flatten)]
     pub auth: crate::auth::AuthArgs,
@@ -329,6 +411,17 @@ impl ServeArgs {
                 hops: self.trust_proxy_hops,
                 proxies: self.trusted_proxies.clone(),
             },
+            outbox_max_bytes: self.outbox_max_bytes,
+            outbox_soft_bytes: self.outbox_soft_bytes,
+            outbox_soft_time: self.outbox_soft_time,
+            write_stall_timeout: self.write_stall_timeout,
+            max_queued_bytes: self.max_queued_bytes,
+            rate_bytes_per_sec: self.rate_bytes,
+            rate_bytes_burst: self.rate_bytes_burst,
+            sender_share_bytes: self.sender_share_bytes,
+            host_busy_limit: self.host_busy_limit,
+            room_join_rate: self.room_join_rate,
+            room_join_burst: self.room_join_burst,
         }
     }
 }
@@ -355,6 +448,18 @@ mod tests {
         assert_eq!(c.rate_per_sec, 100);
         assert_eq!(c.rate_burst, 500);
         assert_eq!(c.ping_interval, Duration::from_secs(20));
+        // The byte limits' defaults, spelt with units in `--help`.
+        assert_eq!(c.outbox_max_bytes, d.outbox_max_bytes);
+        assert_eq!(c.outbox_soft_bytes, d.outbox_soft_bytes);
+        assert_eq!(c.outbox_soft_time, d.outbox_soft_time);
+        assert_eq!(c.write_stall_timeout, d.write_stall_timeout);
+        assert_eq!(c.max_queued_bytes, d.max_queued_bytes);
+        assert_eq!(c.rate_bytes_per_sec, d.rate_bytes_per_sec);
+        assert_eq!(c.rate_bytes_burst, d.rate_bytes_burst);
+        assert_eq!(c.sender_share_bytes, d.sender_share_bytes);
+        assert_eq!(c.host_busy_limit, d.host_busy_limit);
+        assert_eq!(c.room_join_rate, d.room_join_rate);
+        assert_eq!(c.room_join_burst, d.room_join_burst);
         assert_eq!(c.header_timeout, d.header_timeout);
         assert_eq!(c.max_header_bytes, d.max_header_bytes);
         assert_eq!(c.http_timeout, d.http_timeout);
@@ -364,6 +469,18 @@ mod tests {
         assert_eq!(c.attaches_per_minute, d.attaches_per_minute);
         assert_eq!(c.max_rooms, d.max_rooms);
         assert_eq!(c.proxy, d.proxy);
+    }
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(bytes("65536"), Ok(65536));
+        assert_eq!(bytes("64KiB"), Ok(65536));
+        assert_eq!(bytes("4MiB"), Ok(4 << 20));
+        assert_eq!(bytes("1G"), Ok(1 << 30));
+        assert!(bytes("4 parsecs").is_err());
+        assert!(bytes("MiB").is_err());
+        let cli = Cli::try_parse_from(["signal-server", "--outbox-max-bytes", "512KiB"]).unwrap();
+        assert_eq!(cli.serve.config().outbox_max_bytes, 512 << 10);
     }
 
     #[test]

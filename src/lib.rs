@@ -9,11 +9,12 @@
 //!   server/     the accept loop and the HTTP edge's limits (edge.rs), routes
 //!               and upgrade checks (routes.rs), graceful shutdown
 //!   clients/    per-client limits: connections, room creations, attaches
-//!   session.rs  one task per socket: reader + bounded outbox + writer, one select!
+//!   session/    one task per socket: reader + bounded outbox + writer, one select!
 //!   ws/         the WebSocket layer over the upgraded socket (handshake, read,
 //!               write, close codes): buffers held only while they hold bytes
 //!               (an idle connection keeps none)
-//!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared)
+//!   rooms/      the Registry trait; memory.rs (default) and redis/ (shared);
+//!               budget.rs: byte budgets of queued output, and who pays
 //!   protocol/   wire types both ways (client and server messages), validation,
 //!               the fast scanner and the relay rewrite; no I/O
 //!   bridge/     the `bridge` subcommand: a robot's webrtc_ros as a room's host

@@ -107,6 +107,108 @@ impl Limited {
     }
 }
 
+/// The limit that found a connection to be a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueLimit {
+    /// Its outbox held `--outbox-capacity` messages.
+    Messages,
+    /// Its queued bytes reached `--outbox-max-bytes`.
+    Bytes,
+    /// Its queued bytes stayed above `--outbox-soft-bytes` for
+    /// `--outbox-soft-time`.
+    SoftBytes,
+    /// Bytes waited `--write-stall-timeout` with the socket taking none.
+    WriteStall,
+    /// The server's `--max-queued-bytes` was reached and its queue was among
+    /// the largest.
+    ServerBudget,
+}
+
+impl QueueLimit {
+    const ALL: [QueueLimit; 5] = [
+        QueueLimit::Messages,
+        QueueLimit::Bytes,
+        QueueLimit::SoftBytes,
+        QueueLimit::WriteStall,
+        QueueLimit::ServerBudget,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueLimit::Messages => "messages",
+            QueueLimit::Bytes => "bytes",
+            QueueLimit::SoftBytes => "soft_bytes",
+            QueueLimit::WriteStall => "write_stall",
+            QueueLimit::ServerBudget => "server_budget",
+        }
+    }
+}
+
+/// Why a guest's or watcher's message to its host was refused (`host_busy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The sender's share of the host's queue was full.
+    Share,
+    /// The host's queue held all its guests' and watchers' shares (or the
+    /// slots kept for the server's own messages were reached).
+    HostQueue,
+    /// The server's budget of queued bytes was reached.
+    ServerBudget,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 3] = [Refusal::Share, Refusal::HostQueue, Refusal::ServerBudget];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Share => "share",
+            Refusal::HostQueue => "host_queue",
+            Refusal::ServerBudget => "server_budget",
+        }
+    }
+}
+
+/// Which of a sender's rate limits dropped a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimit {
+    /// `--rate-limit` / `--rate-burst` (messages).
+    Messages,
+    /// `--rate-bytes` / `--rate-bytes-burst`.
+    Bytes,
+}
+
+impl RateLimit {
+    const ALL: [RateLimit; 2] = [RateLimit::Messages, RateLimit::Bytes];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            RateLimit::Messages => "messages",
+            RateLimit::Bytes => "bytes",
+        }
+    }
+}
+
+/// Why the server closed (1008) a sender that went on sending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SenderClosed {
+    /// After `rate_limited`.
+    RateLimit,
+    /// After `--host-busy-limit` refusals with `host_busy`.
+    HostBusy,
+}
+
+impl SenderClosed {
+    const ALL: [SenderClosed; 2] = [SenderClosed::RateLimit, SenderClosed::HostBusy];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            SenderClosed::RateLimit => "rate_limit",
+            SenderClosed::HostBusy => "host_busy",
+        }
+    }
+}
+
 type Labels = [(&'static str, &'static str); 1];
 
 /// The server's metrics. Cheap to clone (one `Arc`).
@@ -128,6 +230,7 @@ struct Inner {
     slow_peers: Counter,
     webhooks: crate::webhooks::WebhookMetrics,
     edge: Edge,
+    pressure: Pressure,
 }
 
 /// The series of the HTTP edge and the per-client limits.
@@ -177,6 +280,78 @@ impl Edge {
             limited,
             accept_errors,
             clients_tracked,
+        }
+    }
+}
+
+/// The series of the queue limits (`rooms::budget`, the session's limiters).
+struct Pressure {
+    slow: Vec<Counter>,
+    refused: Vec<Counter>,
+    rate_limited: Vec<Counter>,
+    closed: Vec<Counter>,
+    queued_bytes: Gauge,
+}
+
+/// Registers a family with one series per label value, all created now.
+fn family<T: Copy>(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    label: &'static str,
+    values: &[T],
+    as_str: fn(T) -> &'static str,
+) -> Vec<Counter> {
+    let family = Family::<Labels, Counter>::default();
+    registry.register(name, help, family.clone());
+    values
+        .iter()
+        .map(|&v| family.get_or_create(&[(label, as_str(v))]).clone())
+        .collect()
+}
+
+impl Pressure {
+    fn new(registry: &mut Registry) -> Self {
+        let queued_bytes = Gauge::default();
+        registry.register(
+            "queued_bytes",
+            "Bytes queued for all connections (outboxes, writers and a fixed overhead per message)",
+            queued_bytes.clone(),
+        );
+        Pressure {
+            slow: family(
+                registry,
+                "slow_consumers",
+                "Connections dropped as slow consumers, by the limit that found them",
+                "limit",
+                &QueueLimit::ALL,
+                QueueLimit::as_str,
+            ),
+            refused: family(
+                registry,
+                "host_busy",
+                "Guest and watcher messages refused at their host (host_busy), by reason",
+                "reason",
+                &Refusal::ALL,
+                Refusal::as_str,
+            ),
+            rate_limited: family(
+                registry,
+                "rate_limited",
+                "Messages dropped by their sender's rate limits, by limit",
+                "limit",
+                &RateLimit::ALL,
+                RateLimit::as_str,
+            ),
+            closed: family(
+                registry,
+                "senders_closed",
+                "Connections closed 1008 for sending on after rate_limited or host_busy",
+                "reason",
+                &SenderClosed::ALL,
+                SenderClosed::as_str,
+            ),
+            queued_bytes,
         }
     }
 }
@@ -262,7 +437,7 @@ impl Metrics {
         let slow_peers = Counter::default();
         registry.register(
             "slow_peers_dropped",
-            "Connections dropped because their outbox was full (peer not reading)",
+            "Connections dropped as slow consumers (not reading), whatever the limit",
             slow_peers.clone(),
         );
         let webhooks = crate::webhooks::WebhookMetrics::register(&mut registry);
@@ -270,6 +445,7 @@ impl Metrics {
         // process's one relay.
         crate::turn::TurnMetrics::process().register(&mut registry);
         let edge = Edge::register(&mut registry);
+        let pressure = Pressure::new(&mut registry);
         Metrics {
             inner: Arc::new(Inner {
                 registry,
@@ -284,6 +460,7 @@ impl Metrics {
                 slow_peers,
                 webhooks,
                 edge,
+                pressure,
             }),
         }
     }
@@ -375,6 +552,33 @@ impl Metrics {
             .set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
+    /// A slow consumer was found by `limit` (the total of all limits is
+    /// counted by [`Metrics::slow_peer_dropped`]).
+    pub fn slow_consumer(&self, limit: QueueLimit) {
+        self.inner.pressure.slow[limit as usize].inc();
+    }
+
+    /// A guest's or watcher's message to its host was refused.
+    pub fn host_busy(&self, why: Refusal) {
+        self.inner.pressure.refused[why as usize].inc();
+    }
+
+    /// A message was dropped by its sender's rate limit.
+    pub fn rate_limited(&self, limit: RateLimit) {
+        self.inner.pressure.rate_limited[limit as usize].inc();
+    }
+
+    /// A sender was closed for going on after being told to stop.
+    pub fn sender_closed(&self, why: SenderClosed) {
+        self.inner.pressure.closed[why as usize].inc();
+    }
+
+    /// The gauge of the server's queued bytes (shared with the budget that
+    /// keeps it).
+    pub fn queued_bytes(&self) -> Gauge {
+        self.inner.pressure.queued_bytes.clone()
+    }
+
     /// The Prometheus text exposition of every series.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
@@ -413,5 +617,14 @@ mod tests {
         assert!(text.contains("signal_upgrades_rejected_total{reason=\"bad_handshake\"} 0"));
         assert!(text.contains("signal_http_connections 0"));
         assert!(text.contains("signal_accept_errors_total 0"));
+        m.slow_consumer(QueueLimit::WriteStall);
+        m.host_busy(Refusal::Share);
+        let text = m.render();
+        assert!(text.contains("signal_slow_consumers_total{limit=\"write_stall\"} 1"));
+        assert!(text.contains("signal_slow_consumers_total{limit=\"server_budget\"} 0"));
+        assert!(text.contains("signal_host_busy_total{reason=\"share\"} 1"));
+        assert!(text.contains("signal_rate_limited_total{limit=\"bytes\"} 0"));
+        assert!(text.contains("signal_senders_closed_total{reason=\"host_busy\"} 0"));
+        assert!(text.contains("signal_queued_bytes 0"));
     }
 }

@@ -59,11 +59,16 @@ pub enum ErrorCode {
     AttachRateLimited,
     /// The server holds its maximum number of rooms; try again later.
     ServerFull,
+    /// A guest's or watcher's message was not delivered: the host is not
+    /// reading fast enough and the sender's share of its queue is full.
+    HostBusy,
+    /// Too many peers have entered this room recently; try again shortly.
+    TooManyJoins,
 }
 
 impl ErrorCode {
     /// Every code, for metrics and documentation.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 22] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -84,6 +89,8 @@ impl ErrorCode {
         ErrorCode::CreateRateLimited,
         ErrorCode::AttachRateLimited,
         ErrorCode::ServerFull,
+        ErrorCode::HostBusy,
+        ErrorCode::TooManyJoins,
     ];
 
     /// The wire name of the code.
@@ -109,6 +116,8 @@ impl ErrorCode {
             ErrorCode::CreateRateLimited => "create_rate_limited",
             ErrorCode::AttachRateLimited => "attach_rate_limited",
             ErrorCode::ServerFull => "server_full",
+            ErrorCode::HostBusy => "host_busy",
+            ErrorCode::TooManyJoins => "too_many_joins",
         }
     }
 

@@ -13,6 +13,14 @@ pub fn room_not_found() -> PeerError {
     )
 }
 
+/// A guest's or watcher's message its host's queue refused.
+pub fn host_busy() -> PeerError {
+    PeerError::new(
+        ErrorCode::HostBusy,
+        "the host is not keeping up: this message was not delivered (your share of its queue is full); send less",
+    )
+}
+
 /// The room already has `max_peers` guests and watchers.
 pub fn room_full(max_peers: usize) -> PeerError {
     PeerError::new(

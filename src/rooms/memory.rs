@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
-use super::errors::{self, room_not_found};
-use super::{Kick, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
+use super::errors::{self, host_busy, room_not_found};
+use super::{Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
 use crate::metrics::Metrics;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
 use crate::token;
@@ -151,6 +151,7 @@ impl MemoryRegistry {
             role: Role::Host,
             epoch: 1,
             room,
+            sender: Arc::clone(link.state()),
         }
     }
 
@@ -204,7 +205,7 @@ impl MemoryRegistry {
         st.peers.push(Guest {
             id: id.clone(),
             role,
-            link,
+            link: link.clone(),
         });
         drop(st);
         Ok(MemoryMember {
@@ -213,6 +214,7 @@ impl MemoryRegistry {
             role,
             epoch: 0,
             room,
+            sender: Arc::clone(link.state()),
         })
     }
 
@@ -255,7 +257,7 @@ impl MemoryRegistry {
         for guest in &st.peers {
             self.deliver(&guest.link, host_joined.clone());
         }
-        let old_host = st.host.replace(link);
+        let old_host = st.host.replace(link.clone());
         drop(st);
         if let Some(old) = old_host {
             old.kick(Kick::Replaced);
@@ -268,6 +270,7 @@ impl MemoryRegistry {
             role: Role::Host,
             epoch,
             room,
+            sender: Arc::clone(link.state()),
         })
     }
 
@@ -350,6 +353,9 @@ pub struct MemoryMember {
     role: Role,
     /// For the host: the epoch it became host in.
     epoch: u64,
+    /// The peer's own link's counts (a guest's messages to its host count
+    /// in its share of the host's queue).
+    sender: Arc<LinkState>,
 }
 
 impl Member for MemoryMember {
@@ -379,8 +385,10 @@ impl Member for MemoryMember {
         }
         if self.role != Role::Host {
             let host = st.host.as_ref().ok_or_else(errors::host_absent)?;
-            if self.registry.deliver(host, text) == Queued::Yes {
-                metrics.relayed(kind, len);
+            match host.send_guest(text, Some(&self.sender)) {
+                Queued::Yes => metrics.relayed(kind, len),
+                Queued::Refused => return Err(host_busy()),
+                Queued::Full | Queued::Gone => {}
             }
             return Ok(());
         }

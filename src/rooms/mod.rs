@@ -7,36 +7,59 @@
 //! sharing them through Redis; see `docs/SCALING.md`).
 //!
 //! A registry reaches a session only through its [`PeerLink`]: a bounded
-//! outbox drained by the session's writer task, and a kick switch. Delivery
-//! never waits: a full outbox means the peer is not reading, so that peer is
-//! kicked and its room carries on.
+//! outbox drained by the session's writer, and a kick switch. Delivery never
+//! waits: a full outbox, or one over its byte limits (`budget.rs`), means the
+//! peer is not reading, so that peer is kicked and its room carries on;
+//! except that a guest's or watcher's message its host cannot take now is
+//! refused instead (`host_busy`), and the host kept.
 
 use std::future::Future;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::ws::Utf8Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::WaitForCancellationFuture;
 
+use crate::metrics::QueueLimit;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role};
 
+pub mod budget;
 pub mod errors;
 mod memory;
 pub mod redis;
 
+pub use self::budget::{Budget, GuestText, LinkState, QueueLimits};
+
 pub use self::memory::{MemoryMember, MemoryRegistry};
 pub use self::redis::{RedisMember, RedisOptions, RedisRegistry};
 
-/// What a session's writer task sends on the socket.
-#[derive(Debug, Clone, PartialEq)]
+/// What a session's writer sends on the socket.
+#[derive(Debug, PartialEq)]
 pub enum Outgoing {
     /// A text frame.
     Text(Utf8Bytes),
+    /// A text frame from a guest or watcher to its host, holding its place
+    /// in the sender's share of the host's queue until the writer takes it.
+    FromGuest(Box<GuestText>),
     /// A WebSocket ping.
     Ping,
     /// A close frame with this code and reason; the writer stops after it.
     Close(u16, &'static str),
+}
+
+impl Outgoing {
+    /// What the message counts for in its receiver's queue: its frame's
+    /// bytes and [`crate::config::MESSAGE_OVERHEAD`].
+    pub fn cost(&self) -> u64 {
+        match self {
+            Outgoing::Text(text) => budget::text_cost(text.len()),
+            Outgoing::FromGuest(g) => g.credit.cost(),
+            Outgoing::Ping => budget::text_cost(0),
+            // Two bytes of code, and the reason as a close frame holds it.
+            Outgoing::Close(_, reason) => budget::text_cost(2 + reason.len().min(123)),
+        }
+    }
 }
 
 /// Why a registry cut a peer off.
@@ -46,18 +69,16 @@ pub enum Kick {
     SlowConsumer,
     /// Another socket resumed hosting its room.
     Replaced,
-}
-
-struct KickSwitch {
-    token: CancellationToken,
-    reason: OnceLock<Kick>,
+    /// Its queued output broke a byte or time limit (never
+    /// [`QueueLimit::Messages`], which is [`Kick::SlowConsumer`]).
+    Backlog(QueueLimit),
 }
 
 /// How a registry reaches one connection. Cheap to clone.
 #[derive(Clone)]
 pub struct PeerLink {
     tx: mpsc::Sender<Outgoing>,
-    kick: Arc<KickSwitch>,
+    state: Arc<LinkState>,
 }
 
 /// What became of a message queued on a [`PeerLink`].
@@ -65,35 +86,56 @@ pub struct PeerLink {
 pub enum Queued {
     /// In the outbox.
     Yes,
-    /// The outbox was full: this send has kicked the peer as a slow consumer.
+    /// The outbox was full, or over a byte limit: this send has kicked the
+    /// peer as a slow consumer (the caller counts it with
+    /// [`Metrics::slow_peer_dropped`](crate::metrics::Metrics::slow_peer_dropped)).
     Full,
     /// The connection is already gone (or already cut off).
     Gone,
+    /// A guest's or watcher's message that its host's queue cannot take now
+    /// (see [`PeerLink::send_guest`]); the host is kept.
+    Refused,
 }
 
 impl PeerLink {
-    /// A link with an outbox of `capacity` messages, and the outbox's receiving
-    /// end for the writer task.
+    /// A link with an outbox of `capacity` messages and no byte budget (for
+    /// tests), and the outbox's receiving end for the writer.
     pub fn new(capacity: usize) -> (PeerLink, mpsc::Receiver<Outgoing>) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let kick = Arc::new(KickSwitch {
-            token: CancellationToken::new(),
-            reason: OnceLock::new(),
-        });
-        (PeerLink { tx, kick }, rx)
+        Self::make(capacity, None)
     }
 
-    /// Queues a message without waiting; a full outbox kicks the peer.
+    /// A link whose queued bytes count against `budget`'s limits.
+    pub fn with_budget(
+        capacity: usize,
+        budget: &Arc<Budget>,
+    ) -> (PeerLink, mpsc::Receiver<Outgoing>) {
+        Self::make(capacity, Some(budget))
+    }
+
+    fn make(capacity: usize, budget: Option<&Arc<Budget>>) -> (PeerLink, mpsc::Receiver<Outgoing>) {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let state = LinkState::new(budget);
+        (PeerLink { tx, state }, rx)
+    }
+
+    /// The link's counts and kick switch (for its session).
+    pub fn state(&self) -> &Arc<LinkState> {
+        &self.state
+    }
+
+    /// Queues a message without waiting; a full outbox, or one over its byte
+    /// limits, kicks the peer.
     pub fn send(&self, message: Outgoing) -> Queued {
+        if let Some(budget) = self.state.budget() {
+            return budget::send::send(&self.tx, &self.state, budget, message);
+        }
         match self.tx.try_send(message) {
             Ok(()) => Queued::Yes,
             // Only the send that cuts the peer off reports `Full` (and is
             // counted as a slow peer dropped); later ones, until its session
             // has left the room, find it gone.
             Err(mpsc::error::TrySendError::Full(_)) => {
-                let first = self.kick.reason.set(Kick::SlowConsumer).is_ok();
-                self.kick.token.cancel();
-                if first {
+                if self.state.kick(Kick::SlowConsumer) {
                     Queued::Full
                 } else {
                     Queued::Gone
@@ -108,20 +150,31 @@ impl PeerLink {
         self.send(Outgoing::Text(text.into()))
     }
 
+    /// Queues a guest's or watcher's message for this link's connection, a
+    /// host; `from` is the sender's link's [`PeerLink::state`] (`None` for a
+    /// sender on another instance). Refused (the host is kept) when the sender's share of the
+    /// host's queue is full, when the host's queue holds all its guests'
+    /// shares, or when the server's budget is reached.
+    pub fn send_guest(&self, text: Utf8Bytes, from: Option<&Arc<LinkState>>) -> Queued {
+        match self.state.budget() {
+            Some(budget) => budget::send::send_guest(&self.tx, &self.state, budget, text, from),
+            None => self.send(Outgoing::Text(text)),
+        }
+    }
+
     /// Cuts the peer off at once (its session aborts its writer and ends).
     pub fn kick(&self, why: Kick) {
-        let _ = self.kick.reason.set(why);
-        self.kick.token.cancel();
+        self.state.kick(why);
     }
 
     /// Completes when the peer is kicked.
     pub fn kicked(&self) -> WaitForCancellationFuture<'_> {
-        self.kick.token.cancelled()
+        self.state.kick_switch().cancelled()
     }
 
     /// Why the peer was kicked, if it was.
     pub fn kick_reason(&self) -> Option<Kick> {
-        self.kick.reason.get().copied()
+        self.state.kick_reason()
     }
 
     /// Queues a close frame; if the outbox cannot take it, kicks instead.

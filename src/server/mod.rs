@@ -114,6 +114,7 @@ pub async fn run_with<R: Registry>(
         permits: Arc::new(Semaphore::new(config.max_connections)),
         session: session::Shared {
             registry,
+            pressure: session::Pressure::new(&config, &metrics),
             config: Arc::new(config),
             metrics,
             shutdown: stop.clone(),

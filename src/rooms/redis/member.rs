@@ -89,8 +89,11 @@ impl RedisMember {
         if host.inst == registry.inner.me {
             let local = st.local_host.as_ref().ok_or_else(errors::host_absent)?;
             let len = text.len();
-            if ctx.deliver(&local.link, text) == Queued::Yes {
-                ctx.metrics.relayed(kind, len);
+            let from = st.local_guests.get(&self.peer_id).map(|g| g.link.state());
+            match local.link.send_guest(text, from) {
+                Queued::Yes => ctx.metrics.relayed(kind, len),
+                Queued::Refused => return Err(errors::host_busy()),
+                Queued::Full | Queued::Gone => {}
             }
             return Ok(Vec::new());
         }

@@ -77,7 +77,10 @@ async fn server(a: &Args, redis: Option<&str>, grace: &str) -> ServerProcess {
     let mut launch = Launch::new(&a.server)
         .args(["--rate-limit", "1000000", "--rate-burst", "1000000"])
         .args(["--outbox-capacity", "65536", "--host-grace", grace])
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "warn")
+        // Not capped by guests' byte rate (an older build ignores these).
+        .env("SIGNAL_SERVER_RATE_BYTES", "1GiB")
+        .env("SIGNAL_SERVER_RATE_BYTES_BURST", "1GiB");
     if let Some(url) = redis {
         launch = launch.args(["--redis-url", url]);
     }

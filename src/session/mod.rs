@@ -1,12 +1,14 @@
 //! One WebSocket connection, from upgrade to teardown.
 //!
 //! Every connection has the same shape: one task reads frames and acts on
-//! them, and, in the same `select!`, drains the connection's bounded outbox
-//! (its [`PeerLink`]) into the socket, encoding a batch and writing it with
-//! one system call ([`Outbound`]); teardown is one `select!` over the reasons
-//! a connection ends. Errors are classified by who caused them: a peer's bad
+//! them (`read.rs`, within the rate limits of `rate.rs`), and, in the same
+//! `select!`, drains the connection's bounded outbox (its [`PeerLink`]) into
+//! the socket, encoding a batch and writing it with one system call
+//! (`outbound.rs`, which counts what is queued against the connection's byte
+//! budget); `Session::run` is that one `select!` over the reasons a
+//! connection ends. Errors are classified by who caused them: a peer's bad
 //! message is answered and the socket stays open; a transport error, a kick
-//! or a limit ends the connection.
+//! or a limit ends the connection. `joins.rs` holds the per-room join rate.
 //!
 //! Frames are read and written by [`crate::ws`], which holds buffers only
 //! while they have bytes in them: an idle connection costs its task, its
@@ -16,12 +18,11 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, Instrument};
 
@@ -30,28 +31,50 @@ use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
 };
-use crate::rooms::{Kick, Member, Outgoing, PeerLink, Registry, Welcome};
+use crate::rooms::{Budget, Kick, Member, PeerLink, QueueLimits, Registry, Welcome};
 use crate::ws::{self, close, Incoming, ReadError, Utf8Bytes};
 
-/// Messages encoded per write: bounds the time the writer spends before
-/// pushing bytes out, while batching bursts into few system calls.
-const WRITE_BATCH: usize = 64;
-/// Encoded bytes above which the writer stops taking messages from the
-/// outbox until the socket has taken what it has: what a peer that does not
-/// read can cost beyond its outbox.
-const WRITE_HIGH_WATER: usize = 64 * 1024;
-/// Messages, and bytes of messages, handled in one turn before the task
-/// yields to the others on its thread: a host relaying a burst of large
-/// messages must let its viewers' tasks write them out before it reads on.
-const READ_BATCH: usize = 32;
-const READ_BATCH_BYTES: usize = 64 * 1024;
+mod joins;
+mod outbound;
+mod rate;
+mod read;
+
+pub use self::joins::JoinGate;
+pub use self::rate::{RateLimiter, Rates, Verdict};
+
+use self::outbound::Outbound;
+
 /// How long teardown waits for a close frame to be written and answered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The limits every session shares: the server's budget of queued bytes,
+/// the per-room join rate, and the senders' rates.
+pub struct Pressure {
+    /// Queued bytes, per connection and in all.
+    pub budget: Arc<Budget>,
+    /// Entries per room.
+    pub joins: JoinGate,
+    /// Each connection's message and byte rates.
+    pub rates: Rates,
+}
+
+impl Pressure {
+    /// The limits `config` sets, counted in `metrics`.
+    pub fn new(config: &Config, metrics: &Metrics) -> Arc<Self> {
+        Arc::new(Pressure {
+            budget: Budget::new(QueueLimits::new(config), metrics.clone()),
+            joins: JoinGate::new(config.room_join_rate, config.room_join_burst),
+            rates: Rates::from_config(config),
+        })
+    }
+}
 
 /// What every session shares.
 pub struct Shared<R> {
     /// The room registry.
     pub registry: R,
+    /// Budgets and rates shared by every session.
+    pub pressure: Arc<Pressure>,
     /// Limits and timeouts.
     pub config: Arc<Config>,
     /// Counters.
@@ -66,6 +89,7 @@ impl<R: Clone> Clone for Shared<R> {
     fn clone(&self) -> Self {
         Shared {
             registry: self.registry.clone(),
+            pressure: Arc::clone(&self.pressure),
             config: Arc::clone(&self.config),
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
@@ -98,10 +122,11 @@ pub fn run<R: Registry, S: Socket>(
     span.in_scope(|| debug!("connected"));
     shared.metrics.connection_opened();
     let metrics = shared.metrics.clone();
-    let (link, outbox) = PeerLink::new(shared.config.outbox_capacity);
+    let (link, outbox) =
+        PeerLink::with_budget(shared.config.outbox_capacity, &shared.pressure.budget);
     let conn = Conn {
         reader: ws::Reader::new(shared.config.max_message_size),
-        out: Outbound::new(outbox),
+        out: Outbound::new(outbox, Arc::clone(link.state())),
         io: socket,
     };
     Session::new(shared, link, remote.ip())
@@ -140,6 +165,9 @@ impl End {
             End::WriterDone => "writer finished".into(),
             End::Kicked(Some(Kick::SlowConsumer)) => "dropped: not reading (outbox full)".into(),
             End::Kicked(Some(Kick::Replaced)) => "replaced by a resumed host".into(),
+            End::Kicked(Some(Kick::Backlog(limit))) => {
+                format!("dropped: slow consumer ({} limit)", limit.as_str())
+            }
             End::Kicked(None) => "kicked".into(),
             End::Close(code, reason) => format!("closed by server: {code} {reason}"),
         }
@@ -154,25 +182,27 @@ struct Session<R: Registry> {
     /// When the batch of messages being handled was read (one clock read
     /// per batch, not per message, for the rate limiter).
     now: Instant,
+    /// Whether the peer has sent anything since the last ping.
+    heard: bool,
     /// The client's address (what its per-client limits count under).
     client: std::net::IpAddr,
 }
 
 impl<R: Registry> Session<R> {
     fn new(shared: Shared<R>, link: PeerLink, client: std::net::IpAddr) -> Self {
-        let limiter = RateLimiter::new(shared.config.rate_per_sec, shared.config.rate_burst);
+        let limiter = RateLimiter::new(&shared.pressure.rates);
         Session {
             shared,
             link,
             member: None,
             limiter,
             now: Instant::now(),
+            heard: true,
             client,
         }
     }
 
     async fn run<S: Socket>(mut self, mut conn: Conn<S>, attach: Option<(Role, String)>) -> End {
-        let config = Arc::clone(&self.shared.config);
         let shutdown = self.shared.shutdown.clone();
 
         if let Some((role, token)) = attach {
@@ -180,12 +210,13 @@ impl<R: Registry> Session<R> {
             Box::pin(self.enter(InitRequest::Attach(role, &token))).await;
         }
 
+        let config = &self.shared.config;
         let idle = tokio::time::sleep(config.idle_timeout);
         tokio::pin!(idle);
         let start = tokio::time::Instant::now() + config.ping_interval;
         let mut ping = tokio::time::interval_at(start, config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut heard_since_ping = true;
+
         let link = self.link.clone();
         // Made once, not on every turn of the loop: each one registers with
         // a `Notify`, which costs a lock to enter and another to leave.
@@ -194,83 +225,50 @@ impl<R: Registry> Session<R> {
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
 
-        let end = 'session: loop {
+        let end = loop {
             tokio::select! {
                 biased;
                 _ = &mut kicked => break End::Kicked(link.kick_reason()),
                 _ = &mut stopping => break End::Close(close::GOING_AWAY, "server shutting down"),
-                event = poll_fn(|cx| conn.poll_event(cx)) => {
-                    let Event::Read(mut read) = event else {
-                        break End::WriterDone;
-                    };
-                    self.now = Instant::now();
-                    let mut budget = READ_BATCH;
-                    let mut bytes = 0;
-                    // Messages that are already read are handled here,
-                    // without a turn of the select each (bounded, to stay
-                    // fair).
-                    loop {
-                        let message = match read {
-                            Ok(message) => message,
-                            Err(err) => break 'session self.on_read_error(err),
-                        };
-                        heard_since_ping = true;
-                        match message {
-                            Incoming::Text(text) => {
-                                bytes += text.len();
-                                if let Some(end) = self.on_text(text).await {
-                                    break 'session end;
-                                }
-                            }
-                            Incoming::Binary => match self.admit() {
-                                Ok(true) => self.reply_error(&PeerError::new(
-                                    ErrorCode::UnsupportedFrame,
-                                    "binary frames are not supported: send JSON text",
-                                )),
-                                Ok(false) => {}
-                                Err(end) => break 'session end,
-                            },
-                            Incoming::Ping(payload) => match self.admit() {
-                                Ok(true) => conn.out.writer.pong(payload),
-                                Ok(false) => {}
-                                Err(end) => break 'session end,
-                            },
-                            Incoming::Pong => {}
-                            Incoming::Close(code) => {
-                                // Answer with the peer's code (RFC 6455 §5.5.1);
-                                // one it may not send is answered with 1002.
-                                let code = match code {
-                                    None => close::NORMAL,
-                                    Some(c) if close::valid_from_peer(c) => c,
-                                    Some(_) => close::PROTOCOL,
-                                };
-                                break 'session End::PeerClosing(code);
-                            }
-                        }
-                        budget -= 1;
-                        if budget == 0 || bytes >= READ_BATCH_BYTES {
-                            tokio::task::yield_now().await;
-                            break;
-                        }
-                        match poll_fn(|cx| Poll::Ready(conn.poll_read(cx))).await {
-                            Poll::Ready(next) => read = next,
-                            Poll::Pending => break,
+                event = poll_fn(|cx| conn.poll_event(cx)) => match event {
+                    Event::Read(read) => {
+                        if let Some(end) = self.read_batch(&mut conn, read).await {
+                            break end;
                         }
                     }
-                }
+                    Event::WriterDone => break End::WriterDone,
+                },
                 _ = ping.tick() => {
-                    if !heard_since_ping {
-                        break End::Close(close::POLICY, "ping timeout");
+                    if let Some(end) = self.on_ping(&mut conn) {
+                        break end;
                     }
-                    heard_since_ping = false;
-                    conn.out.writer.ping();
                 }
                 _ = &mut idle, if self.member.is_none() => {
                     break End::Close(close::POLICY, "not in a room");
                 }
             }
         };
+        // Boxed: rare, and it would otherwise add its size to every idle
+        // connection's future.
+        Box::pin(self.finish(conn, end)).await
+    }
 
+    /// The ping interval's tick: a peer silent since the last one is closed;
+    /// the writer's stall and the queue's limits are checked; a ping goes.
+    fn on_ping<S: Socket>(&mut self, conn: &mut Conn<S>) -> Option<End> {
+        if !self.heard {
+            return Some(End::Close(close::POLICY, "ping timeout"));
+        }
+        self.heard = false;
+        conn.out.on_tick(outbound::stall_ticks(&self.shared.config));
+        conn.out.writer.ping();
+        conn.out.queued_control();
+        None
+    }
+
+    /// Teardown: leaves the room, then closes politely when there is a close
+    /// frame to send.
+    async fn finish<S: Socket>(mut self, conn: Conn<S>, end: End) -> End {
         if let Some(member) = self.member.take() {
             member.leave().await;
         }
@@ -286,64 +284,9 @@ impl<R: Registry> Session<R> {
             _ => return end,
         };
         drop(self.link);
-        // Boxed: rare, and it would otherwise add its size to every idle
-        // connection's future.
         let answered = !matches!(end, End::PeerClosing(_)) && !conn.reader.peer_closed();
-        Box::pin(close_politely(close, conn, answered)).await;
+        close_politely(close, conn, answered).await;
         end
-    }
-
-    /// Counts a frame against the rate limit: `Ok(true)` to handle it,
-    /// `Ok(false)` if it was dropped (the first drop of a run is answered with
-    /// `rate_limited`), `Err` to end the connection.
-    fn admit(&mut self) -> Result<bool, End> {
-        match self.limiter.check(self.now) {
-            Verdict::Allow => Ok(true),
-            Verdict::Drop { first: true } => {
-                self.reply_error(&PeerError::new(
-                    ErrorCode::RateLimited,
-                    format!(
-                        "too many messages (limit {} per second, burst {}); messages are being dropped",
-                        self.shared.config.rate_per_sec, self.shared.config.rate_burst
-                    ),
-                ));
-                Ok(false)
-            }
-            Verdict::Drop { first: false } => {
-                self.shared.metrics.error(ErrorCode::RateLimited);
-                Ok(false)
-            }
-            Verdict::Close => Err(End::Close(close::POLICY, "rate limit exceeded")),
-        }
-    }
-    async fn on_text(&mut self, text: Utf8Bytes) -> Option<End> {
-        match self.admit() {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(end) => return Some(end),
-        }
-        let message = match protocol::parse(text.as_str()) {
-            Ok(message) => message,
-            Err(err) => {
-                self.reply_error(&err);
-                return None;
-            }
-        };
-        if let ClientMessage::Init(init) = &message {
-            match init.request() {
-                Ok(request) => Box::pin(self.enter(request)).await,
-                Err(err) => self.reply_error(&err),
-            }
-            return None;
-        }
-        if let ClientMessage::IceServers = message {
-            self.send_ice_servers();
-            return None;
-        }
-        if let Err(err) = self.relay(&message, &text).await {
-            self.reply_error(&err);
-        }
-        None
     }
 
     async fn enter(&mut self, request: InitRequest<'_>) {
@@ -372,6 +315,16 @@ impl<R: Registry> Session<R> {
             self.reply_error(&err);
             return;
         }
+        let joins = &self.shared.pressure.joins;
+        if let InitRequest::Attach(_, t) = request {
+            if !joins.may_enter(t, Instant::now()) {
+                self.reply_error(&PeerError::new(
+                    ErrorCode::TooManyJoins,
+                    "too many peers have entered this room in the last seconds; try again shortly",
+                ));
+                return;
+            }
+        }
         let config = &self.shared.config;
         let welcome = |w: &Welcome| {
             let ice = config.ice_servers_for(&w.room, &w.peer);
@@ -393,6 +346,9 @@ impl<R: Registry> Session<R> {
             .await
         {
             Ok(member) => {
+                if let InitRequest::Attach(_, t) = request {
+                    joins.entered(t, Instant::now());
+                }
                 let span = tracing::Span::current();
                 span.record("peer", member.peer_id());
                 span.record("room", member.room());
@@ -464,22 +420,6 @@ impl<R: Registry> Session<R> {
         member.relay(relay.kind, to, out).await
     }
 
-    fn on_read_error(&mut self, err: ReadError) -> End {
-        match err {
-            ReadError::Eof => End::PeerClosed,
-            ReadError::Io(e) => End::Transport(e.to_string()),
-            ReadError::TooBig { size, max } => {
-                self.reply_error(&PeerError::new(
-                    ErrorCode::TooLarge,
-                    format!("message of {size} bytes is over the limit of {max} bytes"),
-                ));
-                End::Close(close::TOO_BIG, "message too big")
-            }
-            ReadError::Protocol(why) => End::Close(close::PROTOCOL, why),
-            ReadError::InvalidUtf8 => End::Close(close::INVALID_DATA, "text is not UTF-8"),
-        }
-    }
-
     fn reply_error(&self, err: &PeerError) {
         self.shared.metrics.error(err.code);
         debug!(code = %err.code, "error reply: {}", err.message);
@@ -547,184 +487,6 @@ impl<S: Socket> Conn<S> {
     }
 }
 
-/// The sending half of a connection, driven by the connection's own task (a
-/// branch of its select): no second task per connection, and no wake-up of
-/// one for each message.
-struct Outbound {
-    writer: ws::Writer,
-    outbox: mpsc::Receiver<Outgoing>,
-    /// The close frame to write once the outbox is drained (teardown).
-    finish: Option<(u16, &'static str)>,
-    state: OutState,
-    /// A close frame has been written.
-    sent_close: bool,
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum OutState {
-    Open,
-    /// Write what is encoded, then shut the socket's sending side.
-    Closing,
-    Done,
-}
-
-impl Outbound {
-    fn new(outbox: mpsc::Receiver<Outgoing>) -> Self {
-        Outbound {
-            writer: ws::Writer::new(),
-            outbox,
-            finish: None,
-            state: OutState::Open,
-            sent_close: false,
-        }
-    }
-
-    /// Ends with a close frame after what the outbox holds; nothing more is
-    /// taken into it.
-    fn finish(&mut self, code: u16, reason: &'static str) {
-        self.outbox.close();
-        self.finish = Some((code, reason));
-    }
-
-    /// Writes what the outbox holds, encoding up to [`WRITE_BATCH`] messages
-    /// per write. Pending while the connection is open (woken by the outbox
-    /// or the socket); ready when no more can be written: a write failed, or
-    /// the close frame was sent.
-    fn poll_write<W: AsyncWrite + ?Sized>(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut io: Pin<&mut W>,
-    ) -> Poll<()> {
-        let mut fed = 0;
-        loop {
-            match self.state {
-                OutState::Done => return Poll::Ready(()),
-                OutState::Closing => {
-                    if ready!(self.writer.poll_flush(cx, io.as_mut())).is_ok() {
-                        let _ = ready!(io.as_mut().poll_shutdown(cx));
-                    }
-                    self.state = OutState::Done;
-                    continue;
-                }
-                OutState::Open => {}
-            }
-            let mut took_all = false;
-            while self.writer.pending() < WRITE_HIGH_WATER {
-                if fed == WRITE_BATCH {
-                    break;
-                }
-                match self.outbox.poll_recv(cx) {
-                    Poll::Ready(Some(Outgoing::Text(text))) => self.writer.text(text),
-                    Poll::Ready(Some(Outgoing::Ping)) => self.writer.ping(),
-                    Poll::Ready(Some(Outgoing::Close(code, reason))) => {
-                        self.close(code, reason);
-                        break;
-                    }
-                    // Every link is gone, or teardown closed the outbox and
-                    // it is drained.
-                    Poll::Ready(None) => {
-                        let (code, reason) = self.finish.unwrap_or((close::NORMAL, ""));
-                        self.close(code, reason);
-                        break;
-                    }
-                    Poll::Pending => {
-                        took_all = true;
-                        break;
-                    }
-                }
-                fed += 1;
-            }
-            if self.state != OutState::Open {
-                continue;
-            }
-            if ready!(self.writer.poll_flush(cx, io.as_mut())).is_err() {
-                self.state = OutState::Done;
-                return Poll::Ready(());
-            }
-            if took_all {
-                return Poll::Pending;
-            }
-            if fed >= WRITE_BATCH {
-                // A full batch is out; let the other branches run before the
-                // next one.
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
-            }
-        }
-    }
-
-    fn close(&mut self, code: u16, reason: &str) {
-        self.writer.close(code, reason);
-        self.sent_close = true;
-        self.state = OutState::Closing;
-    }
-}
-
-/// What the rate limiter says about one message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Within the limit.
-    Allow,
-    /// Over the limit: drop it. `first` marks the first drop of a run, the one
-    /// that gets an error reply.
-    Drop {
-        /// First drop since the last allowed message.
-        first: bool,
-    },
-    /// Over the limit for too long: close the connection.
-    Close,
-}
-
-/// A token bucket: `burst` messages at once, refilled at `rate` per second.
-/// More than a second's worth of messages (`rate`, at least 10) dropped in a
-/// row means the peer ignores `rate_limited`, and the connection is closed.
-#[derive(Debug)]
-pub struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Option<Instant>,
-    dropped_in_a_row: u32,
-    max_drops: u32,
-}
-
-impl RateLimiter {
-    /// A full bucket.
-    pub fn new(rate_per_sec: u32, burst: u32) -> Self {
-        let burst = f64::from(burst.max(1));
-        RateLimiter {
-            rate: f64::from(rate_per_sec),
-            burst,
-            tokens: burst,
-            last: None,
-            dropped_in_a_row: 0,
-            max_drops: rate_per_sec.max(10),
-        }
-    }
-
-    /// Takes one token if there is one.
-    pub fn check(&mut self, now: Instant) -> Verdict {
-        if let Some(last) = self.last {
-            let elapsed = now.saturating_duration_since(last).as_secs_f64();
-            self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        }
-        self.last = Some(now);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            self.dropped_in_a_row = 0;
-            return Verdict::Allow;
-        }
-        self.dropped_in_a_row += 1;
-        if self.dropped_in_a_row > self.max_drops {
-            Verdict::Close
-        } else {
-            Verdict::Drop {
-                first: self.dropped_in_a_row == 1,
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -750,40 +512,10 @@ mod tests {
         // socket and the frame reader and writer (empty while idle) since
         // the connection stopped going through tungstenite's `WebSocket`,
         // whose state and buffers lived on the heap beside it.
+        // 1,912 B since the outbound side counts the connection's queued
+        // bytes and the read batch is a function of its own (issue 11;
+        // 1,800 B before).
         let size = future_size(run::<MemoryRegistry, _>);
-        assert!(size <= 1856, "the per-connection future is {size} bytes");
-    }
-
-    #[test]
-    fn the_bucket_allows_its_burst_then_drops_then_closes() {
-        let mut rl = RateLimiter::new(100, 500);
-        let t = Instant::now();
-        for _ in 0..500 {
-            assert_eq!(rl.check(t), Verdict::Allow);
-        }
-        assert_eq!(rl.check(t), Verdict::Drop { first: true });
-        for _ in 1..100 {
-            assert_eq!(rl.check(t), Verdict::Drop { first: false });
-        }
-        assert_eq!(rl.check(t), Verdict::Close);
-    }
-
-    #[test]
-    fn the_bucket_refills_at_the_sustained_rate() {
-        let mut rl = RateLimiter::new(100, 500);
-        let mut t = Instant::now();
-        for _ in 0..500 {
-            rl.check(t);
-        }
-        // 100 per second sustained: one message every 10 ms always passes.
-        for _ in 0..1000 {
-            t += Duration::from_millis(10);
-            assert_eq!(rl.check(t), Verdict::Allow);
-        }
-        // After a drop, an allowed message resets the run.
-        assert_eq!(rl.check(t), Verdict::Drop { first: true });
-        t += Duration::from_millis(10);
-        assert_eq!(rl.check(t), Verdict::Allow);
-        assert_eq!(rl.check(t), Verdict::Drop { first: true });
+        assert!(size <= 1920, "the per-connection future is {size} bytes");
     }
 }
