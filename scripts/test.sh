@@ -38,7 +38,7 @@ fi
 step "build"
 cargo build --workspace --all-targets --locked
 
-run "cargo test" cargo test --workspace --locked
+run "cargo test" cargo test --workspace --locked --no-fail-fast
 
 if [ $rust_only -eq 0 ]; then
   run "browser end to end" scripts/browser-test.sh target/debug/signal-server
