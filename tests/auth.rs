@@ -367,7 +367,7 @@ async fn revoking_by_jti_subject_or_room_ends_the_live_sessions_it_covers_with_4
 }
 
 #[tokio::test]
-async fn open_mode_ignores_a_token_in_init_and_refuses_one_on_the_query_string() {
+async fn open_mode_ignores_a_token_in_init_and_on_the_query_string() {
     let server = TestServer::start().await;
     let mut c = server.connect().await;
     c.send_json(json!({"type":"init","token":host_token("robot-7")}))
@@ -377,12 +377,16 @@ async fn open_mode_ignores_a_token_in_init_and_refuses_one_on_the_query_string()
         init["join"].is_string() && init.get("room").is_none(),
         "{init}"
     );
-    assert_eq!(
-        server
-            .upgrade_status(server.url(&format!("/webrtc?token={}", watch_token("robot-7", "a"))))
-            .await,
-        Some(404)
-    );
+    // As before token mode existed: a `token` of another type, and
+    // `?token=`, are ignored.
+    let mut c = server.connect().await;
+    c.send_json(json!({"type":"init","token":{"a":[1]}})).await;
+    assert_eq!(c.recv_type("init").await["role"], "host");
+    let mut q = server
+        .connect_to(&format!("/webrtc?token={}", watch_token("robot-7", "a")))
+        .await;
+    q.send_json(json!({"type":"init"})).await;
+    assert_eq!(q.recv_type("init").await["role"], "host");
     server.stop().await;
 }
 
