@@ -422,6 +422,8 @@ impl ServeArgs {
             host_busy_limit: self.host_busy_limit,
             room_join_rate: self.room_join_rate,
             room_join_burst: self.room_join_burst,
+            // Set by `serve` from `self.auth` (checked there: it can fail).
+            auth: crate::auth::AuthConfig::Open,
         }
     }
 }

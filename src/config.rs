@@ -181,6 +181,9 @@ pub struct Config {
     /// `--turn-listen`): `ice_servers` then carries one more entry, minted
     /// for the peer; `None`: `ice_servers` as it is.
     pub turn: Option<crate::turn::IceServers>,
+    /// Access control (`--auth`): open, or tokens checked with these keys
+    /// (docs/AUTH.md).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Config {
@@ -240,6 +243,7 @@ impl Default for Config {
             host_busy_limit: DEFAULT_HOST_BUSY_LIMIT,
             room_join_rate: DEFAULT_ROOM_JOIN_RATE,
             room_join_burst: DEFAULT_ROOM_JOIN_BURST,
+            auth: crate::auth::AuthConfig::Open,
         }
     }
 }

@@ -12,6 +12,10 @@
 //!   sessions to hear of a revocation at once.
 //! - [`AuthArgs`], [`AuthConfig`] (`args.rs`): `--auth open|token` and the
 //!   key flags; `tool.rs`: `signal-server token create`.
+//! - [`Auth`] (`live.rs`): what a running server holds (`shared.auth`):
+//!   the keys, the revocations, [`Auth::revoke`], and the future that ends
+//!   a session at its token's expiry or revocation; `store.rs` keeps
+//!   revocations in Redis and applies every instance's.
 //! - `names.rs`: the checked names tokens carry ([`RoomName`], [`Subject`],
 //!   [`TokenId`], [`KeyId`]).
 //!
@@ -34,9 +38,11 @@ mod args;
 mod claims;
 mod error;
 mod keys;
+mod live;
 mod names;
 mod provider;
 mod revocation;
+mod store;
 pub mod tool;
 mod verify;
 
@@ -44,6 +50,7 @@ pub use args::{AuthArgs, AuthConfig, AuthMode, KeyArgs, PathSpec, Secret, Secret
 pub use claims::{authorize, Action, Claims, Grant, Grants};
 pub use error::{AuthError, AuthErrorKind};
 pub use keys::{KeyError, KeyRing, KeyRingBuilder, DEFAULT_MAX_TOKEN_LIFETIME, MIN_SECRET_LEN};
+pub use live::{Auth, RevokeError, SessionEnd, CLOSE_TOKEN_EXPIRED, CLOSE_TOKEN_REVOKED};
 pub use names::{
     KeyId, NameError, RoomName, Subject, TokenId, MAX_KEY_ID_LEN, MAX_ROOM_NAME_LEN,
     MAX_SUBJECT_LEN, MAX_TOKEN_ID_LEN,

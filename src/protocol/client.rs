@@ -76,6 +76,33 @@ pub struct Init<'a> {
     /// Resume hosting the room this secret belongs to.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Cow<'a, str>>,
+    /// Token mode (`--auth token`): the signed token (JWT) saying which
+    /// room the sender may enter and as what. Ignored in open mode, where a
+    /// `token` of any type is accepted and unused, as before token mode
+    /// existed; a value that is not a string reads as no token.
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "string_or_nothing",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub token: Option<Cow<'a, str>>,
+}
+
+/// A string, or `None` for a value of any other type (consumed whole).
+fn string_or_nothing<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringOr<'a> {
+        String(#[serde(borrow)] Cow<'a, str>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match StringOr::deserialize(d)? {
+        StringOr::String(s) => Some(s),
+        StringOr::Other(_) => None,
+    })
 }
 
 /// What an `init` asks for, once validated.
@@ -87,6 +114,10 @@ pub enum InitRequest<'m> {
     Attach(Role, &'m str),
     /// Become the host again with a resume secret.
     Resume(&'m str),
+    /// Token mode: open the room of this name, or take it over, as its host
+    /// (a host token's `room`). Never read from the wire as such: the
+    /// session makes it from a verified token.
+    Host(&'m str),
 }
 
 impl<'a> Init<'a> {

@@ -21,7 +21,7 @@ use crate::clients::Admission;
 use crate::metrics::{Limited, Rejection};
 use crate::protocol::Role;
 use crate::rooms::Registry;
-use crate::session;
+use crate::session::{self, QueryToken};
 use crate::ws::{self, NotUpgrade};
 
 /// Seconds a client over one of its limits is told to wait.
@@ -46,26 +46,36 @@ pub struct TokenQuery {
     pub join: Option<String>,
     /// `?watch=TOKEN`
     pub watch: Option<String>,
+    /// `?token=JWT` (token mode)
+    pub token: Option<String>,
 }
 
 impl TokenQuery {
     /// The room the query asks to attach to: `Ok(None)` without a token, an
     /// error (HTTP 400) when it gives both.
-    pub fn attach(self) -> Result<Option<(Role, String)>, &'static str> {
+    pub fn attach(self) -> Result<Option<QueryToken>, &'static str> {
         match self {
             TokenQuery {
                 join: Some(t),
                 watch: None,
-            } => Ok(Some((Role::Join, t))),
+                token: None,
+            } => Ok(Some(QueryToken::Open(Role::Join, t))),
             TokenQuery {
                 join: None,
                 watch: Some(t),
-            } => Ok(Some((Role::Watch, t))),
+                token: None,
+            } => Ok(Some(QueryToken::Open(Role::Watch, t))),
             TokenQuery {
                 join: None,
                 watch: None,
+                token: Some(t),
+            } => Ok(Some(QueryToken::Signed(t))),
+            TokenQuery {
+                join: None,
+                watch: None,
+                token: None,
             } => Ok(None),
-            _ => Err("give at most one of `join` and `watch`\n"),
+            _ => Err("give at most one of `join`, `watch` and `token`\n"),
         }
     }
 }
@@ -201,14 +211,32 @@ async fn accept<R: Registry>(
             clients.limits().attaches_per_minute
         ));
     }
-    if let Some((role, token)) = &attach {
-        let known = crate::token::is_token_shaped(token)
-            && app.session.registry.has_token(*role, token).await;
-        if !known {
-            metrics.rejected(Rejection::UnknownToken);
-            return (StatusCode::NOT_FOUND, "no open room has this token\n").into_response();
+    match &attach {
+        Some(QueryToken::Open(role, token)) if !app.session.auth.is_token_mode() => {
+            let known = crate::token::is_token_shaped(token)
+                && app.session.registry.has_token(*role, token).await;
+            if !known {
+                metrics.rejected(Rejection::UnknownToken);
+                return (StatusCode::NOT_FOUND, "no open room has this token\n").into_response();
+            }
         }
+        Some(QueryToken::Open(..)) => {
+            metrics.rejected(Rejection::Unauthorized);
+            return refused_token(&crate::auth::AuthError::Missing);
+        }
+        Some(QueryToken::Signed(jwt)) if app.session.auth.is_token_mode() => {
+            if let Err((why, response)) = check_query_token(&app, jwt).await {
+                metrics.rejected(why);
+                return response;
+            }
+        }
+        // Open mode ignores `?token=`, as it did before token mode existed.
+        Some(QueryToken::Signed(_)) | None => {}
     }
+    let attach = match attach {
+        Some(QueryToken::Signed(_)) if !app.session.auth.is_token_mode() => None,
+        other => other,
+    };
     let Some(on_upgrade) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()
@@ -252,6 +280,51 @@ async fn accept<R: Registry>(
         ],
     )
         .into_response()
+}
+
+/// HTTP 401 or 403 for a refused `?token=`, the reason in words.
+fn refused_token(err: &crate::auth::AuthError) -> Response {
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    debug!(reason = err.reason(), "upgrade refused: token");
+    (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        format!("{}: {err}\n", err.code()),
+    )
+        .into_response()
+}
+
+/// Token mode: `?token=` checked before the upgrade (401, 403), and for a
+/// guest or watcher, whether its room is open (404, as for `?watch=`).
+async fn check_query_token<R: Registry>(
+    app: &App<R>,
+    jwt: &str,
+) -> Result<(), (Rejection, Response)> {
+    let refused = |e: crate::auth::AuthError| (Rejection::Unauthorized, refused_token(&e));
+    let claims = app.session.auth.check(jwt).map_err(refused)?;
+    let action = session::entry_action(&claims).map_err(refused)?;
+    let role = session::entry_role(action);
+    if role == Role::Host {
+        return Ok(());
+    }
+    let Some(room) = &claims.room else {
+        return Ok(());
+    };
+    let token = crate::rooms::named_token(room.as_str(), Some(role));
+    if app.session.registry.has_token(role, &token).await {
+        return Ok(());
+    }
+    Err((
+        Rejection::UnknownToken,
+        (
+            StatusCode::NOT_FOUND,
+            format!(
+                "room_not_found: the room {} is not open (its host is not connected)\n",
+                room.as_str()
+            ),
+        )
+            .into_response(),
+    ))
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
