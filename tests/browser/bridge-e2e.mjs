@@ -13,11 +13,12 @@
 //   STATE_FILE=FILE                         the bridge's --state-file
 //   BRIDGE_LOG=FILE                         where the bridge's stderr goes
 //   CHROMIUM=/usr/bin/chromium
-import { spawn } from 'node:child_process';
-import { createWriteStream, readFileSync, statSync, existsSync } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { createWriteStream, readFileSync, statSync } from 'node:fs';
 import {
-  Checks, T, assert, emulatorFrame, launch, log, newPage, observe, sleep, waitFor,
+  emulatorEvents as emulatorLogEvents, openRobotConns as openConns, startBridge as start, stopBridge,
+} from './bridge.mjs';
+import {
+  Checks, T, assert, emulatorFrame, launch, log, newPage, observe, waitFor,
   waitLive as waitPagesLive,
 } from './lib.mjs';
 
@@ -29,82 +30,15 @@ const stateFile = process.env.STATE_FILE;
 const bridgeLog = createWriteStream(process.env.BRIDGE_LOG || '/dev/null', { flags: 'a' });
 const serverWs = `ws://${base.host}/webrtc`;
 
+const startBridge = () => start({
+  bin: bridgeBin, server: serverWs, robot: robotUrl, log: bridgeLog,
+  args: stateFile ? ['--state-file', stateFile] : [],
+});
+const emulatorEvents = () => emulatorLogEvents(emulatorLog);
+const openRobotConns = () => openConns(emulatorLog);
+
 const checks = new Checks('bridge-e2e');
 const check = checks.check.bind(checks);
-
-// ---------------------------------------------------------------------------
-// The bridge process
-// ---------------------------------------------------------------------------
-
-/** Starts the bridge; resolves with {proc, room} once it prints its room. */
-function startBridge() {
-  const args = [
-    'bridge', '--server', serverWs, '--robot', robotUrl, '--json',
-    '--allow-src', 'ros_image:/camera/*', '--max-viewers', '4',
-    '--backoff-min', '200ms', '--backoff-max', '2s',
-  ];
-  if (stateFile) args.push('--state-file', stateFile);
-  const proc = spawn(bridgeBin, args, {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, RUST_LOG: process.env.BRIDGE_RUST_LOG || 'info' },
-  });
-  proc.stderr.pipe(bridgeLog, { end: false });
-  proc.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  proc.events = [];
-  const waiters = [];
-  createInterface({ input: proc.stdout }).on('line', (line) => {
-    bridgeLog.write(`[bridge stdout] ${line}\n`);
-    let ev;
-    try { ev = JSON.parse(line); } catch (e) { return; }
-    proc.events.push(ev);
-    for (const w of waiters.splice(0)) w();
-  });
-  proc.nextEvent = async (kind, timeout) => {
-    const deadline = Date.now() + timeout;
-    let seen = 0;
-    for (;;) {
-      const found = proc.events.slice(seen).find((e) => e.event === kind);
-      if (found) { proc.events.splice(proc.events.indexOf(found), 1); return found; }
-      seen = proc.events.length;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`the bridge printed no "${kind}" event within ${timeout} ms`);
-      await Promise.race([new Promise((r) => waiters.push(r)), sleep(left), proc.exited]);
-      if (proc.exitCode !== null) throw new Error(`the bridge exited (${proc.exitCode})`);
-    }
-  };
-  return proc;
-}
-
-async function stopBridge(proc, signal) {
-  proc.kill(signal);
-  const r = await Promise.race([proc.exited, sleep(10_000).then(() => null)]);
-  if (!r) {
-    proc.kill('SIGKILL');
-    throw new Error(`the bridge did not exit within 10 s of ${signal}`);
-  }
-  return r;
-}
-
-// ---------------------------------------------------------------------------
-// The emulator's log
-// ---------------------------------------------------------------------------
-
-function emulatorEvents() {
-  if (!emulatorLog || !existsSync(emulatorLog)) return [];
-  return readFileSync(emulatorLog, 'utf8').split('\n').filter(Boolean).map((l) => {
-    try { return JSON.parse(l); } catch (e) { return null; }
-  }).filter(Boolean);
-}
-
-/** Robot connections open now (opened and not closed). */
-function openRobotConns() {
-  const open = new Set();
-  for (const e of emulatorEvents()) {
-    if (e.event === 'open') open.add(e.conn);
-    if (e.event === 'close') open.delete(e.conn);
-  }
-  return open;
-}
 
 // ---------------------------------------------------------------------------
 // Viewers
