@@ -13,7 +13,7 @@ use axum::Json;
 
 use super::access::AccessQuery;
 use super::error::{ApiError, ApiResult};
-use super::rooms::params;
+use super::rooms::{checked, params};
 use super::views::WatchLinkRequest;
 use super::{backend, Admin};
 use crate::rooms::Registry;
@@ -50,6 +50,7 @@ pub(super) async fn mint<R: Registry>(
 ) -> ApiResult<Response> {
     let caller = admin.caller(&headers, &AccessQuery::from_raw(query.as_deref()))?;
     let room = params(path)?;
+    checked("room", &room)?;
     caller.operate(&room)?;
     let request: WatchLinkRequest = body(request, false)?;
     let ttl = match request.ttl_secs {

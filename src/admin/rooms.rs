@@ -15,8 +15,9 @@ use super::error::{ApiError, ApiResult};
 use super::{backend, Admin};
 use crate::rooms::Registry;
 
-/// Longest room name or label, and peer id, a path may carry.
-pub const MAX_PATH_PARAM: usize = 256;
+/// Longest room name or label, and peer id, a path may carry (a room
+/// name's maximum; labels and peer ids are 8 characters).
+pub const MAX_PATH_PARAM: usize = 64;
 
 /// A path's parameters, or 400.
 pub(super) fn params<T>(path: Result<Path<T>, PathRejection>) -> ApiResult<T> {
@@ -24,10 +25,16 @@ pub(super) fn params<T>(path: Result<Path<T>, PathRejection>) -> ApiResult<T> {
     Ok(t)
 }
 
-fn checked(what: &str, value: &str) -> ApiResult<()> {
-    if value.is_empty() || value.len() > MAX_PATH_PARAM {
+/// A room or peer id as the path carries it: `[A-Za-z0-9._-]{1,64}` (the
+/// document's `Name`), else 400.
+pub(super) fn checked(what: &str, value: &str) -> ApiResult<()> {
+    let ok = (1..=MAX_PATH_PARAM).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
         return Err(ApiError::bad_request(format!(
-            "the {what} must be 1 to {MAX_PATH_PARAM} bytes"
+            "the {what} must be 1 to {MAX_PATH_PARAM} of A-Z a-z 0-9 . _ -"
         )));
     }
     Ok(())
