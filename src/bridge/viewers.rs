@@ -143,7 +143,7 @@ impl Viewers {
                 e.message.as_deref().unwrap_or("")
             ),
             // For the server only: never relayed.
-            ClientMessage::Init(_) | ClientMessage::IceServers => {}
+            ClientMessage::Init(_) | ClientMessage::IceServers | ClientMessage::CloseRoom => {}
         }
     }
 

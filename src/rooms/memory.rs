@@ -1,15 +1,17 @@
 //! The in-memory registry: the default, for a single instance.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
 use super::errors::{self, host_busy, room_not_found};
+use super::info::{unix_now, EventSink, PeerInfo, RoomEvent, RoomInfo, KICKED};
 use super::{Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
 use crate::metrics::Metrics;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
 use crate::token;
+use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 
 /// The in-memory registry: the default, for a single instance.
 ///
@@ -25,8 +27,11 @@ pub struct MemoryRegistry {
 
 struct Shared {
     tokens: DashMap<String, TokenEntry>,
+    /// The open rooms, by label.
+    rooms: DashMap<String, Arc<Room>>,
     limits: RoomLimits,
     metrics: Metrics,
+    events: OnceLock<EventSink>,
 }
 
 #[derive(Clone)]
@@ -47,6 +52,8 @@ struct Room {
     join: String,
     watch: String,
     host_id: String,
+    /// When it opened (unix seconds).
+    since: u64,
     state: Mutex<RoomState>,
 }
 
@@ -56,6 +63,8 @@ struct RoomState {
     /// `leave` cannot unseat its successor.
     epoch: u64,
     host: Option<PeerLink>,
+    /// Since when the host is connected, or away (unix seconds).
+    host_since: u64,
     resume: String,
     peers: Vec<Guest>,
 }
@@ -64,6 +73,7 @@ struct Guest {
     id: String,
     role: Role,
     link: PeerLink,
+    since: u64,
 }
 
 impl Room {
@@ -80,9 +90,18 @@ impl MemoryRegistry {
         MemoryRegistry {
             shared: Arc::new(Shared {
                 tokens: DashMap::new(),
+                rooms: DashMap::new(),
                 limits,
                 metrics,
+                events: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Sends a room event, if events go anywhere.
+    fn emit(&self, event: impl FnOnce() -> RoomEvent) {
+        if let Some(sink) = self.shared.events.get() {
+            sink.emit(event());
         }
     }
 
@@ -119,15 +138,22 @@ impl MemoryRegistry {
             watch = self.fresh_token();
         }
         let resume = self.fresh_token();
+        let mut label = token::new_peer_id();
+        while self.shared.rooms.contains_key(&label) {
+            label = token::new_peer_id();
+        }
+        let now = unix_now();
         let room = Arc::new(Room {
-            label: token::new_peer_id(),
+            label,
             join: join.clone(),
             watch: watch.clone(),
             host_id: token::new_peer_id(),
+            since: now,
             state: Mutex::new(RoomState {
                 open: true,
                 epoch: 1,
                 host: Some(link.clone()),
+                host_since: now,
                 resume: resume.clone(),
                 peers: Vec::new(),
             }),
@@ -139,12 +165,17 @@ impl MemoryRegistry {
             join: Some(join.clone()),
             watch: Some(watch.clone()),
             resume: Some(resume.clone()),
+            peers: None,
         });
         link.send_text(reply);
         self.insert_token(&room, TokenKind::Join, join);
         self.insert_token(&room, TokenKind::Watch, watch);
         self.insert_token(&room, TokenKind::Resume, resume);
+        self.shared
+            .rooms
+            .insert(room.label.clone(), Arc::clone(&room));
         self.shared.metrics.room_opened();
+        self.emit(|| RoomEvent::room_started(room_ref(&room), &room.host_id));
         MemoryMember {
             registry: self.clone(),
             peer_id: room.host_id.clone(),
@@ -186,6 +217,7 @@ impl MemoryRegistry {
             join: None,
             watch: None,
             resume: None,
+            peers: None,
         }));
         match &st.host {
             Some(host) => {
@@ -206,7 +238,10 @@ impl MemoryRegistry {
             id: id.clone(),
             role,
             link: link.clone(),
+            since: unix_now(),
         });
+        // Under the room's lock, so that the room's events keep their order.
+        self.emit(|| RoomEvent::peer_joined(room_ref(&room), &id, role));
         drop(st);
         Ok(MemoryMember {
             registry: self.clone(),
@@ -242,6 +277,7 @@ impl MemoryRegistry {
             join: Some(room.join.clone()),
             watch: Some(room.watch.clone()),
             resume: Some(new_secret.clone()),
+            peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
         }));
         for guest in &st.peers {
             self.deliver(
@@ -258,6 +294,8 @@ impl MemoryRegistry {
             self.deliver(&guest.link, host_joined.clone());
         }
         let old_host = st.host.replace(link.clone());
+        st.host_since = unix_now();
+        self.emit(|| RoomEvent::host_joined(room_ref(&room), &room.host_id));
         drop(st);
         if let Some(old) = old_host {
             old.kick(Kick::Replaced);
@@ -293,25 +331,73 @@ impl MemoryRegistry {
     }
 
     fn close_if_abandoned(&self, room: &Arc<Room>, epoch: u64) {
-        let mut st = room.lock();
+        let st = room.lock();
         if !st.open || st.host.is_some() || st.epoch != epoch {
             return;
         }
+        self.end(room, st, EndReason::HostGone);
+        tracing::info!(room = %room.label, "room closed: its host did not come back");
+    }
+
+    /// Ends an open room now: everyone in it gets `room_closed` and the
+    /// close; its tokens die.
+    fn end(&self, room: &Arc<Room>, mut st: MutexGuard<'_, RoomState>, why: EndReason) {
         st.open = false;
         let guests = std::mem::take(&mut st.peers);
+        let host = st.host.take();
         let resume = std::mem::take(&mut st.resume);
+        self.emit(|| RoomEvent::room_ended(room_ref(room), why));
         drop(st);
         let closed = Utf8Bytes::from(ServerMessage::RoomClosed.to_json());
-        for guest in guests {
-            if self.deliver(&guest.link, closed.clone()) == Queued::Yes {
-                errors::close_room_closed(&guest.link);
+        for link in guests.iter().map(|g| &g.link).chain(host.as_ref()) {
+            if self.deliver(link, closed.clone()) == Queued::Yes {
+                errors::close_room_closed(link);
             }
         }
         self.shared.tokens.remove(&room.join);
         self.shared.tokens.remove(&room.watch);
         self.shared.tokens.remove(&resume);
+        self.shared.rooms.remove(&room.label);
         self.shared.metrics.room_closed();
-        tracing::info!(room = %room.label, "room closed: its host did not come back");
+    }
+
+    /// Starts the grace period of a room whose host is gone (left, or was
+    /// kicked), under the room's lock.
+    fn host_gone(&self, room: &Arc<Room>, mut st: MutexGuard<'_, RoomState>, why: LeaveReason) {
+        st.host = None;
+        st.host_since = unix_now();
+        let host_left = Utf8Bytes::from(ServerMessage::HostLeft.to_json());
+        for guest in &st.peers {
+            self.deliver(&guest.link, host_left.clone());
+        }
+        self.emit(|| RoomEvent::host_left(room_ref(room), &room.host_id, why));
+        let epoch = st.epoch;
+        drop(st);
+        self.start_grace(Arc::clone(room), epoch);
+    }
+
+    /// Takes guest `id` out of the room, telling the host; `None` if it
+    /// is not there.
+    fn remove_guest(
+        &self,
+        room: &Room,
+        st: &mut RoomState,
+        id: &str,
+        why: LeaveReason,
+    ) -> Option<Guest> {
+        let at = st.peers.iter().position(|g| g.id == id)?;
+        let guest = st.peers.remove(at);
+        if let Some(host) = &st.host {
+            self.deliver(
+                host,
+                ServerMessage::PeerLeft {
+                    peer: guest.id.as_str().into(),
+                }
+                .to_json(),
+            );
+        }
+        self.emit(|| RoomEvent::peer_left(room_ref(room), &guest.id, guest.role, why));
+        Some(guest)
     }
 }
 
@@ -343,6 +429,88 @@ impl Registry for MemoryRegistry {
         self.lookup(token, kind)
             .is_some_and(|room| room.lock().open)
     }
+
+    async fn rooms(&self) -> Result<Vec<RoomInfo>, PeerError> {
+        let rooms: Vec<Arc<Room>> = self
+            .shared
+            .rooms
+            .iter()
+            .map(|r| Arc::clone(r.value()))
+            .collect();
+        Ok(rooms
+            .iter()
+            .filter_map(|room| {
+                let st = room.lock();
+                st.open.then(|| RoomInfo {
+                    label: room.label.clone(),
+                    name: None,
+                    host: room.host_id.clone(),
+                    host_connected: st.host.is_some(),
+                    host_since: st.host_since,
+                    since: room.since,
+                    peers: st
+                        .peers
+                        .iter()
+                        .map(|g| PeerInfo {
+                            id: g.id.clone(),
+                            role: g.role,
+                            since: g.since,
+                        })
+                        .collect(),
+                })
+            })
+            .collect())
+    }
+
+    async fn close_room(&self, room: &str) -> Result<bool, PeerError> {
+        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
+            return Ok(false);
+        };
+        let st = room.lock();
+        if !st.open {
+            return Ok(false);
+        }
+        self.end(&room, st, EndReason::Admin);
+        tracing::info!(room = %room.label, "room closed by an administrator");
+        Ok(true)
+    }
+
+    async fn kick(&self, room: &str, peer: &str) -> Result<bool, PeerError> {
+        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
+            return Ok(false);
+        };
+        let mut st = room.lock();
+        if !st.open {
+            return Ok(false);
+        }
+        if peer == room.host_id {
+            let Some(link) = st.host.clone() else {
+                return Ok(false);
+            };
+            // A later leave of this host's session must not start another
+            // grace period: its epoch is no longer the room's.
+            st.epoch += 1;
+            self.host_gone(&room, st, LeaveReason::Kicked);
+            link.close(KICKED.0, KICKED.1);
+        } else {
+            let Some(guest) = self.remove_guest(&room, &mut st, peer, LeaveReason::Kicked) else {
+                return Ok(false);
+            };
+            drop(st);
+            guest.link.close(KICKED.0, KICKED.1);
+        }
+        tracing::info!(room = %room.label, peer, "peer kicked by an administrator");
+        Ok(true)
+    }
+
+    fn set_events(&self, sink: EventSink) {
+        let _ = self.shared.events.set(sink);
+    }
+}
+
+/// The room as events name it.
+fn room_ref(room: &Room) -> RoomRef {
+    RoomRef::label(&room.label)
 }
 
 /// A peer's membership of an in-memory room.
@@ -417,37 +585,35 @@ impl Member for MemoryMember {
         Ok(())
     }
 
-    async fn leave(self) {
+    async fn leave_for(self, why: LeaveReason) {
         let mut st = self.room.lock();
         if !st.open {
             return;
         }
         if self.role != Role::Host {
-            let before = st.peers.len();
-            st.peers.retain(|g| g.id != self.peer_id);
-            if st.peers.len() != before {
-                if let Some(host) = &st.host {
-                    self.registry.deliver(
-                        host,
-                        ServerMessage::PeerLeft {
-                            peer: self.peer_id.as_str().into(),
-                        }
-                        .to_json(),
-                    );
-                }
-            }
+            self.registry
+                .remove_guest(&self.room, &mut st, &self.peer_id, why);
             return;
         }
         if st.epoch != self.epoch {
-            return; // replaced by a resumed host
+            return; // replaced by a resumed host, or kicked
         }
-        st.host = None;
-        let host_left = Utf8Bytes::from(ServerMessage::HostLeft.to_json());
-        for guest in &st.peers {
-            self.registry.deliver(&guest.link, host_left.clone());
+        self.registry.host_gone(&self.room, st, why);
+    }
+
+    async fn close_room(&self) -> Result<(), PeerError> {
+        if self.role != Role::Host {
+            return Err(errors::not_host());
         }
-        drop(st);
-        self.registry
-            .start_grace(Arc::clone(&self.room), self.epoch);
+        let st = self.room.lock();
+        if !st.open {
+            return Err(room_not_found());
+        }
+        if st.epoch != self.epoch {
+            return Err(errors::replaced());
+        }
+        self.registry.end(&self.room, st, EndReason::Closed);
+        tracing::info!(room = %self.room.label, "room closed by its host");
+        Ok(())
     }
 }

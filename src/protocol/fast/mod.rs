@@ -48,6 +48,7 @@ pub(super) fn parse(text: &str) -> Option<ClientMessage<'_>> {
         }),
         // Its other members are ignored, as serde ignores them.
         "ice_servers" => ClientMessage::IceServers,
+        "close_room" => ClientMessage::CloseRoom,
         _ => return None,
     };
     Some(message)

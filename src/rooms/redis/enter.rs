@@ -19,7 +19,7 @@ use super::store::Fail;
 use super::RedisRegistry;
 use crate::protocol::{InitRequest, PeerError, Role, ServerMessage};
 use crate::rooms::errors::{self, room_not_found, unavailable};
-use crate::rooms::{Kick, PeerLink, Registry, Welcome};
+use crate::rooms::{EventSink, Kick, PeerLink, Registry, RoomInfo, Welcome};
 use crate::token;
 
 /// Fresh ids drawn for one enter before giving up (a clash is a 96-bit
@@ -65,6 +65,20 @@ impl Registry for RedisRegistry {
     fn healthy(&self) -> bool {
         self.healthy_now()
     }
+
+    async fn rooms(&self) -> Result<Vec<RoomInfo>, PeerError> {
+        Err(unavailable())
+    }
+
+    async fn close_room(&self, _room: &str) -> Result<bool, PeerError> {
+        Err(unavailable())
+    }
+
+    async fn kick(&self, _room: &str, _peer: &str) -> Result<bool, PeerError> {
+        Err(unavailable())
+    }
+
+    fn set_events(&self, _sink: EventSink) {}
 }
 
 impl RedisRegistry {
@@ -161,6 +175,7 @@ impl RedisRegistry {
                     join: None,
                     watch: None,
                     resume: None,
+                    peers: None,
                 }));
                 if st.host.is_none() {
                     link.send_text(ServerMessage::HostLeft.to_json());
@@ -293,9 +308,16 @@ fn seat_host(
 ) {
     st.pver = st.pver.max(snapshot.ver);
     st.peers = snapshot.peers.clone().unwrap_or_default();
-    link.send_text(welcome(&host_welcome(snapshot)));
     let mut present: Vec<_> = st.peers.iter().collect();
     present.sort_by(|a, b| a.0.cmp(b.0));
+    let mut w = host_welcome(snapshot);
+    w.peers = Some(
+        present
+            .iter()
+            .map(|(id, p)| ((*id).clone(), p.role))
+            .collect(),
+    );
+    link.send_text(welcome(&w));
     for (id, p) in present {
         ctx.deliver(
             &link,
@@ -326,5 +348,6 @@ fn host_welcome(snapshot: &Snapshot) -> Welcome {
         join: Some(snapshot.join.clone()),
         watch: Some(snapshot.watch.clone()),
         resume: Some(snapshot.resume.clone()),
+        peers: None,
     }
 }

@@ -63,7 +63,14 @@ impl Member for RedisMember {
         self.publish(remote).await
     }
 
-    async fn leave(self) {
+    async fn close_room(&self) -> Result<(), PeerError> {
+        if self.role != Role::Host {
+            return Err(errors::not_host());
+        }
+        Err(unavailable())
+    }
+
+    async fn leave_for(self, _why: crate::webhooks::LeaveReason) {
         let _gate = self.registry.inner.gate.read().await;
         if self.role == Role::Host {
             self.leave_as_host().await;
