@@ -427,6 +427,8 @@ impl ServeArgs {
             room_join_rate: self.room_join_rate,
             room_join_burst: self.room_join_burst,
             admin_key: self.admin.admin_key.clone(),
+            // Set by `serve` from `self.auth` (checked there: it can fail).
+            auth: crate::auth::AuthConfig::Open,
         }
     }
 }

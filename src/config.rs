@@ -183,6 +183,9 @@ pub struct Config {
     pub turn: Option<crate::turn::IceServers>,
     /// The admin API's key (`--admin-key`); `None`: the API is off.
     pub admin_key: Option<crate::admin::AdminKey>,
+    /// Access control (`--auth`): open, or tokens checked with these keys
+    /// (docs/AUTH.md).
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Config {
@@ -243,6 +246,7 @@ impl Default for Config {
             room_join_rate: DEFAULT_ROOM_JOIN_RATE,
             room_join_burst: DEFAULT_ROOM_JOIN_BURST,
             admin_key: None,
+            auth: crate::auth::AuthConfig::Open,
         }
     }
 }

@@ -78,14 +78,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let shutdown = shutdown_signal().map_err(|e| format!("cannot handle signals: {e}"))?;
     let auth = args.auth.config()?;
     if let signal_server::auth::AuthConfig::Token(keys) = &auth {
-        // Until the server checks tokens on connections (issue 13's
-        // integration), token mode must not start and silently run open.
         tracing::info!("auth: token mode, {}", keys.describe());
-        return Err(
-            "--auth token: the server does not check tokens on connections yet \
-                    (only `token create` uses the keys so far)"
-                .into(),
-        );
     }
     let port = std::env::var("PORT").ok();
     let addr = args.bind_addr(port.as_deref())?;
@@ -96,6 +89,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // The TURN relay (if any) stops with the server: one token for both.
     let stop = CancellationToken::new();
     let mut config = args.config();
+    config.auth = auth;
     let turn = turn::start_from_args(&args.turn, &config.ice_servers, stop.clone()).await?;
     // Every `init` (and `ice_servers`) reply carries credentials of its own.
     config.turn = turn.ice.clone();

@@ -335,7 +335,7 @@ async fn a_watcher_may_not_send_expect_actions_but_a_guest_may() {
 }
 
 #[tokio::test]
-async fn a_resume_on_a_new_socket_drops_the_replaced_one() {
+async fn a_resume_on_a_new_socket_closes_the_replaced_one_4000() {
     // What a resume does to the room is the registry contract's
     // (`resuming_replaces_the_host`); what it looks like on the wire, and
     // what becomes of the replaced socket, is checked here.
@@ -364,8 +364,11 @@ async fn a_resume_on_a_new_socket_drops_the_replaced_one() {
         json!({"type":"peer_joined","peer":gid,"role":"join"})
     );
     assert_eq!(g.recv().await, json!({"type":"host_joined"}));
-    // The replaced socket is dropped, without a close frame.
-    assert_eq!(r.host.ended().await, Ended::Dropped);
+    // The replaced socket is closed 4000, saying why.
+    assert_eq!(
+        r.host.ended().await,
+        Ended::Close(4000, "replaced by another host".into())
+    );
     g.send(r#"{"type":"answer","sdp":"again"}"#).await;
     assert_eq!(host.recv().await["from"], gid.as_str());
     server.stop().await;

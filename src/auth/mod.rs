@@ -34,9 +34,11 @@ mod args;
 mod claims;
 mod error;
 mod keys;
+mod live;
 mod names;
 mod provider;
 mod revocation;
+mod store;
 pub mod tool;
 mod verify;
 
@@ -44,6 +46,7 @@ pub use args::{AuthArgs, AuthConfig, AuthMode, KeyArgs, PathSpec, Secret, Secret
 pub use claims::{authorize, Action, Claims, Grant, Grants};
 pub use error::{AuthError, AuthErrorKind};
 pub use keys::{KeyError, KeyRing, KeyRingBuilder, DEFAULT_MAX_TOKEN_LIFETIME, MIN_SECRET_LEN};
+pub use live::{Auth, RevokeError, SessionEnd, CLOSE_TOKEN_EXPIRED, CLOSE_TOKEN_REVOKED};
 pub use names::{
     KeyId, NameError, RoomName, Subject, TokenId, MAX_KEY_ID_LEN, MAX_ROOM_NAME_LEN,
     MAX_SUBJECT_LEN, MAX_TOKEN_ID_LEN,

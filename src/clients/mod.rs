@@ -306,7 +306,8 @@ impl Clients {
     ) -> Result<(), PeerError> {
         let l = self.inner.limits;
         match request {
-            InitRequest::Create => {
+            // A named room's host may open it: counted as a creation.
+            InitRequest::Create | InitRequest::Host(_) => {
                 if l.max_rooms > 0 && open_rooms >= l.max_rooms {
                     self.inner.metrics.limited(Limited::Rooms);
                     return Err(PeerError::new(

@@ -79,6 +79,10 @@ pub struct Init<'a> {
     /// Resume hosting the room this secret belongs to.
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Cow<'a, str>>,
+    /// Token mode (`--auth token`): the signed token (JWT) saying which
+    /// room the sender may enter and as what. Ignored in open mode.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Cow<'a, str>>,
 }
 
 /// What an `init` asks for, once validated.
@@ -90,6 +94,10 @@ pub enum InitRequest<'m> {
     Attach(Role, &'m str),
     /// Become the host again with a resume secret.
     Resume(&'m str),
+    /// Token mode: open the room of this name, or take it over, as its host
+    /// (a host token's `room`). Never read from the wire as such: the
+    /// session makes it from a verified token.
+    Host(&'m str),
 }
 
 impl<'a> Init<'a> {

@@ -64,11 +64,17 @@ pub enum ErrorCode {
     HostBusy,
     /// Too many peers have entered this room recently; try again shortly.
     TooManyJoins,
+    /// Token mode (`--auth token`): no token, or one that proves nothing
+    /// (forged, malformed, unknown key, not valid yet, revoked).
+    Unauthorized,
+    /// Token mode: the token's `exp` has passed (at connect, or during the
+    /// session, which then closes 4001).
+    TokenExpired,
 }
 
 impl ErrorCode {
     /// Every code, for metrics and documentation.
-    pub const ALL: [ErrorCode; 22] = [
+    pub const ALL: [ErrorCode; 24] = [
         ErrorCode::BadJson,
         ErrorCode::BadMessage,
         ErrorCode::UnknownType,
@@ -91,6 +97,8 @@ impl ErrorCode {
         ErrorCode::ServerFull,
         ErrorCode::HostBusy,
         ErrorCode::TooManyJoins,
+        ErrorCode::Unauthorized,
+        ErrorCode::TokenExpired,
     ];
 
     /// The wire name of the code.
@@ -118,6 +126,8 @@ impl ErrorCode {
             ErrorCode::ServerFull => "server_full",
             ErrorCode::HostBusy => "host_busy",
             ErrorCode::TooManyJoins => "too_many_joins",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::TokenExpired => "token_expired",
         }
     }
 

@@ -86,6 +86,14 @@ pub struct InitReply<'a> {
     /// before then).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ice_servers_ttl: Option<u64>,
+    /// Token mode (`--auth token`): the name of the room entered (the
+    /// token's `room`). Absent in open mode.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub room: Option<Cow<'a, str>>,
+    /// Token mode: the token's `exp` (seconds since the Unix epoch), when
+    /// the session will be closed 4001 unless it has ended before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<u64>,
 }
 
 /// A peer present in a room, in a resume's `init` reply.
@@ -199,6 +207,8 @@ mod tests {
             role: Role::Host,
             ice_servers: Cow::Borrowed(ice),
             ice_servers_ttl: None,
+            room: None,
+            expires: None,
         })
     }
 
@@ -220,6 +230,8 @@ mod tests {
             role: Role::Watch,
             ice_servers: Cow::Borrowed(&none),
             ice_servers_ttl: None,
+            room: None,
+            expires: None,
         });
         assert_eq!(
             guest.to_json(),
@@ -240,6 +252,8 @@ mod tests {
             role: Role::Join,
             ice_servers: Cow::Borrowed(&turn),
             ice_servers_ttl: Some(86400),
+            room: None,
+            expires: None,
         });
         assert_eq!(
             with_turn.to_json(),

@@ -7,7 +7,9 @@ use dashmap::DashMap;
 
 use super::errors::{self, host_busy, room_not_found};
 use super::info::{unix_now, EventSink, PeerInfo, RoomEvent, RoomInfo, KICKED};
-use super::{Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits, Welcome};
+use super::{
+    named_token, Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits, Welcome,
+};
 use crate::metrics::Metrics;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
 use crate::token;
@@ -77,6 +79,25 @@ struct Guest {
 }
 
 impl Room {
+    /// Holds a name's place in the token map while its room is made.
+    fn placeholder() -> Room {
+        Room {
+            label: String::new(),
+            join: String::new(),
+            watch: String::new(),
+            host_id: String::new(),
+            since: 0,
+            state: Mutex::new(RoomState {
+                open: false,
+                epoch: 0,
+                host: None,
+                host_since: 0,
+                resume: String::new(),
+                peers: Vec::new(),
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, RoomState> {
         // A panic while holding the lock cannot leave the state half-written in
         // a way later readers could not cope with, so poisoning is ignored.
@@ -142,6 +163,130 @@ impl MemoryRegistry {
         while self.shared.rooms.contains_key(&label) {
             label = token::new_peer_id();
         }
+        self.create_with(label, [join, watch, resume], link, welcome)
+    }
+
+    /// Opens the room named `name` as its host, or takes it over (the old
+    /// host is cut off with [`Kick::Replaced`]). Its tokens are the name's
+    /// ([`named_token`]), so they are the same whenever the room is opened
+    /// again; its resume secret stays the same across take-overs.
+    fn host_named(
+        &self,
+        name: &str,
+        link: PeerLink,
+        welcome: impl FnOnce(&Welcome) -> String,
+    ) -> MemoryMember {
+        let secret = named_token(name, None);
+        let mut welcome = Some(welcome);
+        loop {
+            if let Some(room) = self.lookup(&secret, TokenKind::Resume) {
+                if let Some(member) = self.take_over(&room, &secret, &link, &mut welcome) {
+                    return member;
+                }
+                // Closed meanwhile: its tokens are about to go; replace them.
+                self.shared
+                    .tokens
+                    .remove_if(&secret, |_, e| Arc::ptr_eq(&e.room, &room));
+                continue;
+            }
+            let tokens = [
+                named_token(name, Some(Role::Join)),
+                named_token(name, Some(Role::Watch)),
+                secret.clone(),
+            ];
+            // Claims the name first, so that two hosts opening it at once
+            // make one room (the second takes it over).
+            let placeholder = Arc::new(Room::placeholder());
+            match self.shared.tokens.entry(secret.clone()) {
+                dashmap::mapref::entry::Entry::Occupied(_) => {
+                    // Another host is making it this instant (no `.await`
+                    // in between): take it over once it is made.
+                    std::hint::spin_loop();
+                    continue;
+                }
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    v.insert(TokenEntry {
+                        room: placeholder,
+                        kind: TokenKind::Join,
+                    });
+                }
+            }
+            let Some(welcome) = welcome.take() else {
+                unreachable!("the welcome is used once")
+            };
+            return self.create_with(name.to_string(), tokens, link, welcome);
+        }
+    }
+
+    /// Makes `link` the host of `room` with the unchanged secret `secret`;
+    /// `None` if the room has closed.
+    fn take_over<F: FnOnce(&Welcome) -> String>(
+        &self,
+        room: &Arc<Room>,
+        secret: &str,
+        link: &PeerLink,
+        welcome: &mut Option<F>,
+    ) -> Option<MemoryMember> {
+        let mut st = room.lock();
+        if !st.open || st.resume != secret {
+            return None;
+        }
+        let welcome = welcome.take()?;
+        st.epoch += 1;
+        let epoch = st.epoch;
+        link.send_text(welcome(&Welcome {
+            room: room.label.clone(),
+            peer: room.host_id.clone(),
+            role: Role::Host,
+            join: Some(room.join.clone()),
+            watch: Some(room.watch.clone()),
+            resume: Some(secret.to_string()),
+            peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
+        }));
+        self.seat_host(room, st, link);
+        Some(MemoryMember {
+            registry: self.clone(),
+            peer_id: room.host_id.clone(),
+            role: Role::Host,
+            epoch,
+            room: Arc::clone(room),
+            sender: Arc::clone(link.state()),
+        })
+    }
+
+    /// Tells the new host `link` who is present and the guests that their
+    /// host is back, then cuts off the host it replaces.
+    fn seat_host(&self, room: &Room, mut st: MutexGuard<'_, RoomState>, link: &PeerLink) {
+        for guest in &st.peers {
+            self.deliver(
+                link,
+                ServerMessage::PeerJoined {
+                    peer: guest.id.as_str().into(),
+                    role: guest.role,
+                }
+                .to_json(),
+            );
+        }
+        let host_joined = Utf8Bytes::from(ServerMessage::HostJoined.to_json());
+        for guest in &st.peers {
+            self.deliver(&guest.link, host_joined.clone());
+        }
+        let old_host = st.host.replace(link.clone());
+        st.host_since = unix_now();
+        self.emit(|| RoomEvent::host_joined(room_ref(room), &room.host_id));
+        drop(st);
+        if let Some(old) = old_host {
+            old.kick(Kick::Replaced);
+        }
+    }
+
+    fn create_with(
+        &self,
+        label: String,
+        [join, watch, resume]: [String; 3],
+        link: PeerLink,
+        welcome: impl FnOnce(&Welcome) -> String,
+    ) -> MemoryMember {
         let now = unix_now();
         let room = Arc::new(Room {
             label,
@@ -279,27 +424,7 @@ impl MemoryRegistry {
             resume: Some(new_secret.clone()),
             peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
         }));
-        for guest in &st.peers {
-            self.deliver(
-                &link,
-                ServerMessage::PeerJoined {
-                    peer: guest.id.as_str().into(),
-                    role: guest.role,
-                }
-                .to_json(),
-            );
-        }
-        let host_joined = Utf8Bytes::from(ServerMessage::HostJoined.to_json());
-        for guest in &st.peers {
-            self.deliver(&guest.link, host_joined.clone());
-        }
-        let old_host = st.host.replace(link.clone());
-        st.host_since = unix_now();
-        self.emit(|| RoomEvent::host_joined(room_ref(&room), &room.host_id));
-        drop(st);
-        if let Some(old) = old_host {
-            old.kick(Kick::Replaced);
-        }
+        self.seat_host(&room, st, &link);
         self.shared.tokens.remove(&old_secret);
         self.insert_token(&room, TokenKind::Resume, new_secret);
         Ok(MemoryMember {
@@ -354,10 +479,15 @@ impl MemoryRegistry {
                 errors::close_room_closed(link);
             }
         }
-        self.shared.tokens.remove(&room.join);
-        self.shared.tokens.remove(&room.watch);
-        self.shared.tokens.remove(&resume);
-        self.shared.rooms.remove(&room.label);
+        // Only this room's: a named room opened again meanwhile has the same
+        // tokens.
+        let mine = |_: &String, e: &TokenEntry| Arc::ptr_eq(&e.room, room);
+        self.shared.tokens.remove_if(&room.join, mine);
+        self.shared.tokens.remove_if(&room.watch, mine);
+        self.shared.tokens.remove_if(&resume, mine);
+        self.shared
+            .rooms
+            .remove_if(&room.label, |_, r| Arc::ptr_eq(r, room));
         self.shared.metrics.room_closed();
     }
 
@@ -417,6 +547,7 @@ impl Registry for MemoryRegistry {
             InitRequest::Create => Ok(self.create(link, welcome)),
             InitRequest::Attach(role, token) => self.attach(role, token, link, welcome),
             InitRequest::Resume(secret) => self.resume(secret, link, welcome),
+            InitRequest::Host(name) => Ok(self.host_named(name, link, welcome)),
         }
     }
 

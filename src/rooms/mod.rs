@@ -207,6 +207,22 @@ pub struct Welcome {
     pub peers: Option<Vec<(String, Role)>>,
 }
 
+/// The registry's token for a named room (token mode, `--auth token`):
+/// `NAME/join`, `NAME/watch`, or with `None` the host's `NAME/host`. A
+/// named room is opened with these instead of random tokens, so they are
+/// the same every time the room is opened again (after a restart, or once
+/// it has closed), and a signed token for the name finds it. Peers never
+/// see them, and no random token can equal one (`/` is not in its
+/// alphabet).
+pub fn named_token(name: &str, role: Option<Role>) -> String {
+    let kind = match role {
+        None | Some(Role::Host) => "host",
+        Some(Role::Join) => "join",
+        Some(Role::Watch) => "watch",
+    };
+    format!("{name}/{kind}")
+}
+
 /// The registry interface the session code is written against.
 pub trait Registry: Clone + Send + Sync + 'static {
     /// A peer's membership of a room.

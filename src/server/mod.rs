@@ -90,6 +90,22 @@ pub async fn run_with<R: Registry>(
     metrics: Metrics,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let auth = crate::auth::Auth::new(&config.auth);
+    run_with_auth(listener, config, registry, metrics, auth, shutdown).await
+}
+
+/// [`run_with`] with a given access control handle (made with
+/// [`Auth::new`](crate::auth::Auth::new) from `config.auth`), which the
+/// caller keeps to revoke tokens. With a [`RedisRegistry`], its
+/// revocations are shared through the same Redis.
+pub async fn run_with_auth<R: Registry>(
+    listener: TcpListener,
+    config: Config,
+    registry: R,
+    metrics: Metrics,
+    auth: Arc<crate::auth::Auth>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let shutdown_timeout = config.shutdown_timeout;
@@ -110,6 +126,16 @@ pub async fn run_with<R: Registry>(
         metrics.clone(),
     );
     let edge = edge::Edge::new(&config, max_http, clients.clone(), metrics.clone());
+    // With rooms in Redis, revocations are kept there too (every instance
+    // hears of them, and they survive restarts).
+    let registry_any: &dyn std::any::Any = &registry;
+    if let (Some(redis), false) = (
+        registry_any.downcast_ref::<RedisRegistry>(),
+        auth.shared_through_redis(),
+    ) {
+        auth.share_through_redis(redis.options(), stop.clone())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    }
     let app = Arc::new(App {
         permits: Arc::new(Semaphore::new(config.max_connections)),
         session: session::Shared {
@@ -119,6 +145,7 @@ pub async fn run_with<R: Registry>(
             metrics,
             shutdown: stop.clone(),
             clients,
+            auth,
         },
         tracker: tracker.clone(),
         files,

@@ -21,7 +21,7 @@ use crate::clients::Admission;
 use crate::metrics::{Limited, Rejection};
 use crate::protocol::Role;
 use crate::rooms::Registry;
-use crate::session;
+use crate::session::{self, QueryToken};
 use crate::ws::{self, NotUpgrade};
 
 /// Seconds a client over one of its limits is told to wait.
@@ -48,26 +48,36 @@ pub struct TokenQuery {
     pub join: Option<String>,
     /// `?watch=TOKEN`
     pub watch: Option<String>,
+    /// `?token=JWT` (token mode)
+    pub token: Option<String>,
 }
 
 impl TokenQuery {
     /// The room the query asks to attach to: `Ok(None)` without a token, an
     /// error (HTTP 400) when it gives both.
-    pub fn attach(self) -> Result<Option<(Role, String)>, &'static str> {
+    pub fn attach(self) -> Result<Option<QueryToken>, &'static str> {
         match self {
             TokenQuery {
                 join: Some(t),
                 watch: None,
-            } => Ok(Some((Role::Join, t))),
+                token: None,
+            } => Ok(Some(QueryToken::Open(Role::Join, t))),
             TokenQuery {
                 join: None,
                 watch: Some(t),
-            } => Ok(Some((Role::Watch, t))),
+                token: None,
+            } => Ok(Some(QueryToken::Open(Role::Watch, t))),
             TokenQuery {
                 join: None,
                 watch: None,
+                token: Some(t),
+            } => Ok(Some(QueryToken::Signed(t))),
+            TokenQuery {
+                join: None,
+                watch: None,
+                token: None,
             } => Ok(None),
-            _ => Err("give at most one of `join` and `watch`\n"),
+            _ => Err("give at most one of `join`, `watch` and `token`\n"),
         }
     }
 }
@@ -203,13 +213,35 @@ async fn accept<R: Registry>(
             clients.limits().attaches_per_minute
         ));
     }
-    if let Some((role, token)) = &attach {
-        let known = crate::token::is_token_shaped(token)
-            && app.session.registry.has_token(*role, token).await;
-        if !known {
-            metrics.rejected(Rejection::UnknownToken);
-            return (StatusCode::NOT_FOUND, "no open room has this token\n").into_response();
+    match &attach {
+        Some(QueryToken::Open(role, token)) if !app.session.auth.is_token_mode() => {
+            let known = crate::token::is_token_shaped(token)
+                && app.session.registry.has_token(*role, token).await;
+            if !known {
+                metrics.rejected(Rejection::UnknownToken);
+                return (StatusCode::NOT_FOUND, "no open room has this token\n").into_response();
+            }
         }
+        Some(QueryToken::Open(..)) => {
+            metrics.rejected(Rejection::UnknownToken);
+            return refused_token(&crate::auth::AuthError::Missing);
+        }
+        Some(QueryToken::Signed(jwt)) if app.session.auth.is_token_mode() => {
+            if let Err(response) = check_query_token(&app, jwt).await {
+                metrics.rejected(Rejection::UnknownToken);
+                return response;
+            }
+        }
+        // Open mode: `?token=` is not a room token.
+        Some(QueryToken::Signed(_)) => {
+            metrics.rejected(Rejection::UnknownToken);
+            return (
+                StatusCode::NOT_FOUND,
+                "this server runs in open mode: it takes ?join= or ?watch= room tokens, not ?token=\n",
+            )
+                .into_response();
+        }
+        None => {}
     }
     let Some(on_upgrade) = request
         .extensions_mut()
@@ -254,6 +286,44 @@ async fn accept<R: Registry>(
         ],
     )
         .into_response()
+}
+
+/// HTTP 401 or 403 for a refused `?token=`, the reason in words.
+fn refused_token(err: &crate::auth::AuthError) -> Response {
+    let status = StatusCode::from_u16(err.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    debug!(reason = err.reason(), "upgrade refused: token");
+    (
+        status,
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        format!("{}: {err}\n", err.code()),
+    )
+        .into_response()
+}
+
+/// Token mode: `?token=` checked before the upgrade (401, 403), and for a
+/// guest or watcher, whether its room is open (404, as for `?watch=`).
+async fn check_query_token<R: Registry>(app: &App<R>, jwt: &str) -> Result<(), Response> {
+    let claims = app.session.auth.check(jwt).map_err(|e| refused_token(&e))?;
+    let action = session::entry_action(&claims).map_err(|e| refused_token(&e))?;
+    let role = session::entry_role(action);
+    if role == Role::Host {
+        return Ok(());
+    }
+    let Some(room) = &claims.room else {
+        return Ok(());
+    };
+    let token = crate::rooms::named_token(room.as_str(), Some(role));
+    if app.session.registry.has_token(role, &token).await {
+        return Ok(());
+    }
+    Err((
+        StatusCode::NOT_FOUND,
+        format!(
+            "room_not_found: the room {} is not open (its host is not connected)\n",
+            room.as_str()
+        ),
+    )
+        .into_response())
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {

@@ -39,9 +39,11 @@ mod joins;
 mod outbound;
 mod rate;
 mod read;
+mod signed;
 
 pub use self::joins::JoinGate;
 pub use self::rate::{RateLimiter, Rates, Verdict};
+pub use self::signed::{entry_action, entry_role, peer_error, QueryToken, CLOSE_REPLACED};
 
 use self::outbound::Outbound;
 
@@ -84,6 +86,9 @@ pub struct Shared<R> {
     pub shutdown: CancellationToken,
     /// Per-client limits (room creations and attaches per minute).
     pub clients: crate::clients::Clients,
+    /// Access control: the keys, the revocations, and `revoke` (for the
+    /// admin API too).
+    pub auth: Arc<crate::auth::Auth>,
 }
 
 impl<R: Clone> Clone for Shared<R> {
@@ -95,13 +100,14 @@ impl<R: Clone> Clone for Shared<R> {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             clients: self.clients.clone(),
+            auth: Arc::clone(&self.auth),
         }
     }
 }
 
 /// Runs one connection to its end, on the upgraded connection `socket`. `attach` is a
-/// query-string token (`?join=` / `?watch=`) to enter with before reading
-/// anything.
+/// query-string token (`?join=` / `?watch=`, or `?token=` in token mode) to
+/// enter with before reading anything.
 ///
 /// The returned future is most of what an idle connection costs, so it is
 /// kept small: it is assembled with combinators rather than an `async`
@@ -111,7 +117,7 @@ pub fn run<R: Registry, S: Socket>(
     socket: S,
     shared: Shared<R>,
     remote: SocketAddr,
-    attach: Option<(Role, String)>,
+    attach: Option<QueryToken>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let span = info_span!(
         "conn",
@@ -201,6 +207,9 @@ struct Session<R: Registry> {
     heard: bool,
     /// The client's address (what its per-client limits count under).
     client: std::net::IpAddr,
+    /// Token mode, once in a room: completes when the session's token
+    /// expires or is revoked.
+    token_end: Option<signed::TokenEnd>,
 }
 
 impl<R: Registry> Session<R> {
@@ -214,15 +223,22 @@ impl<R: Registry> Session<R> {
             now: Instant::now(),
             heard: true,
             client,
+            token_end: None,
         }
     }
 
-    async fn run<S: Socket>(mut self, mut conn: Conn<S>, attach: Option<(Role, String)>) -> End {
+    async fn run<S: Socket>(mut self, mut conn: Conn<S>, attach: Option<QueryToken>) -> End {
         let shutdown = self.shared.shutdown.clone();
 
-        if let Some((role, token)) = attach {
+        match attach {
             // Boxed, like every entry: rare, and its future is large.
-            Box::pin(self.enter(InitRequest::Attach(role, &token))).await;
+            Some(QueryToken::Open(role, token)) => {
+                Box::pin(self.enter(InitRequest::Attach(role, &token), None)).await;
+            }
+            Some(QueryToken::Signed(token)) => {
+                Box::pin(self.enter_signed(Some(&token))).await;
+            }
+            None => {}
         }
 
         let config = &self.shared.config;
@@ -261,6 +277,9 @@ impl<R: Registry> Session<R> {
                 _ = &mut idle, if self.member.is_none() => {
                     break End::Close(close::POLICY, "not in a room");
                 }
+                why = signed::token_ended(&mut self.token_end), if self.token_end.is_some() => {
+                    break self.on_token_end(why);
+                }
             }
         };
         // Boxed: rare, and it would otherwise add its size to every idle
@@ -294,6 +313,8 @@ impl<R: Registry> Session<R> {
         // dropped.
         let close = match &end {
             End::Close(code, reason) => Some((*code, *reason)),
+            // After what it was sent, so that it knows why it is cut off.
+            End::Kicked(Some(Kick::Replaced)) => Some((CLOSE_REPLACED, "replaced by another host")),
             End::PeerClosing(code) => Some((*code, "")),
             End::WriterDone if conn.out.sent_close => None,
             _ => return end,
@@ -304,21 +325,28 @@ impl<R: Registry> Session<R> {
         end
     }
 
-    async fn enter(&mut self, request: InitRequest<'_>) {
+    /// Enters a room as `request` says; `signed`: in token mode, the
+    /// verified token that allows it (the reply then names the room and the
+    /// token's expiry, and gives out no room tokens).
+    async fn enter(
+        &mut self,
+        request: InitRequest<'_>,
+        signed: Option<&crate::auth::Claims>,
+    ) -> bool {
         if self.member.is_some() {
             self.reply_error(&PeerError::new(
                 ErrorCode::AlreadyInRoom,
                 "this connection is already in a room; open another to enter a second one",
             ));
-            return;
+            return false;
         }
         if let InitRequest::Attach(_, t) | InitRequest::Resume(t) = request {
-            if !crate::token::is_token_shaped(t) {
+            if signed.is_none() && !crate::token::is_token_shaped(t) {
                 self.reply_error(&PeerError::new(
                     ErrorCode::RoomNotFound,
                     "no open room has this token (it is wrong, or the room has closed)",
                 ));
-                return;
+                return false;
             }
         }
         let open_rooms = usize::try_from(self.shared.metrics.rooms()).unwrap_or(0);
@@ -328,7 +356,7 @@ impl<R: Registry> Session<R> {
             .admit_init(self.client, &request, open_rooms)
         {
             self.reply_error(&err);
-            return;
+            return false;
         }
         let joins = &self.shared.pressure.joins;
         if let InitRequest::Attach(_, t) = request {
@@ -337,16 +365,18 @@ impl<R: Registry> Session<R> {
                     ErrorCode::TooManyJoins,
                     "too many peers have entered this room in the last seconds; try again shortly",
                 ));
-                return;
+                return false;
             }
         }
         let config = &self.shared.config;
         let welcome = |w: &Welcome| {
             let ice = config.ice_servers_for(&w.room, &w.peer);
+            // A named room's tokens are the server's own: never given out.
+            let open = signed.is_none();
             ServerMessage::Init(InitReply {
-                join: w.join.as_deref().map(Into::into),
-                watch: w.watch.as_deref().map(Into::into),
-                resume: w.resume.as_deref().map(Into::into),
+                join: w.join.as_deref().filter(|_| open).map(Into::into),
+                watch: w.watch.as_deref().filter(|_| open).map(Into::into),
+                resume: w.resume.as_deref().filter(|_| open).map(Into::into),
                 peers: w.peers.as_ref().map(|peers| {
                     peers
                         .iter()
@@ -360,6 +390,10 @@ impl<R: Registry> Session<R> {
                 role: w.role,
                 ice_servers: ice.ice_servers,
                 ice_servers_ttl: ice.ice_servers_ttl,
+                room: signed
+                    .and_then(|c| c.room.as_ref())
+                    .map(|r| r.as_str().into()),
+                expires: signed.map(|c| c.exp),
             })
             .to_json()
         };
@@ -381,17 +415,25 @@ impl<R: Registry> Session<R> {
                     InitRequest::Create => "created room",
                     InitRequest::Attach(..) => "attached",
                     InitRequest::Resume(_) => "resumed room",
+                    InitRequest::Host(_) => "hosting named room",
                 };
-                info!("{how}");
+                match signed {
+                    Some(c) => info!(sub = %c.sub.as_str(), jti = %c.jti.as_str(), "{how}"),
+                    None => info!("{how}"),
+                }
                 self.member = Some(member);
+                true
             }
-            Err(err) => self.reply_error(&err),
+            Err(err) => {
+                self.reply_error(&err);
+                false
+            }
         }
     }
 
     /// `{"type":"close_room"}`: a host ends its room at once; anyone else
     /// is answered with an error.
-    async fn close_room(&self) {
+    async fn close_room(&mut self) {
         let Some(member) = &self.member else {
             return self.reply_error(&PeerError::new(
                 ErrorCode::NotInRoom,
@@ -538,7 +580,7 @@ mod tests {
             hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>,
             Shared<MemoryRegistry>,
             SocketAddr,
-            Option<(Role, String)>,
+            Option<QueryToken>,
         ) -> Fut,
     {
         std::mem::size_of::<Fut>()
@@ -554,7 +596,9 @@ mod tests {
         // 1,912 B since the outbound side counts the connection's queued
         // bytes and the read batch is a function of its own (issue 11;
         // 1,800 B before).
+        // 1,944 B with token mode (issue 13): the auth handle, the token's
+        // end (one pointer while unused) and the `?token=` query.
         let size = future_size(run::<MemoryRegistry, _>);
-        assert!(size <= 1920, "the per-connection future is {size} bytes");
+        assert!(size <= 1944, "the per-connection future is {size} bytes");
     }
 }

@@ -156,8 +156,14 @@ impl<R: Registry> Session<R> {
             }
         };
         if let ClientMessage::Init(init) = &message {
+            if self.shared.auth.is_token_mode() {
+                Box::pin(self.enter_init_signed(init)).await;
+                return None;
+            }
             match init.request() {
-                Ok(request) => Box::pin(self.enter(request)).await,
+                Ok(request) => {
+                    Box::pin(self.enter(request, None)).await;
+                }
                 Err(err) => self.reply_error(&err),
             }
             return None;

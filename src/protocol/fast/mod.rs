@@ -24,6 +24,7 @@ pub(super) fn parse(text: &str) -> Option<ClientMessage<'_>> {
                 join: f.opt_str("join")?,
                 watch: f.opt_str("watch")?,
                 resume: f.opt_str("resume")?,
+                token: f.opt_str("token")?,
             };
             init.request().ok()?;
             ClientMessage::Init(init)

@@ -19,7 +19,7 @@ use super::store::Fail;
 use super::RedisRegistry;
 use crate::protocol::{InitRequest, PeerError, Role, ServerMessage};
 use crate::rooms::errors::{self, room_not_found, unavailable};
-use crate::rooms::{EventSink, Kick, PeerLink, Registry, RoomInfo, Welcome};
+use crate::rooms::{named_token, EventSink, Kick, PeerLink, Registry, RoomInfo, Welcome};
 use crate::token;
 
 /// Fresh ids drawn for one enter before giving up (a clash is a 96-bit
@@ -46,6 +46,7 @@ impl Registry for RedisRegistry {
             InitRequest::Create => self.create(link, welcome).await,
             InitRequest::Attach(role, token) => self.attach(role, token, link, welcome).await,
             InitRequest::Resume(secret) => self.resume(secret, link, welcome).await,
+            InitRequest::Host(name) => self.host_named(name, link, welcome).await,
         }
     }
 
@@ -82,22 +83,85 @@ impl Registry for RedisRegistry {
 }
 
 impl RedisRegistry {
-    async fn create(
+    async fn create<F: FnOnce(&Welcome) -> String>(
         &self,
-        link: PeerLink,
-        welcome: impl FnOnce(&Welcome) -> String,
+        mut link: PeerLink,
+        mut welcome: F,
     ) -> Result<RedisMember, PeerError> {
-        let me = &self.inner.me;
-        let grace = self.inner.limits.host_grace;
         for _ in 0..ID_ATTEMPTS {
-            let room = token::new_peer_id();
-            let host_id = token::new_peer_id();
             let join = token::new_token();
             let watch = token::new_token();
             let resume = token::new_token();
             if join == watch || join == resume || watch == resume {
                 continue;
             }
+            match self
+                .create_with([join, watch, resume], link, welcome)
+                .await?
+            {
+                Ok(member) => return Ok(member),
+                Err((l, w)) => (link, welcome) = (l, w),
+            }
+        }
+        Err(self.enter_failed("create", Fail::Reply("token clashes".into())))
+    }
+
+    /// Opens the room named `name` as its host, or takes it over (on any
+    /// instance: the old host is cut off as replaced). Its tokens are the
+    /// name's ([`named_token`]), and its resume secret never changes, so
+    /// the room is found again by name after a restart of anything.
+    async fn host_named<F: FnOnce(&Welcome) -> String>(
+        &self,
+        name: &str,
+        mut link: PeerLink,
+        mut welcome: F,
+    ) -> Result<RedisMember, PeerError> {
+        let secret = named_token(name, None);
+        for _ in 0..ID_ATTEMPTS {
+            let args = ResumeArgs {
+                secret: &secret,
+                fresh: &secret,
+                inst: &self.inner.me,
+                key_ttl: self.inner.opts.key_ttl,
+            };
+            let resumed = self
+                .entering("resume", || self.inner.store.resume(&args))
+                .await?;
+            if let Resumed::Ok(snapshot) = resumed {
+                let entry = self.register(&snapshot, |st, ctx| {
+                    seat_host(st, ctx, &snapshot, link, welcome);
+                })?;
+                let epoch = snapshot.epoch;
+                return Ok(self.member(entry, snapshot.host_id, Role::Host, epoch));
+            }
+            let tokens = [
+                named_token(name, Some(Role::Join)),
+                named_token(name, Some(Role::Watch)),
+                secret.clone(),
+            ];
+            // A clash: another host opened it meanwhile; take it over.
+            match self.create_with(tokens, link, welcome).await? {
+                Ok(member) => return Ok(member),
+                Err((l, w)) => (link, welcome) = (l, w),
+            }
+        }
+        Err(self.enter_failed("host", Fail::Reply("name clashes".into())))
+    }
+
+    /// Creates a room with these tokens; `Ok(Err(..))` hands `link` and
+    /// `welcome` back when one of them (or the room id) is taken.
+    #[allow(clippy::type_complexity)]
+    async fn create_with<F: FnOnce(&Welcome) -> String>(
+        &self,
+        [join, watch, resume]: [String; 3],
+        link: PeerLink,
+        welcome: F,
+    ) -> Result<Result<RedisMember, (PeerLink, F)>, PeerError> {
+        let me = &self.inner.me;
+        let grace = self.inner.limits.host_grace;
+        {
+            let room = token::new_peer_id();
+            let host_id = token::new_peer_id();
             let args = CreateArgs {
                 room: &room,
                 host_id: &host_id,
@@ -112,7 +176,7 @@ impl RedisRegistry {
                 .entering("create", || self.inner.store.create(&args))
                 .await?;
             let Created::Ok { ver } = created else {
-                continue;
+                return Ok(Err((link, welcome)));
             };
             let snapshot = Snapshot {
                 room,
@@ -135,9 +199,8 @@ impl RedisRegistry {
                 st.local_host = Some(LocalHost { link, epoch: 1 });
             })?;
             self.inner.metrics.room_opened();
-            return Ok(self.member(entry, snapshot.host_id, Role::Host, 1));
+            Ok(Ok(self.member(entry, snapshot.host_id, Role::Host, 1)))
         }
-        Err(self.enter_failed("create", Fail::Reply("token clashes".into())))
     }
 
     async fn attach(

@@ -105,6 +105,11 @@ end
 pub const CREATE: &str = r#"
 local room, host, join, watch, resume, inst, grace, ttl =
   ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+-- A token whose room is gone is dead (a named room's tokens are used again).
+for _, t in ipairs({join, watch, resume}) do
+  local v = redis.call('GET', tk(t))
+  if v and redis.call('EXISTS', rk(string.sub(v, 3))) == 0 then redis.call('DEL', tk(t)) end
+end
 if redis.call('EXISTS', rk(room), tk(join), tk(watch), tk(resume), P .. 'closed:' .. room) > 0 then
   return 'clash'
 end
@@ -141,7 +146,8 @@ end
 return snapshot('ok', room, false)
 "#;
 
-/// Resumes hosting. ARGV: prefix, secret, new secret, instance, key ttl ms.
+/// Resumes hosting. ARGV: prefix, secret, new secret (the same secret for a
+/// named room), instance, key ttl ms.
 /// Returns `{nf}`, `{clash}` or the room's snapshot with its peers.
 pub const RESUME: &str = r#"
 local secret, fresh, inst, ttl = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
@@ -150,7 +156,8 @@ if not tok or string.sub(tok, 1, 1) ~= 'r' then return {'nf'} end
 local room = string.sub(tok, 3)
 local r = redis.call('HMGET', rk(room), 'host', 'hinst', 'epoch', 'join', 'watch', 'resume', 'grace', 'cinst')
 if not r[1] or r[6] ~= secret then return {'nf'} end
-if redis.call('EXISTS', tk(fresh)) == 1 then return {'clash'} end
+-- A named room keeps its secret (fresh == secret).
+if fresh ~= secret and redis.call('EXISTS', tk(fresh)) == 1 then return {'clash'} end
 local epoch = redis.call('HINCRBY', rk(room), 'epoch', 1)
 redis.call('HSET', rk(room), 'resume', fresh, 'hinst', inst)
 local v = nextver(room)

@@ -3,10 +3,11 @@
 //! and the configs the tests use.
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
+use signal_server::auth::Auth;
 use signal_server::config::Config;
 use signal_server::metrics::Metrics;
 use signal_server::rooms::{MemoryRegistry, RedisOptions, RedisRegistry, Registry, RoomLimits};
@@ -48,6 +49,20 @@ impl TestServer {
     pub async fn start_with<R: Registry>(config: Config, registry: R, metrics: Metrics) -> Self {
         Self::serve(|listener, stopped| {
             signal_server::server::run_with(listener, config, registry, metrics, stopped)
+        })
+        .await
+    }
+
+    /// [`TestServer::start_with`] with an access control handle the test
+    /// keeps (to revoke tokens): `signal_server::server::run_with_auth`.
+    pub async fn start_with_auth<R: Registry>(
+        config: Config,
+        registry: R,
+        metrics: Metrics,
+        auth: Arc<Auth>,
+    ) -> Self {
+        Self::serve(|listener, stopped| {
+            signal_server::server::run_with_auth(listener, config, registry, metrics, auth, stopped)
         })
         .await
     }
@@ -219,6 +234,8 @@ pub fn quick_options(url: &str) -> RedisOptions {
 pub struct RedisInstance {
     pub addr: SocketAddr,
     pub registry: RedisRegistry,
+    /// Its access control (from the config's `auth`): revoke through it.
+    pub auth: Arc<Auth>,
     server: TestServer,
 }
 
@@ -245,10 +262,13 @@ impl RedisInstance {
         let metrics = Metrics::new();
         let registry =
             RedisRegistry::start(opts, room_limits(&config), metrics.clone()).expect("registry");
-        let server = TestServer::start_with(config, registry.clone(), metrics).await;
+        let auth = Auth::new(&config.auth);
+        let server =
+            TestServer::start_with_auth(config, registry.clone(), metrics, Arc::clone(&auth)).await;
         RedisInstance {
             addr: server.addr,
             registry,
+            auth,
             server,
         }
     }
