@@ -51,6 +51,8 @@ enum TokenKind {
 
 struct Room {
     label: String,
+    /// Whether `label` is the room's stable name (a host token's room).
+    named: bool,
     join: String,
     watch: String,
     host_id: String,
@@ -83,6 +85,7 @@ impl Room {
     fn placeholder() -> Room {
         Room {
             label: String::new(),
+            named: false,
             join: String::new(),
             watch: String::new(),
             host_id: String::new(),
@@ -163,7 +166,7 @@ impl MemoryRegistry {
         while self.shared.rooms.contains_key(&label) {
             label = token::new_peer_id();
         }
-        self.create_with(label, [join, watch, resume], link, welcome)
+        self.create_with(label, false, [join, watch, resume], link, welcome)
     }
 
     /// Opens the room named `name` as its host, or takes it over (the old
@@ -214,7 +217,7 @@ impl MemoryRegistry {
             let Some(welcome) = welcome.take() else {
                 unreachable!("the welcome is used once")
             };
-            return self.create_with(name.to_string(), tokens, link, welcome);
+            return self.create_with(name.to_string(), true, tokens, link, welcome);
         }
     }
 
@@ -283,6 +286,7 @@ impl MemoryRegistry {
     fn create_with(
         &self,
         label: String,
+        named: bool,
         [join, watch, resume]: [String; 3],
         link: PeerLink,
         welcome: impl FnOnce(&Welcome) -> String,
@@ -290,6 +294,7 @@ impl MemoryRegistry {
         let now = unix_now();
         let room = Arc::new(Room {
             label,
+            named,
             join: join.clone(),
             watch: watch.clone(),
             host_id: token::new_peer_id(),
@@ -574,7 +579,7 @@ impl Registry for MemoryRegistry {
                 let st = room.lock();
                 st.open.then(|| RoomInfo {
                     label: room.label.clone(),
-                    name: None,
+                    name: room.named.then(|| room.label.clone()),
                     host: room.host_id.clone(),
                     host_connected: st.host.is_some(),
                     host_since: st.host_since,
