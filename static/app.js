@@ -5,6 +5,8 @@
  *                      the host is always the offerer: one RTCPeerConnection per peer that
  *                      sends `configure`.
  *   /?watch=TOKEN      Watch: view-only peer of a room.
+ *   /?token=JWT        A signed link (server in token mode, docs/AUTH.md):
+ *                      watch, or join when the token grants `join`.
  *   /?join=TOKEN       Join: full peer of a room (here it views, like a watcher).
  *
  * Other query parameters:
@@ -119,8 +121,35 @@
     too_large: 'A message was too large for the server.',
   };
 
+  /** Why a signed link (?token=) was refused, in words: the server's
+   *  sentence says which check failed (expired, revoked, wrong room, not a
+   *  token, ...). */
+  function describeTokenRefusal(code, message) {
+    const m = typeof message === 'string' ? message : '';
+    if (code === 'token_expired') return 'This link has expired. Ask for a new one.';
+    if (/revoked/.test(m)) return 'This link has been revoked. Ask for a new one.';
+    if (/not valid yet/.test(m)) return 'This link is not valid yet. Try again later.';
+    if (/not a valid JWT|not signed|algorithm/.test(m)) return 'This is not a valid link: its token is damaged or not a token.';
+    if (/signature|key this server does not have/.test(m)) return 'This link was not signed by this server (wrong key, or it was altered).';
+    if (code === 'forbidden') return 'This link does not allow that here (wrong room or role): ' + m;
+    return 'This link is not valid: ' + (m || 'the server refused its token') + '.';
+  }
+
+  /** The grants a signed token says it carries (read, not checked: the
+   *  server checks it). */
+  function tokenGrants(jwt) {
+    try {
+      const part = jwt.split('.')[1].replace(/-/g, '+').replace(/_/g, '/');
+      const claims = JSON.parse(atob(part + '==='.slice((part.length + 3) % 4)));
+      return Array.isArray(claims.grants) ? claims.grants : [];
+    } catch (e) {
+      return [];
+    }
+  }
+
   /** A server error -> words for a person. */
   function describeError(code, message) {
+    if (code === 'unauthorized' || code === 'token_expired') return describeTokenRefusal(code, message);
     if (ERROR_TEXT[code]) return ERROR_TEXT[code];
     const m = typeof message === 'string' && message.trim() ? message.trim() : 'Something went wrong.';
     return code ? m + ' (' + code + ')' : m;
@@ -216,10 +245,12 @@
   const params = new URLSearchParams(location.search);
   const watchToken = params.get('watch');
   const joinToken = params.get('join');
+  const signedToken = params.get('token');
   const serverOverride = params.get('server') || null;
   const iceParam = parseIceParam(params.get('ice'));
   let relayOnly = parseRelayParam(params.get('relay'));
-  const role = watchToken ? 'watch' : joinToken ? 'join' : 'host';
+  const role = watchToken ? 'watch' : joinToken ? 'join'
+    : signedToken ? (tokenGrants(signedToken).includes('join') ? 'join' : 'watch') : 'host';
 
   const demo = {
     role,                 // 'host' | 'watch' | 'join'
@@ -1141,7 +1172,16 @@
         case 'error': {
           const text = describeError(msg.code, msg.message);
           demo.error = { code: msg.code, message: msg.message, text };
-          if (msg.code === 'room_not_found') {
+          const refused = signedToken && ['unauthorized', 'token_expired', 'forbidden'].includes(msg.code);
+          if (refused) {
+            // Refused at entry, or ended (expired, revoked): no retry helps.
+            finished = true;
+            signal.stop(1000);
+            closePc();
+            video.srcObject = null;
+            showError(text);
+            view('error', 'Link refused', text, 'bad');
+          } else if (msg.code === 'room_not_found') {
             finished = true;
             signal.stop(1000);
             closePc();
@@ -1239,7 +1279,8 @@
         configured = false;
         view('connecting', 'Joining room…');
         const init = { type: 'init' };
-        init[role] = token;
+        if (signedToken) init.token = signedToken;
+        else init[role] = token;
         signal.send(init);
       },
       onMessage,

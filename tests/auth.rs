@@ -4,68 +4,19 @@
 //! session (4001) and revocation (4002), rooms in memory; the Redis side
 //! (several instances, restarts) is in `auth_redis.rs`.
 
+mod auth_support;
 mod common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use auth_support::{claims, config, host, host_token, mint, signed, viewer, watch_token};
 use common::{memory_registry, Client, Ended, TestServer, WAIT};
-use serde_json::{json, Value};
+use serde_json::json;
 use signal_server::auth::{
-    unix_now, Auth, AuthConfig, Claims, Grant, Grants, KeyRing, RevocationTarget, RoomName,
-    Subject, TokenId, TokenRequest,
+    unix_now, Auth, Claims, Grant, KeyRing, RevocationTarget, RoomName, Subject,
 };
 use signal_server::config::Config;
-
-const SECRET: &[u8] = b"test-secret-test-secret-test-secret!!";
-
-fn ring() -> Arc<KeyRing> {
-    Arc::new(KeyRing::from_secret(SECRET).expect("key"))
-}
-
-fn config() -> Config {
-    Config {
-        auth: AuthConfig::Token(ring()),
-        ..Config::default()
-    }
-}
-
-fn mint(room: &str, grants: &[Grant], sub: &str, ttl: Duration) -> String {
-    ring()
-        .mint(&TokenRequest {
-            sub: Subject::new(sub).unwrap(),
-            room: Some(RoomName::new(room).unwrap()),
-            grants: Grants::new(grants.iter().copied()).unwrap(),
-            ttl,
-        })
-        .expect("mint")
-        .token
-}
-
-fn host_token(room: &str) -> String {
-    mint(room, &[Grant::Host], room, Duration::from_secs(3600))
-}
-
-fn watch_token(room: &str, sub: &str) -> String {
-    mint(room, &[Grant::Watch], sub, Duration::from_secs(3600))
-}
-
-/// A token signed as given (for expired or odd ones).
-fn signed(claims: Claims) -> String {
-    ring().sign(claims).expect("sign").token
-}
-
-fn claims(room: &str, grants: &[Grant], iat: u64, exp: u64) -> Claims {
-    Claims {
-        sub: Subject::new("alice").unwrap(),
-        room: Some(RoomName::new(room).unwrap()),
-        grants: Grants::new(grants.iter().copied()).unwrap(),
-        iat,
-        nbf: iat,
-        exp,
-        jti: TokenId::new(signal_server::token::new_token()).unwrap(),
-    }
-}
 
 async fn start() -> (TestServer, Arc<Auth>) {
     start_with(config()).await
@@ -76,21 +27,6 @@ async fn start_with(config: Config) -> (TestServer, Arc<Auth>) {
     let (registry, metrics) = memory_registry(&config);
     let server = TestServer::start_with_auth(config, registry, metrics, Arc::clone(&auth)).await;
     (server, auth)
-}
-
-/// A host for the named room `room`, with its `init` reply.
-async fn host(server: &TestServer, token: &str) -> (Client, Value) {
-    let mut c = server.connect().await;
-    c.send_json(json!({"type":"init","token":token})).await;
-    let init = c.recv_type("init").await;
-    (c, init)
-}
-
-/// A viewer entering with `?token=`, with its `init` reply.
-async fn viewer(server: &TestServer, token: &str) -> (Client, Value) {
-    let mut c = server.connect_to(&format!("/webrtc?token={token}")).await;
-    let init = c.recv_type("init").await;
-    (c, init)
 }
 
 #[tokio::test]

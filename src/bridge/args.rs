@@ -49,6 +49,19 @@ pub struct BridgeArgs {
     #[arg(long, env = "SIGNAL_BRIDGE_STATE_FILE", value_name = "PATH")]
     pub state_file: Option<PathBuf>,
 
+    /// A host token for the room to claim, when the server runs with
+    /// `--auth token` (`signal-server token create --room NAME --grant host`).
+    /// The bridge then hosts the room of that name, the same room after
+    /// every reconnection or restart, and --state-file is not needed.
+    /// Prefer the variable: a flag shows in `ps`.
+    #[arg(
+        long,
+        env = "SIGNAL_BRIDGE_TOKEN",
+        value_name = "JWT",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
     /// Print the links as JSON lines on stdout (one per room established,
     /// and one per lost server connection) instead of text.
     #[arg(long)]

@@ -271,7 +271,8 @@ impl Bridge {
             connect_timeout: args.connect_timeout,
             keepalive: args.keepalive.max(Duration::from_millis(10)),
             backoff: Backoff::new(args.backoff_min, args.backoff_max),
-            hosting: Hosting::new(args.server, links, args.state_file, observer),
+            hosting: Hosting::new(args.server, links, args.state_file, observer)
+                .with_token(args.token),
             viewers,
             ice: ice_endpoint.is_some().then(|| IceShare::new(None)),
             ice_endpoint,

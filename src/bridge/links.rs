@@ -18,6 +18,11 @@ pub struct RoomLinks {
     pub join: String,
     /// Whether this is the room the bridge had before (same links).
     pub resumed: bool,
+    /// With `--token` (the server in token mode): the room's name. The
+    /// links and tokens are then empty: viewers need a watch token for the
+    /// name (`signal-server token create --room NAME --grant watch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// Builds the page links of a room.
@@ -70,6 +75,19 @@ impl Links {
             watch: watch.to_string(),
             join: join.to_string(),
             resumed,
+            room: None,
+        }
+    }
+
+    /// A named room's (token mode): no links of the bridge's making.
+    pub fn named(&self, room: &str, resumed: bool) -> RoomLinks {
+        RoomLinks {
+            watch_url: String::new(),
+            join_url: String::new(),
+            watch: String::new(),
+            join: String::new(),
+            resumed,
+            room: Some(room.to_string()),
         }
     }
 }

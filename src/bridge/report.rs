@@ -63,6 +63,17 @@ fn render(event: &BridgeEvent, json: bool, printed: &mut Option<RoomLinks>) -> O
                 serde_json::json!({"event": "disconnected", "reason": reason.to_string()})
             )
         }
+        (BridgeEvent::Room(links), false) if links.room.is_some() => {
+            let room = links.room.as_deref().unwrap_or_default();
+            if printed.as_ref().is_some_and(|p| p.room == links.room) {
+                return None;
+            }
+            *printed = Some(links.clone());
+            format!(
+                "Robot room {room} ready (token mode). Viewers need a watch token for it:\n  \
+                 signal-server token create --room {room} --grant watch --ttl 2h --sub NAME\n"
+            )
+        }
         (BridgeEvent::Room(links), false) => {
             let same = printed
                 .as_ref()

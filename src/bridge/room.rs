@@ -31,6 +31,10 @@ pub struct Hosting {
     state_path: Option<PathBuf>,
     room: Option<RoomTokens>,
     observer: mpsc::UnboundedSender<BridgeEvent>,
+    /// `--token`: the host token claiming a named room.
+    token: Option<String>,
+    /// With a token: the name of the room hosted so far.
+    named: Option<String>,
 }
 
 impl Hosting {
@@ -78,7 +82,25 @@ impl Hosting {
             state_path,
             room,
             observer,
+            token: None,
+            named: None,
         }
+    }
+
+    /// Claims the named room `token` (a host token) is for, instead of
+    /// opening a room with random tokens.
+    pub fn with_token(mut self, token: Option<String>) -> Self {
+        if token.is_some() {
+            if self.state_path.is_some() {
+                info!(
+                    "--token given: the named room needs no state file; --state-file is not used"
+                );
+            }
+            self.state_path = None;
+            self.room = None;
+        }
+        self.token = token;
+        self
     }
 
     /// The signalling server's URL.
@@ -88,12 +110,18 @@ impl Hosting {
 
     /// Whether there is a room to resume.
     pub fn resuming(&self) -> bool {
-        self.room.is_some()
+        self.room.is_some() || self.named.is_some()
     }
 
     /// The `init` for a new server connection: resume the room when there is
     /// one, open one otherwise.
     pub fn init(&self) -> ClientMessage<'_> {
+        if let Some(token) = &self.token {
+            return ClientMessage::Init(Init {
+                token: Some(token.as_str().into()),
+                ..Init::default()
+            });
+        }
         ClientMessage::Init(Init {
             resume: self.room.as_ref().map(|r| r.resume.as_str().into()),
             ..Init::default()
@@ -110,6 +138,9 @@ impl Hosting {
     ) -> Result<bool, Disconnect> {
         if reply.role != Role::Host {
             return Err(Disconnect::NotHost);
+        }
+        if self.token.is_some() {
+            return self.on_named_init(reply, viewers);
         }
         let (Some(join), Some(watch), Some(resume)) = (reply.join, reply.watch, reply.resume)
         else {
@@ -139,6 +170,30 @@ impl Hosting {
             "hosting the room"
         );
         self.room = Some(tokens);
+        let _ = self.observer.send(BridgeEvent::Room(links));
+        Ok(resumed)
+    }
+
+    /// The reply to a host token's `init`: the named room, the same one as
+    /// before when the bridge had it already.
+    fn on_named_init(
+        &mut self,
+        reply: InitReply<'_>,
+        viewers: &mut Viewers,
+    ) -> Result<bool, Disconnect> {
+        let Some(room) = reply.room else {
+            return Err(Disconnect::BadInitReply(
+                "no room name (is the server in token mode?)".into(),
+            ));
+        };
+        let resumed = self.named.as_deref() == Some(&*room);
+        viewers.new_generation();
+        if !resumed {
+            viewers.close_all();
+        }
+        info!(room = %room, resumed, expires = ?reply.expires, "hosting the named room");
+        let links = self.links.named(&room, resumed);
+        self.named = Some(room.into_owned());
         let _ = self.observer.send(BridgeEvent::Room(links));
         Ok(resumed)
     }

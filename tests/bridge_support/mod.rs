@@ -369,6 +369,20 @@ impl Viewer {
         }
     }
 
+    /// Connects with `?token=JWT` (a server in token mode) and reads the
+    /// init reply.
+    pub async fn with_token(server: SocketAddr, token: &str) -> Viewer {
+        let mut client = Client::connect(&format!("ws://{server}/webrtc?token={token}")).await;
+        let init = client.recv_type("init").await;
+        let peer = init["peer"].as_str().expect("peer id").to_string();
+        Viewer {
+            client,
+            peer,
+            log: Vec::new(),
+            pending: VecDeque::new(),
+        }
+    }
+
     pub async fn watch(server: SocketAddr, links: &RoomLinks) -> Viewer {
         Viewer::connect(server, "watch", &links.watch).await
     }
