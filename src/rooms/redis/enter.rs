@@ -19,8 +19,11 @@ use super::store::Fail;
 use super::RedisRegistry;
 use crate::protocol::{InitRequest, PeerError, Role, ServerMessage};
 use crate::rooms::errors::{self, room_not_found, unavailable};
-use crate::rooms::{named_token, EventSink, Kick, PeerLink, Registry, RoomInfo, Welcome};
+use crate::rooms::{
+    named_token, EventSink, Kick, PeerLink, Registry, RoomEvent, RoomInfo, Welcome,
+};
 use crate::token;
+use crate::webhooks::RoomRef;
 
 /// Fresh ids drawn for one enter before giving up (a clash is a 96-bit
 /// coincidence: a second is never needed in practice).
@@ -68,18 +71,20 @@ impl Registry for RedisRegistry {
     }
 
     async fn rooms(&self) -> Result<Vec<RoomInfo>, PeerError> {
-        Err(unavailable())
+        self.list_rooms().await
     }
 
-    async fn close_room(&self, _room: &str) -> Result<bool, PeerError> {
-        Err(unavailable())
+    async fn close_room(&self, room: &str) -> Result<bool, PeerError> {
+        self.close_by_admin(room).await
     }
 
-    async fn kick(&self, _room: &str, _peer: &str) -> Result<bool, PeerError> {
-        Err(unavailable())
+    async fn kick(&self, room: &str, peer: &str) -> Result<bool, PeerError> {
+        self.kick_peer(room, peer).await
     }
 
-    fn set_events(&self, _sink: EventSink) {}
+    fn set_events(&self, sink: EventSink) {
+        let _ = self.inner.events.set(sink);
+    }
 }
 
 impl RedisRegistry {
@@ -192,6 +197,7 @@ impl RedisRegistry {
                 resume,
                 grace_ms: grace.as_millis() as u64,
                 cinst: me.clone(),
+                seq: 1,
                 peers: Some(HashMap::new()),
             };
             let entry = self.register(&snapshot, |st, _| {
@@ -199,6 +205,9 @@ impl RedisRegistry {
                 st.local_host = Some(LocalHost { link, epoch: 1 });
             })?;
             self.inner.metrics.room_opened();
+            self.emit(1, || {
+                RoomEvent::room_started(RoomRef::label(&snapshot.room), &snapshot.host_id)
+            });
             Ok(Ok(self.member(entry, snapshot.host_id, Role::Host, 1)))
         }
     }
@@ -246,6 +255,9 @@ impl RedisRegistry {
                 st.local_guests
                     .insert(peer.clone(), LocalGuest { role, link });
             })?;
+            self.emit(snapshot.seq, || {
+                RoomEvent::peer_joined(RoomRef::label(&snapshot.room), &peer, role)
+            });
             return Ok(self.member(entry, peer, role, 0));
         }
         Err(self.enter_failed("attach", Fail::Reply("peer id clashes".into())))
@@ -280,6 +292,9 @@ impl RedisRegistry {
                 seat_host(st, ctx, &snapshot, link, welcome);
             })?;
             let epoch = snapshot.epoch;
+            self.emit(snapshot.seq, || {
+                RoomEvent::host_joined(RoomRef::label(&snapshot.room), &snapshot.host_id)
+            });
             return Ok(self.member(entry, snapshot.host_id, Role::Host, epoch));
         }
         Err(self.enter_failed("resume", Fail::Reply("secret clashes".into())))

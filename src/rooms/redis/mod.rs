@@ -24,6 +24,7 @@ mod events;
 mod local;
 mod lua;
 mod member;
+mod ops;
 mod options;
 mod scripts;
 mod store;
@@ -42,7 +43,7 @@ use tracing::{debug, info, warn};
 use self::cache::Ctx;
 use self::local::Local;
 use self::store::{Fail, Store};
-use super::RoomLimits;
+use super::{EventSink, RoomEvent, RoomLimits};
 use crate::metrics::Metrics;
 use crate::token;
 
@@ -70,6 +71,8 @@ struct Inner {
     gate: tokio::sync::RwLock<()>,
     /// The background tasks.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Where the room events this instance causes go.
+    events: std::sync::OnceLock<EventSink>,
 }
 
 /// The shared registry. Cheap to clone.
@@ -121,6 +124,7 @@ impl RedisRegistry {
                 reconcile: Notify::new(),
                 gate: tokio::sync::RwLock::new(()),
                 tasks: Mutex::new(Vec::new()),
+                events: std::sync::OnceLock::new(),
             }),
         };
         *registry.tasks() = registry.spawn_tasks();
@@ -187,6 +191,14 @@ impl RedisRegistry {
             task.abort();
         }
         warn!(instance = %self.inner.me, "registry crashed (simulated)");
+    }
+
+    /// Sends a room event this instance caused (its script made the
+    /// change), with the room's event number from that script.
+    pub(super) fn emit(&self, seq: u64, event: impl FnOnce() -> RoomEvent) {
+        if let Some(sink) = self.inner.events.get() {
+            sink.emit(event().with_seq(seq));
+        }
     }
 
     fn tasks(&self) -> MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {

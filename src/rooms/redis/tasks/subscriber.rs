@@ -134,6 +134,10 @@ impl RedisRegistry {
         }
         match st.apply(event, &self.ctx()) {
             Applied::Done => {}
+            Applied::Emptied => {
+                drop(st);
+                self.forget_if_empty(&entry);
+            }
             Applied::Hold(event) => {
                 tracing::trace!(room = %room, "event held: {}", event.describe());
                 st.hold(Instant::now(), event)
