@@ -48,7 +48,7 @@ done
 curl -fsS "$base/healthz" >/dev/null || { echo "api-test: the server did not start" >&2; cat "$logs/server.log" >&2; exit 1; }
 
 # A named room with a host, so that the listing has something in it.
-token="$(SIGNAL_SERVER_AUTH_SECRET="$secret" "$bin" token create --room robot-7 --grant host --ttl 1h | head -n 1)"
+token="$(SIGNAL_SERVER_AUTH_SECRET="$secret" "$bin" token create --room robot-7 --grant host --ttl 1h | sed -n 1p)"
 "$python" - "$port" "$token" <<'PY' &
 import asyncio, json, sys
 import websockets

@@ -190,6 +190,8 @@ async fn malformed_names_and_bodies_are_400_and_oversized_bodies_413() {
         r#"{"ttl_secs":3601}"#,
         r#"{"ttl_secs":"60"}"#,
         r#"{"colour":"red"}"#,
+        "[null, null]",
+        "[300]",
     ] {
         let r = admin(
             server.addr,

@@ -120,24 +120,34 @@ pub fn mint_watch<R: Registry>(
     })
 }
 
+/// The largest time a request may give (JavaScript's largest safe integer,
+/// as the document says).
+pub const MAX_TIME: u64 = (1 << 53) - 1;
+
 /// The auth module's revocation target for `request` (names checked: 400).
 pub fn target(request: RevocationRequest, now: u64) -> ApiResult<RevocationTarget> {
     let bad = |what: &str, e: crate::auth::NameError| ApiError::bad_request(format!("{what}: {e}"));
+    let time = |what: &str, t: Option<u64>| match t {
+        Some(t) if t > MAX_TIME => Err(ApiError::bad_request(format!(
+            "`{what}` must be at most {MAX_TIME}"
+        ))),
+        t => Ok(t),
+    };
     Ok(match request {
         RevocationRequest::Token { jti, exp } => RevocationTarget::Token {
             jti: TokenId::new(jti).map_err(|e| bad("jti", e))?,
-            exp,
+            exp: time("exp", exp)?,
         },
         RevocationRequest::Subject { sub, issued_before } => RevocationTarget::Subject {
             sub: Subject::new(sub).map_err(|e| bad("sub", e))?,
-            issued_before: issued_before.unwrap_or(now + 1),
+            issued_before: time("issued_before", issued_before)?.unwrap_or(now + 1),
         },
         RevocationRequest::Room {
             room,
             issued_before,
         } => RevocationTarget::Room {
             room: RoomName::new(room).map_err(|e| bad("room", e))?,
-            issued_before: issued_before.unwrap_or(now + 1),
+            issued_before: time("issued_before", issued_before)?.unwrap_or(now + 1),
         },
     })
 }

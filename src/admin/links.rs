@@ -37,7 +37,13 @@ pub(super) fn body<T: serde::de::DeserializeOwned + Default>(
         }
         return Ok(T::default());
     }
-    serde_json::from_slice(&bytes)
+    // An object, never an array (serde would read a struct from one).
+    let value: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("the body is not what this takes: {e}")))
 }
 
