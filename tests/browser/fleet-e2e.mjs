@@ -138,6 +138,7 @@ try {
     assert(label === 'Last seen', label);
     assert(await online(fleet, 'robot-1'), 'robot-1 still online');
     if (process.env.SAVE_SCREENSHOT === '1') {
+      await fleet.setViewportSize({ width: 900, height: 320 });
       await sleep(1200); // let the clocks tick once
       await fleet.screenshot({ path: 'docs/screenshot-fleet.png' });
       log('  saved docs/screenshot-fleet.png');
