@@ -420,9 +420,9 @@ async fn an_operator_token_reads_the_fleet_and_mints_links_but_only_the_key_kick
     );
 
     // A revoked operator is refused from then on.
-    let body = format!(r#"{{"kind":"subject","sub":"ops"}}"#);
+    let body = r#"{"kind":"subject","sub":"ops"}"#;
     assert_eq!(
-        admin(server.addr, "POST", "/api/v1/revocations", Some(&body))
+        admin(server.addr, "POST", "/api/v1/revocations", Some(body))
             .await
             .status,
         201
