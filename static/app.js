@@ -149,7 +149,8 @@
 
   /** A server error -> words for a person. */
   function describeError(code, message) {
-    if (code === 'unauthorized' || code === 'token_expired') return describeTokenRefusal(code, message);
+    if (code === 'unauthorized' || code === 'token_expired'
+      || (code === 'forbidden' && /^the token /.test(message || ''))) return describeTokenRefusal(code, message);
     if (ERROR_TEXT[code]) return ERROR_TEXT[code];
     const m = typeof message === 'string' && message.trim() ? message.trim() : 'Something went wrong.';
     return code ? m + ' (' + code + ')' : m;
@@ -234,7 +235,7 @@
 
   const util = {
     DEFAULT_ICE_SERVERS, DEFAULT_SRC, iceToWire, iceFromWire, signallingUrl, parseIceParam,
-    chooseIceServers, buildConfigure, pageLink, describeError, sdpFingerprint, backoffDelay,
+    chooseIceServers, buildConfigure, pageLink, describeError, describeTokenRefusal, tokenGrants, sdpFingerprint, backoffDelay,
     formatBitrate, selectedPair, describeRoute, refreshDelay, parseRelayParam,
   };
 

@@ -14,7 +14,7 @@ use auth_support::{claims, config, host, host_token, mint, signed, viewer, watch
 use common::{memory_registry, Client, Ended, TestServer, WAIT};
 use serde_json::json;
 use signal_server::auth::{
-    unix_now, Auth, Claims, Grant, KeyRing, RevocationTarget, RoomName, Subject,
+    unix_now, Auth, Claims, Grant, KeyId, KeyRing, RevocationTarget, RoomName, Subject,
 };
 use signal_server::config::Config;
 
@@ -367,7 +367,7 @@ async fn revoking_by_jti_subject_or_room_ends_the_live_sessions_it_covers_with_4
 }
 
 #[tokio::test]
-async fn open_mode_ignores_a_token_in_init_and_refuses_one_on_the_query_string() {
+async fn open_mode_ignores_a_token_in_init_and_on_the_query_string() {
     let server = TestServer::start().await;
     let mut c = server.connect().await;
     c.send_json(json!({"type":"init","token":host_token("robot-7")}))
@@ -377,11 +377,170 @@ async fn open_mode_ignores_a_token_in_init_and_refuses_one_on_the_query_string()
         init["join"].is_string() && init.get("room").is_none(),
         "{init}"
     );
-    assert_eq!(
-        server
-            .upgrade_status(server.url(&format!("/webrtc?token={}", watch_token("robot-7", "a"))))
-            .await,
-        Some(404)
-    );
+    // As before token mode existed: a `token` of another type, and
+    // `?token=`, are ignored.
+    let mut c = server.connect().await;
+    c.send_json(json!({"type":"init","token":{"a":[1]}})).await;
+    assert_eq!(c.recv_type("init").await["role"], "host");
+    let mut q = server
+        .connect_to(&format!("/webrtc?token={}", watch_token("robot-7", "a")))
+        .await;
+    q.send_json(json!({"type":"init"})).await;
+    assert_eq!(q.recv_type("init").await["role"], "host");
+    server.stop().await;
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+/// A compact JWT with this header and payload, HMAC-SHA256-signed by hand.
+fn forge(header: &str, payload: &str, secret: &[u8]) -> String {
+    use base64::Engine as _;
+    let input = format!("{}.{}", b64(header), b64(payload));
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+    let tag = ring::hmac::sign(&key, input.as_bytes());
+    format!(
+        "{input}.{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())
+    )
+}
+
+#[tokio::test]
+async fn hostile_tokens_are_refused_on_the_upgrade_and_in_init_without_disturbing_a_room() {
+    let (server, _) = start().await;
+    let (mut h, _) = host(&server, &host_token("robot-7")).await;
+    let now = unix_now();
+    let watch = claims("robot-7", &[Grant::Watch], now, now + 600);
+    let body = serde_json::to_string(&watch).unwrap();
+    let good = signed(watch.clone());
+    let mut parts = good.split('.');
+    let (head, sig) = (parts.next().unwrap(), parts.nth(1).unwrap());
+    let as_host = serde_json::to_string(&Claims {
+        grants: signal_server::auth::Grants::new([Grant::Host]).unwrap(),
+        ..watch.clone()
+    })
+    .unwrap();
+    let other_kid = {
+        let mut b = KeyRing::builder();
+        b.add_secret(Some(KeyId::new("k9").unwrap()), auth_support::SECRET)
+            .unwrap();
+        b.build().unwrap().sign(watch.clone()).unwrap().token
+    };
+    let hostile = [
+        (
+            "unsigned, alg none",
+            format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&body)),
+        ),
+        (
+            "alg none with a signature",
+            format!("{}.{}.{sig}", b64(r#"{"alg":"none"}"#), b64(&body)),
+        ),
+        (
+            "another algorithm",
+            forge(
+                r#"{"alg":"HS512","typ":"JWT"}"#,
+                &body,
+                auth_support::SECRET,
+            ),
+        ),
+        (
+            "a tampered payload (watch made host)",
+            format!("{head}.{}.{sig}", b64(&as_host)),
+        ),
+        ("an unknown key id", other_kid),
+        ("over 4 KiB", format!("{good}{}", "A".repeat(5000))),
+        (
+            "expired by a second",
+            signed(Claims {
+                iat: now - 60,
+                nbf: now - 60,
+                exp: now - 1,
+                ..watch.clone()
+            }),
+        ),
+        (
+            "valid from a minute on",
+            signed(Claims {
+                iat: now + 60,
+                nbf: now + 60,
+                exp: now + 600,
+                ..watch.clone()
+            }),
+        ),
+    ];
+    for (what, token) in &hostile {
+        assert_eq!(
+            server
+                .upgrade_status(server.url(&format!("/webrtc?token={token}")))
+                .await,
+            Some(401),
+            "{what}"
+        );
+        let mut c = server.connect().await;
+        c.send_json(json!({"type":"init","token":token})).await;
+        let e = c.recv_type("error").await;
+        let want = if what.starts_with("expired") {
+            "token_expired"
+        } else {
+            "unauthorized"
+        };
+        assert_eq!(e["code"], want, "{what}: {e}");
+    }
+    // Hand-signed with the right key, it is good: the forgeries failed for
+    // what they are.
+    let (_w, winit) = viewer(
+        &server,
+        &forge(
+            r#"{"alg":"HS256","typ":"JWT"}"#,
+            &body,
+            auth_support::SECRET,
+        ),
+    )
+    .await;
+    assert_eq!(h.recv_type("peer_joined").await["peer"], winit["peer"]);
+    h.expect_silence(Duration::from_millis(100)).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_rotated_key_keeps_old_tokens_valid_until_it_is_removed() {
+    let old_key = b"the-old-key-the-old-key-the-old-key!!".as_slice();
+    let new_key = b"the-new-key-the-new-key-the-new-key!!".as_slice();
+    let ring_of = |keys: &[(&str, &[u8])]| {
+        let mut b = KeyRing::builder();
+        for (kid, secret) in keys {
+            b.add_secret(Some(KeyId::new(*kid).unwrap()), secret)
+                .unwrap();
+        }
+        Arc::new(b.build().unwrap())
+    };
+    let now = unix_now();
+    let host_claims = claims("robot-7", &[Grant::Host], now, now + 600);
+    let by_old = ring_of(&[("k1", old_key)])
+        .sign(host_claims.clone())
+        .unwrap()
+        .token;
+    let by_new = ring_of(&[("k2", new_key)]).sign(host_claims).unwrap().token;
+    let serve = |keys: Arc<KeyRing>| Config {
+        auth: signal_server::auth::AuthConfig::Token(keys),
+        ..Config::default()
+    };
+    // Both keys: both tokens.
+    let (server, _) = start_with(serve(ring_of(&[("k2", new_key), ("k1", old_key)]))).await;
+    for token in [&by_old, &by_new] {
+        let (_h, init) = host(&server, token).await;
+        assert_eq!(init["room"], "robot-7");
+    }
+    server.stop().await;
+    // The old key removed: its tokens are refused, the new ones still work.
+    let (server, _) = start_with(serve(ring_of(&[("k2", new_key)]))).await;
+    let mut c = server.connect().await;
+    c.send_json(json!({"type":"init","token":by_old})).await;
+    let e = c.expect_error("unauthorized").await;
+    assert!(e["message"].as_str().unwrap().contains("key"), "{e}");
+    let (_h, init) = host(&server, &by_new).await;
+    assert_eq!(init["role"], "host");
     server.stop().await;
 }

@@ -12,6 +12,10 @@
 //!   sessions to hear of a revocation at once.
 //! - [`AuthArgs`], [`AuthConfig`] (`args.rs`): `--auth open|token` and the
 //!   key flags; `tool.rs`: `signal-server token create`.
+//! - [`Auth`] (`live.rs`): what a running server holds (`shared.auth`):
+//!   the keys, the revocations, [`Auth::revoke`], and the future that ends
+//!   a session at its token's expiry or revocation; `store.rs` keeps
+//!   revocations in Redis and applies every instance's.
 //! - `names.rs`: the checked names tokens carry ([`RoomName`], [`Subject`],
 //!   [`TokenId`], [`KeyId`]).
 //!

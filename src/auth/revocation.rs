@@ -25,28 +25,12 @@
 //! past it a revocation is refused ([`RevocationError::Full`]) rather than
 //! forgetting an older one.
 //!
-//! # Shared through Redis (planned)
+//! # Shared through Redis
 //!
-//! With `--redis-url` every instance must refuse a revoked token, also after
-//! a restart. The plan keeps this type as each instance's local copy (so the
-//! check stays synchronous) and puts Redis behind [`RevocationList::apply`]:
-//!
-//! ```text
-//! {prefix}rev:jti:{jti}    "1"                 EXPIREAT expires_at
-//! {prefix}rev:sub:{sub}    issued_before (max) EXPIREAT expires_at (max)
-//! {prefix}rev:room:{room}  issued_before (max) EXPIREAT expires_at (max)
-//! {prefix}rev              pub/sub channel: each Revocation as JSON
-//! ```
-//!
-//! Revoking writes the key (a small Lua script keeps the larger
-//! `issued_before` and expiry, as `apply` does), then publishes the
-//! revocation; every instance applies what it receives. At start an instance
-//! subscribes first, then loads every `{prefix}rev:*` key (SCAN), so nothing
-//! published in between is lost (applying twice is harmless: `apply` only
-//! ever widens). Redis's own key expiry does the pruning. The names are safe
-//! in keys: room names, subjects and token ids have no spaces, `*`, `?`,
-//! `[` or `{`, and the key's kind comes before the name, so a subject's `:`
-//! cannot be mistaken for a separator.
+//! With `--redis-url` this type stays each instance's local copy (so the
+//! check stays synchronous); `store.rs` keeps revocations in Redis and
+//! applies every instance's to it, and `live.rs`'s `Auth::revoke` puts a
+//! new one there. The key layout is in `store.rs`.
 
 use std::collections::HashMap;
 use std::sync::{PoisonError, RwLock};

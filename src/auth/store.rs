@@ -70,16 +70,7 @@ impl RevocationStore {
         list: Arc<RevocationList>,
         stop: CancellationToken,
     ) -> Result<Self, String> {
-        let url = opts.effective_url();
-        let client = Client::open(url.as_str()).map_err(|e| format!("bad Redis URL: {e}"))?;
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.command_timeout))
-            .set_response_timeout(Some(opts.command_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
+        let (client, conn) = crate::rooms::redis::connect(opts)?;
         let store = RevocationStore {
             conn,
             prefix: opts.prefix.clone(),

@@ -80,9 +80,32 @@ pub struct Init<'a> {
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Cow<'a, str>>,
     /// Token mode (`--auth token`): the signed token (JWT) saying which
-    /// room the sender may enter and as what. Ignored in open mode.
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    /// room the sender may enter and as what. Ignored in open mode, where a
+    /// `token` of any type is accepted and unused, as before token mode
+    /// existed; a value that is not a string reads as no token.
+    #[serde(
+        default,
+        borrow,
+        deserialize_with = "string_or_nothing",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub token: Option<Cow<'a, str>>,
+}
+
+/// A string, or `None` for a value of any other type (consumed whole).
+fn string_or_nothing<'de: 'a, 'a, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum StringOr<'a> {
+        String(#[serde(borrow)] Cow<'a, str>),
+        Other(serde::de::IgnoredAny),
+    }
+    Ok(match StringOr::deserialize(d)? {
+        StringOr::String(s) => Some(s),
+        StringOr::Other(_) => None,
+    })
 }
 
 /// What an `init` asks for, once validated.

@@ -81,6 +81,19 @@ struct Guest {
 }
 
 impl Room {
+    /// What the host's `init` reply says, with this resume secret.
+    fn host_welcome(&self, resume: &str, st: &RoomState) -> Welcome {
+        Welcome {
+            room: self.label.clone(),
+            peer: self.host_id.clone(),
+            role: Role::Host,
+            join: Some(self.join.clone()),
+            watch: Some(self.watch.clone()),
+            resume: Some(resume.to_string()),
+            peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
+        }
+    }
+
     /// Holds a name's place in the token map while its room is made.
     fn placeholder() -> Room {
         Room {
@@ -237,15 +250,7 @@ impl MemoryRegistry {
         let welcome = welcome.take()?;
         st.epoch += 1;
         let epoch = st.epoch;
-        link.send_text(welcome(&Welcome {
-            room: room.label.clone(),
-            peer: room.host_id.clone(),
-            role: Role::Host,
-            join: Some(room.join.clone()),
-            watch: Some(room.watch.clone()),
-            resume: Some(secret.to_string()),
-            peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
-        }));
+        link.send_text(welcome(&room.host_welcome(secret, &st)));
         self.seat_host(room, st, link);
         Some(MemoryMember {
             registry: self.clone(),
@@ -420,15 +425,7 @@ impl MemoryRegistry {
         let old_secret = std::mem::replace(&mut st.resume, new_secret.clone());
         st.epoch += 1;
         let epoch = st.epoch;
-        link.send_text(welcome(&Welcome {
-            room: room.label.clone(),
-            peer: room.host_id.clone(),
-            role: Role::Host,
-            join: Some(room.join.clone()),
-            watch: Some(room.watch.clone()),
-            resume: Some(new_secret.clone()),
-            peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
-        }));
+        link.send_text(welcome(&room.host_welcome(&new_secret, &st)));
         self.seat_host(&room, st, &link);
         self.shared.tokens.remove(&old_secret);
         self.insert_token(&room, TokenKind::Resume, new_secret);

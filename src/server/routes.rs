@@ -232,17 +232,13 @@ async fn accept<R: Registry>(
                 return response;
             }
         }
-        // Open mode: `?token=` is not a room token.
-        Some(QueryToken::Signed(_)) => {
-            metrics.rejected(Rejection::UnknownToken);
-            return (
-                StatusCode::NOT_FOUND,
-                "this server runs in open mode: it takes ?join= or ?watch= room tokens, not ?token=\n",
-            )
-                .into_response();
-        }
-        None => {}
+        // Open mode ignores `?token=`, as it did before token mode existed.
+        Some(QueryToken::Signed(_)) | None => {}
     }
+    let attach = match attach {
+        Some(QueryToken::Signed(_)) if !app.session.auth.is_token_mode() => None,
+        other => other,
+    };
     let Some(on_upgrade) = request
         .extensions_mut()
         .remove::<hyper::upgrade::OnUpgrade>()

@@ -215,6 +215,33 @@ try {
     await stranger.screenshot({ path: join(shotDir, 'screenshot-error.png') });
   });
 
+  await check('a refused signed link (?token=) is explained in words', async () => {
+    // This run's server is in open mode; the words for each refusal a server
+    // in token mode sends (its codes and sentences, docs/AUTH.md) are checked
+    // on the page's own helpers.
+    const r = await stranger.evaluate(() => {
+      const u = window.signalDemo.util;
+      const jwt = (claims) => 'eyJhbGciOiJIUzI1NiJ9.' + btoa(JSON.stringify(claims)).replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_') + '.sig';
+      return {
+        expired: u.describeError('token_expired', 'the token has expired'),
+        revoked: u.describeError('unauthorized', 'the token has been revoked'),
+        garbage: u.describeError('unauthorized', 'the token is not a valid JWT: not three parts'),
+        forged: u.describeError('unauthorized', "the token's signature is wrong"),
+        early: u.describeError('unauthorized', 'the token is not valid yet'),
+        room: u.describeError('forbidden', 'the token does not allow this: it is for another room'),
+        join: u.tokenGrants(jwt({ grants: ['join'] })),
+        none: u.tokenGrants('not-a-token'),
+      };
+    });
+    assert(/expired/i.test(r.expired), r.expired);
+    assert(/revoked/i.test(r.revoked), r.revoked);
+    assert(/not a valid link/i.test(r.garbage), r.garbage);
+    assert(/not signed by this server/i.test(r.forged), r.forged);
+    assert(/not valid yet/i.test(r.early), r.early);
+    assert(/wrong room or role/i.test(r.room) && /another room/.test(r.room), r.room);
+    assert(r.join.length === 1 && r.join[0] === 'join' && r.none.length === 0, JSON.stringify(r));
+  });
+
   await check('?server= override (WebSocket at /) is used and carried into the links', async () => {
     const ws = `ws://${base.host}/`;
     const page = await newPage(browser, 'host2');

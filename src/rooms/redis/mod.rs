@@ -75,6 +75,22 @@ struct Inner {
     events: std::sync::OnceLock<EventSink>,
 }
 
+/// A client for `opts`' Redis (for subscriptions) and a lazily connected,
+/// self-reconnecting connection for commands, with `opts`' timeouts.
+pub(crate) fn connect(opts: &RedisOptions) -> Result<(Client, ConnectionManager), String> {
+    let url = opts.effective_url();
+    let client = Client::open(url.as_str()).map_err(|e| format!("bad Redis URL: {e}"))?;
+    let config = ::redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(opts.command_timeout))
+        .set_response_timeout(Some(opts.command_timeout))
+        .set_number_of_retries(2)
+        .set_min_delay(Duration::from_millis(50))
+        .set_max_delay(Duration::from_millis(500));
+    let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+        .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
+    Ok((client, conn))
+}
+
 /// The shared registry. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisRegistry {
@@ -86,17 +102,8 @@ impl RedisRegistry {
     /// not be reachable yet: until it is, `healthy()` is false and new rooms
     /// are refused with `unavailable`. Fails only on a malformed URL.
     pub fn start(opts: RedisOptions, limits: RoomLimits, metrics: Metrics) -> Result<Self, String> {
-        let url = opts.effective_url();
-        let client = Client::open(url.as_str()).map_err(|e| format!("bad Redis URL: {e}"))?;
-        let insecure = url.ends_with("#insecure");
-        let config = ::redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(opts.command_timeout))
-            .set_response_timeout(Some(opts.command_timeout))
-            .set_number_of_retries(2)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| format!("cannot set up the Redis connection: {e}"))?;
+        let insecure = opts.effective_url().ends_with("#insecure");
+        let (client, conn) = connect(&opts)?;
         let me = token::new_peer_id();
         info!(
             instance = %me,

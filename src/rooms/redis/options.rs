@@ -61,7 +61,7 @@ impl RedisOptions {
 
     /// The URL to connect with: `insecure_tls` adds `#insecure` to a
     /// `rediss://` URL.
-    pub(crate) fn effective_url(&self) -> String {
+    pub(super) fn effective_url(&self) -> String {
         let tls = self.url.starts_with("rediss://") || self.url.starts_with("valkeys://");
         if self.insecure_tls && tls && !self.url.contains('#') {
             format!("{}#insecure", self.url)
