@@ -53,7 +53,11 @@ async fn the_host_ends_its_room(a: &impl Endpoint, b: &impl Endpoint, c: &impl E
     }
     assert!(asked.elapsed() < LONG_GRACE / 4, "not at once");
     for server in [a.addr(), b.addr(), c.addr()] {
-        for (k, t) in [("join", &r.join), ("watch", &r.watch), ("resume", &r.resume)] {
+        for (k, t) in [
+            ("join", &r.join),
+            ("watch", &r.watch),
+            ("resume", &r.resume),
+        ] {
             let mut x = Client::connect(&server.url_to("/webrtc")).await;
             x.send_json(json!({"type": "init", k: t})).await;
             x.expect_error("room_not_found").await;
