@@ -56,7 +56,7 @@ async fn a_bridge_stopped_with_end_room_on_exit_ends_its_room_at_once() {
         state::load(&state_file).unwrap().is_none(),
         "the state file of an ended room is removed"
     );
-    let mut late = Client::connect(&format!("{}", server.ws_url())).await;
+    let mut late = Client::connect(&server.ws_url()).await;
     late.send_json(json!({"type": "init", "watch": room.watch}))
         .await;
     late.expect_error("room_not_found").await;
