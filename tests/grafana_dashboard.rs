@@ -45,18 +45,13 @@ fn balanced(expr: &str) -> bool {
     for c in expr.chars() {
         match c {
             '(' | '{' | '[' => stack.push(c),
-            ')' => {
-                if stack.pop() != Some('(') {
-                    return false;
-                }
-            }
-            '}' => {
-                if stack.pop() != Some('{') {
-                    return false;
-                }
-            }
-            ']' => {
-                if stack.pop() != Some('[') {
+            ')' | '}' | ']' => {
+                let open = match c {
+                    ')' => '(',
+                    '}' => '{',
+                    _ => '[',
+                };
+                if stack.pop() != Some(open) {
                     return false;
                 }
             }
@@ -80,7 +75,10 @@ async fn the_grafana_dashboard_queries_only_series_the_server_exports() {
     assert_eq!(status, 200);
     let mut exported: HashSet<String> = HashSet::new();
     let mut labels: HashSet<(String, String)> = HashSet::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let name_end = line.find(['{', ' ']).unwrap_or(line.len());
         let name = &line[..name_end];
         exported.insert(name.to_string());
@@ -99,7 +97,10 @@ async fn the_grafana_dashboard_queries_only_series_the_server_exports() {
     let mut used = BTreeSet::new();
     for p in panels {
         let title = p["title"].as_str().expect("a title");
-        assert!(ids.insert(p["id"].as_u64().expect("an id")), "{title}: id taken");
+        assert!(
+            ids.insert(p["id"].as_u64().expect("an id")),
+            "{title}: id taken"
+        );
         let pos = &p["gridPos"];
         let [x, y, w, h] = ["x", "y", "w", "h"].map(|k| pos[k].as_u64().expect(k));
         assert!(x + w <= 24 && w > 0 && h > 0, "{title}: off the grid");

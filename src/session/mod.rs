@@ -84,9 +84,6 @@ pub struct Shared<R> {
     pub shutdown: CancellationToken,
     /// Per-client limits (room creations and attaches per minute).
     pub clients: crate::clients::Clients,
-    /// Where room events go (the registry's, and `token_revoked` through
-    /// [`EventSink::emit_webhook`](crate::rooms::EventSink::emit_webhook)).
-    pub events: crate::rooms::EventSink,
 }
 
 impl<R: Clone> Clone for Shared<R> {
@@ -98,7 +95,6 @@ impl<R: Clone> Clone for Shared<R> {
             metrics: self.metrics.clone(),
             shutdown: self.shutdown.clone(),
             clients: self.clients.clone(),
-            events: self.events.clone(),
         }
     }
 }
