@@ -97,6 +97,9 @@ impl Viewers {
         } else {
             Role::Watch
         };
+        if self.peers.get(peer) == Some(&role) {
+            return; // listed by the resume reply already
+        }
         info!(peer = %peer, role = role.as_str(), "peer joined");
         self.peers.insert(Arc::from(peer), role);
     }

@@ -639,6 +639,10 @@ impl Registry for MemoryRegistry {
     fn set_events(&self, sink: EventSink) {
         let _ = self.shared.events.set(sink);
     }
+
+    fn events(&self) -> EventSink {
+        self.shared.events.get().cloned().unwrap_or_default()
+    }
 }
 
 /// The room as events name it.

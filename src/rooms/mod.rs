@@ -271,6 +271,12 @@ pub trait Registry: Clone + Send + Sync + 'static {
     /// Sends this registry's room events into `sink` from now on (set once,
     /// when the server starts; later calls are ignored).
     fn set_events(&self, sink: EventSink);
+
+    /// The sink set with [`Registry::set_events`] (one that sends nowhere
+    /// before): for other events of the server (`token_revoked`, with
+    /// [`EventSink::emit_webhook`]) and for live subscribers
+    /// ([`EventSink::subscribe`]).
+    fn events(&self) -> EventSink;
 }
 
 /// A peer attached to a room.

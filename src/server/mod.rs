@@ -112,8 +112,7 @@ pub async fn run_with_auth<R: Registry>(
     // Room events go to the webhooks (and any live subscriber of the sink).
     let (webhooks, webhook_delivery) =
         crate::webhooks::start(config.webhooks.clone(), metrics.webhooks().clone())?;
-    let events = EventSink::new(webhooks);
-    registry.set_events(events.clone());
+    registry.set_events(EventSink::new(webhooks));
     let files = StaticFiles::new(config.static_dir.clone());
     let max_http = edge::max_http_connections(&config);
     let clients = Clients::new(
@@ -148,7 +147,6 @@ pub async fn run_with_auth<R: Registry>(
             shutdown: stop.clone(),
             clients,
             auth,
-            events,
         },
         tracker: tracker.clone(),
         files,

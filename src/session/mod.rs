@@ -89,9 +89,6 @@ pub struct Shared<R> {
     /// Access control: the keys, the revocations, and `revoke` (for the
     /// admin API too).
     pub auth: Arc<crate::auth::Auth>,
-    /// Where room events go (the registry's, and `token_revoked` through
-    /// [`EventSink::emit_webhook`](crate::rooms::EventSink::emit_webhook)).
-    pub events: crate::rooms::EventSink,
 }
 
 impl<R: Clone> Clone for Shared<R> {
@@ -104,7 +101,6 @@ impl<R: Clone> Clone for Shared<R> {
             shutdown: self.shutdown.clone(),
             clients: self.clients.clone(),
             auth: Arc::clone(&self.auth),
-            events: self.events.clone(),
         }
     }
 }

@@ -538,6 +538,13 @@ impl BridgeRun {
         }
     }
 
+    /// Waits for the bridge to end by itself, and what it returned.
+    pub async fn finished(mut self) -> Result<(), BridgeError> {
+        within("the bridge to end by itself", &mut self.task)
+            .await
+            .expect("bridge task")
+    }
+
     /// Stops the bridge as SIGTERM would, and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
@@ -630,6 +637,16 @@ impl FakeConn {
 
     pub async fn send(&mut self, v: Value) {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
+    }
+
+    /// Closes the connection with `code` and `reason`.
+    pub async fn close_with(&mut self, code: u16, reason: &str) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.to_string().into(),
+        };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
     }
 
     pub async fn recv(&mut self) -> Value {

@@ -85,6 +85,10 @@ impl Registry for RedisRegistry {
     fn set_events(&self, sink: EventSink) {
         let _ = self.inner.events.set(sink);
     }
+
+    fn events(&self) -> EventSink {
+        self.inner.events.get().cloned().unwrap_or_default()
+    }
 }
 
 impl RedisRegistry {
