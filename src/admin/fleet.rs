@@ -142,11 +142,16 @@ fn fold(known: &mut BTreeMap<String, Robot>, rooms: Vec<RoomView>, now: u64) {
         entry.named = room.named;
         entry.peers = room.peers;
         if room.host_connected {
+            // Changed only on coming online, so that an unchanged fleet
+            // makes no event.
+            if entry.online_since.is_none() {
+                entry.last_seen = now;
+            }
             entry.online_since = Some(room.since);
-            entry.last_seen = now;
         } else {
             if entry.online_since.is_some() {
-                entry.last_seen = room.since.max(entry.last_seen.min(now));
+                // When it left.
+                entry.last_seen = room.since.max(entry.last_seen);
             }
             entry.online_since = None;
         }
@@ -208,6 +213,11 @@ mod tests {
         let r = &v.robots[0];
         assert!(r.online);
         assert_eq!((r.online_since, r.last_seen), (Some(100), 110));
+        let v = fleet.merge(
+            vec![room("robot-7", true, true, 100, &[("p1", "watch")])],
+            112,
+        );
+        assert_eq!(v.robots[0].last_seen, 110, "unchanged while online");
         assert_eq!(r.viewers, Viewers { join: 0, watch: 1 });
         // Host away (grace period): offline, last seen when it left.
         let v = fleet.merge(vec![room("robot-7", true, false, 115, &[])], 116);

@@ -64,7 +64,8 @@ pub struct RobotView {
     pub online: bool,
     /// Online: since when (its uptime starts there). Offline: `null`.
     pub online_since: Option<u64>,
-    /// When the host was last seen connected (seconds since the Unix epoch).
+    /// Offline: when its host was last connected. Online: when this
+    /// server saw it come online (seconds since the Unix epoch).
     pub last_seen: u64,
     /// Its viewers by role.
     pub viewers: Viewers,
