@@ -32,16 +32,19 @@ pub enum Rejection {
     /// A `?join=`/`?watch=` upgrade from a client over its attaches per
     /// minute (HTTP 429).
     ClientAttaches,
+    /// Token mode: a `?token=` (or a room token) refused (HTTP 401 or 403).
+    Unauthorized,
 }
 
 impl Rejection {
-    const ALL: [Rejection; 6] = [
+    const ALL: [Rejection; 7] = [
         Rejection::TooManyConnections,
         Rejection::Origin,
         Rejection::UnknownToken,
         Rejection::BadHandshake,
         Rejection::ClientConnections,
         Rejection::ClientAttaches,
+        Rejection::Unauthorized,
     ];
 
     fn as_str(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Rejection {
             Rejection::BadHandshake => "bad_handshake",
             Rejection::ClientConnections => "client_connections",
             Rejection::ClientAttaches => "client_attaches",
+            Rejection::Unauthorized => "unauthorized",
         }
     }
 }

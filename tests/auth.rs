@@ -133,6 +133,18 @@ async fn a_query_string_token_is_refused_before_the_upgrade_with_401_403_or_404(
             "{path}"
         );
     }
+    assert_eq!(
+        server
+            .metric("signal_upgrades_rejected_total{reason=\"unauthorized\"}")
+            .await,
+        5.0
+    );
+    assert_eq!(
+        server
+            .metric("signal_upgrades_rejected_total{reason=\"unknown_token\"}")
+            .await,
+        1.0
+    );
     let (status, _, body) = server.get(&format!("/webrtc?token={expired}")).await;
     assert_eq!(status, 426, "a plain GET is not an upgrade: {body}");
     let (_h, _) = host(&server, &host_token("robot-7")).await;
@@ -543,4 +555,36 @@ async fn a_rotated_key_keeps_old_tokens_valid_until_it_is_removed() {
     let (_h, init) = host(&server, &by_new).await;
     assert_eq!(init["role"], "host");
     server.stop().await;
+}
+
+#[tokio::test]
+async fn the_binary_in_token_mode_starts_and_serves_what_token_create_mints() {
+    let secret = std::str::from_utf8(auth_support::SECRET).unwrap();
+    let server = common::binary()
+        .args(["--auth", "token"])
+        .env("SIGNAL_SERVER_AUTH_SECRET", secret)
+        .start()
+        .await
+        .expect("token mode starts");
+    let minted = std::process::Command::new(common::BIN)
+        .args(["token", "create", "--room", "robot-7", "--grant", "host"])
+        .env("SIGNAL_SERVER_AUTH_SECRET", secret)
+        .output()
+        .expect("token create");
+    assert!(minted.status.success());
+    let stdout = String::from_utf8(minted.stdout).unwrap();
+    let token = stdout.lines().next().expect("the token line");
+    let mut c = server.connect().await;
+    c.send_json(json!({"type":"init"})).await;
+    c.expect_error("unauthorized").await;
+    c.send_json(json!({"type":"init","token":token})).await;
+    let init = c.recv_type("init").await;
+    assert_eq!(
+        (&init["role"], &init["room"]),
+        (&json!("host"), &json!("robot-7"))
+    );
+    assert!(
+        !server.log_text().contains(secret),
+        "the secret is never logged"
+    );
 }

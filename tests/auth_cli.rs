@@ -507,23 +507,6 @@ fn a_bad_key_is_a_startup_error_even_in_open_mode() {
 }
 
 #[test]
-fn token_mode_refuses_to_start_until_connections_check_tokens() {
-    // A server that would run open while configured for tokens is worse than
-    // none: until the integration lands, token mode stops at startup.
-    let o = signal_server(
-        &["--auth", "token", "--bind", "127.0.0.1:0"],
-        &[("SIGNAL_SERVER_AUTH_SECRET", SECRET)],
-    );
-    assert!(!o.status.success());
-    assert!(
-        stderr(&o).contains("does not check tokens on connections yet"),
-        "{}",
-        stderr(&o)
-    );
-    assert!(!stderr(&o).contains(SECRET));
-}
-
-#[test]
 fn help_never_prints_a_secret_from_the_environment() {
     for args in [&["--help"][..], &["token", "create", "--help"][..]] {
         let o = ok(signal_server(

@@ -223,12 +223,12 @@ async fn accept<R: Registry>(
             }
         }
         Some(QueryToken::Open(..)) => {
-            metrics.rejected(Rejection::UnknownToken);
+            metrics.rejected(Rejection::Unauthorized);
             return refused_token(&crate::auth::AuthError::Missing);
         }
         Some(QueryToken::Signed(jwt)) if app.session.auth.is_token_mode() => {
-            if let Err(response) = check_query_token(&app, jwt).await {
-                metrics.rejected(Rejection::UnknownToken);
+            if let Err((why, response)) = check_query_token(&app, jwt).await {
+                metrics.rejected(why);
                 return response;
             }
         }
@@ -298,9 +298,13 @@ fn refused_token(err: &crate::auth::AuthError) -> Response {
 
 /// Token mode: `?token=` checked before the upgrade (401, 403), and for a
 /// guest or watcher, whether its room is open (404, as for `?watch=`).
-async fn check_query_token<R: Registry>(app: &App<R>, jwt: &str) -> Result<(), Response> {
-    let claims = app.session.auth.check(jwt).map_err(|e| refused_token(&e))?;
-    let action = session::entry_action(&claims).map_err(|e| refused_token(&e))?;
+async fn check_query_token<R: Registry>(
+    app: &App<R>,
+    jwt: &str,
+) -> Result<(), (Rejection, Response)> {
+    let refused = |e: crate::auth::AuthError| (Rejection::Unauthorized, refused_token(&e));
+    let claims = app.session.auth.check(jwt).map_err(refused)?;
+    let action = session::entry_action(&claims).map_err(refused)?;
     let role = session::entry_role(action);
     if role == Role::Host {
         return Ok(());
@@ -313,13 +317,16 @@ async fn check_query_token<R: Registry>(app: &App<R>, jwt: &str) -> Result<(), R
         return Ok(());
     }
     Err((
-        StatusCode::NOT_FOUND,
-        format!(
-            "room_not_found: the room {} is not open (its host is not connected)\n",
-            room.as_str()
-        ),
-    )
-        .into_response())
+        Rejection::UnknownToken,
+        (
+            StatusCode::NOT_FOUND,
+            format!(
+                "room_not_found: the room {} is not open (its host is not connected)\n",
+                room.as_str()
+            ),
+        )
+            .into_response(),
+    ))
 }
 
 fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
