@@ -14,16 +14,6 @@ use signal_server::bridge::{state, BridgeError};
 use signal_server::config::Config;
 use testkit::Client;
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "bridge-lifecycle-{name}-{}-{}",
-        std::process::id(),
-        signal_server::token::new_peer_id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_stopped_with_end_room_on_exit_ends_its_room_at_once() {
     init_logs();

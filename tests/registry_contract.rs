@@ -139,4 +139,5 @@ contract_tests!(
     an_administrator_closes_a_room_from_any_instance,
     the_host_closes_its_room_and_no_one_else_may,
     an_administrator_kicks_a_peer_or_the_host_from_any_instance,
+    room_events_reach_live_subscribers_on_every_instance,
 );

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::protocol::Role;
@@ -59,7 +59,7 @@ pub struct PeerInfo {
 }
 
 /// Why an event happened: `reason` of `room_ended`, `host_left`, `peer_left`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum EventReason {
     /// Why a room ended.
@@ -70,7 +70,7 @@ pub enum EventReason {
 
 /// Something that happened to a room: what the registries emit, exactly
 /// once per change (with Redis, by the instance whose script made it).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoomEvent {
     /// What happened (`room_started`, ..., never `token_revoked`).
     #[serde(rename = "type")]
@@ -79,13 +79,13 @@ pub struct RoomEvent {
     pub room: RoomRef,
     /// The room's shared sequence number of the event, when the registry
     /// keeps one (Redis); otherwise the webhooks number the events.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seq: Option<u64>,
     /// The host or peer concerned.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peer: Option<PeerRef>,
     /// Why.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<EventReason>,
     /// When (unix seconds).
     pub at: u64,
@@ -227,6 +227,21 @@ impl EventSink {
         }
     }
 
+    /// Whether events go anywhere.
+    pub fn is_enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// Hands a room event another instance emitted (and sent to the
+    /// webhooks itself) to this instance's live subscribers only.
+    pub fn feed(&self, event: RoomEvent) {
+        if let Some(inner) = &self.inner {
+            if inner.feed.receiver_count() > 0 {
+                let _ = inner.feed.send(event);
+            }
+        }
+    }
+
     /// Sends any webhook event (`token_revoked`, from the auth side) to the
     /// webhooks, without waiting.
     pub fn emit_webhook(&self, event: Event) {
@@ -243,8 +258,9 @@ impl EventSink {
             .unwrap_or_default()
     }
 
-    /// The room events emitted on this instance from now on (`None` for the
-    /// sink that sends nowhere).
+    /// The room events from now on (`None` for the sink that sends
+    /// nowhere): those of this instance and, with Redis, of every instance
+    /// (each event once; an instance's events in its order).
     pub fn subscribe(&self) -> Option<broadcast::Receiver<RoomEvent>> {
         self.inner.as_ref().map(|i| i.feed.subscribe())
     }

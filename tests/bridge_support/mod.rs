@@ -657,6 +657,17 @@ impl FakeConn {
     }
 }
 
+/// A fresh directory of its own under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "bridge-test-{name}-{}-{}",
+        std::process::id(),
+        signal_server::token::new_peer_id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 /// Counts messages by robot connection in a viewer's log.
 pub fn conns_in(log: &[Value]) -> HashMap<Option<u32>, usize> {
     let mut m = HashMap::new();

@@ -19,8 +19,10 @@ use serde_json::{json, Value};
 use signal_server::metrics::Metrics;
 use signal_server::protocol::{InitRequest, PeerError, RelayKind, Role};
 use signal_server::rooms::{
-    errors, Kick, Member, Outgoing, PeerLink, Registry, RoomInfo, RoomLimits, Welcome, KICKED,
+    errors, EventSink, Kick, Member, Outgoing, PeerLink, Registry, RoomEvent, RoomInfo, RoomLimits,
+    Welcome, KICKED,
 };
+use signal_server::webhooks::{EventKind, Webhooks};
 use signal_server::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -946,6 +948,67 @@ pub async fn an_administrator_kicks_a_peer_or_the_host_from_any_instance<F: Flee
             p.json().await,
             json!({"type": "host_joined"}),
             "no second host_left"
+        );
+    }
+}
+
+/// The next room event a live subscriber gets.
+async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<RoomEvent>) -> RoomEvent {
+    timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no room event within {WAIT:?}"))
+        .expect("the feed is open")
+}
+
+/// Live subscribers (the fleet page's feed) of any instance hear every
+/// room's events, wherever they happened, each once.
+pub async fn room_events_reach_live_subscribers_on_every_instance<F: Fleet>() {
+    let fleet = F::start(limits()).await;
+    for i in 0..fleet.instances() {
+        fleet.at(i).set_events(EventSink::new(Webhooks::disabled()));
+    }
+    let mut feeds: Vec<_> = (0..fleet.instances())
+        .map(|i| fleet.at(i).events().subscribe().expect("a feed"))
+        .collect();
+    let mut room = open_room(&fleet, 0).await;
+    let (g, gp) = attach(&fleet, 1, &mut room, Role::Join, 8).await;
+    let gid = gp.id().to_string();
+    leaves(g, &gp, &mut room).await;
+    room.host.close_room().await.expect("close");
+    let want = [
+        (EventKind::RoomStarted, room.hp.id().to_string()),
+        (EventKind::PeerJoined, gid.clone()),
+        (EventKind::PeerLeft, gid.clone()),
+        (EventKind::RoomEnded, String::new()),
+    ];
+    for feed in &mut feeds {
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            got.push(next_event(feed).await);
+        }
+        // Events of different instances may interleave; with Redis, `seq`
+        // gives the room's order (in memory there is none: they come in
+        // order, and a stable sort keeps it).
+        got.sort_by_key(|e| e.seq);
+        let kinds: Vec<(EventKind, String)> = got
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.peer.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(kinds, want);
+        assert!(got.iter().all(|e| e.room.label == room.hp.welcome.room));
+    }
+    // Nothing more: the next event is the next room's.
+    let next = open_room(&fleet, 2).await;
+    for feed in &mut feeds {
+        let e = next_event(feed).await;
+        assert_eq!(
+            (e.kind, e.room.label.as_str()),
+            (EventKind::RoomStarted, next.hp.welcome.room.as_str())
         );
     }
 }
