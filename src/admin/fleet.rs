@@ -25,9 +25,13 @@ use crate::auth::unix_now;
 use crate::rooms::Registry;
 use crate::session::Shared;
 
-/// How often the registry is polled while the fleet is watched: a robot's
-/// change shows on the page within this and the event's trip.
+/// How often the registry is polled while the fleet is watched (and at
+/// once on each room event): a robot's change shows on the page within
+/// this and the event's trip.
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The shortest time between two polls made on room events.
+pub const MIN_EVENT_GAP: Duration = Duration::from_millis(200);
 
 /// Offline robots remembered at most.
 pub const MAX_REMEMBERED: usize = 10_000;
@@ -113,14 +117,32 @@ impl Fleet {
     pub async fn run<R: Registry>(self: Arc<Self>, shared: Shared<R>, stop: CancellationToken) {
         let mut tick = tokio::time::interval(POLL_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A room event (any instance's, with Redis) polls at once; the
+        // timer catches what no event tells (a peer's `since`, a missed
+        // event).
+        let mut events = shared.registry.events().subscribe();
+        let mut last = tokio::time::Instant::now();
         loop {
-            tokio::select! {
+            let by_event = tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            if self.view.receiver_count() == 0 {
+                _ = tick.tick() => false,
+                got = async {
+                    match events.as_mut() {
+                        Some(rx) => rx.recv().await.map(drop),
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if matches!(got, Err(tokio::sync::broadcast::error::RecvError::Closed)) {
+                        events = None;
+                    }
+                    true
+                }
+            };
+            // A burst of events costs one poll per MIN_EVENT_GAP at most.
+            if self.view.receiver_count() == 0 || (by_event && last.elapsed() < MIN_EVENT_GAP) {
                 continue;
             }
+            last = tokio::time::Instant::now();
             if let Err(e) = self.refresh(&shared).await {
                 debug!(code = e.code, "fleet poll failed: {}", e.message);
             }
