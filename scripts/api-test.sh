@@ -62,7 +62,9 @@ PY
 host=$!
 
 set +e
-"$python" -m schemathesis.cli run "$base/api/v1/openapi.json" \
+# From the temporary directory: schemathesis and hypothesis keep caches in
+# the working directory.
+(cd "$logs" && "$python" -m schemathesis.cli run "$base/api/v1/openapi.json" \
   --url "$base" \
   -H "Authorization: Bearer $key" \
   --checks all \
@@ -71,7 +73,7 @@ set +e
   --seed 1 \
   --request-timeout 10 \
   --workers 2 \
-  --no-color
+  --no-color)
 rc=$?
 set -e
 if [[ $rc -ne 0 ]]; then
