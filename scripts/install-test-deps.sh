@@ -21,6 +21,7 @@ need_cmd openssl openssl
 need_cmd turnutils_uclient coturn
 need_cmd turnserver coturn
 need_pip -r tests/e2e/requirements.txt
+need_pip -r tests/api/requirements.txt
 need_npm tests/browser
 # The cross builds' targets and tools (cross-test.sh, empty-root-test.sh).
 scripts/install-cross-deps.sh

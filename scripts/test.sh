@@ -43,6 +43,8 @@ run "cargo test" cargo test --workspace --locked --no-fail-fast
 if [ $rust_only -eq 0 ]; then
   run "browser end to end" scripts/browser-test.sh target/debug/signal-server
   [ -x scripts/bridge-e2e.sh ] && run "bridge end to end" scripts/bridge-e2e.sh target/debug/signal-server
+  [ -x scripts/api-test.sh ] && run "admin API against its OpenAPI document (schemathesis)" scripts/api-test.sh target/debug/signal-server
+  [ -x scripts/fleet-e2e.sh ] && run "fleet page end to end" scripts/fleet-e2e.sh target/debug/signal-server
   [ -x scripts/fuzz.sh ] && run "fuzz (${FUZZ_SECONDS:-60} s)" scripts/fuzz.sh --total-seconds "${FUZZ_SECONDS:-60}"
   [ -x scripts/soak.sh ] && run "soak (${SOAK_SECONDS:-60} s)" scripts/soak.sh --seconds "${SOAK_SECONDS:-60}"
   [ -x scripts/bench.sh ] && run "benchmark smoke" scripts/bench.sh --smoke

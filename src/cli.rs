@@ -328,6 +328,10 @@ pub struct ServeArgs {
     /// rightmost address of the header that is not itself such a proxy.
     #[arg(long = "trusted-proxy", env = "SIGNAL_SERVER_TRUSTED_PROXIES", value_delimiter = ',', value_parser = ip_network)]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+
+    /// The admin API and the fleet page (`--admin-key`).
+    #[command(flatten)]
+    pub admin: crate::admin::AdminArgs,
 }
 
 fn header_bytes(s: &str) -> Result<usize, String> {
@@ -422,6 +426,7 @@ impl ServeArgs {
             host_busy_limit: self.host_busy_limit,
             room_join_rate: self.room_join_rate,
             room_join_burst: self.room_join_burst,
+            admin_key: self.admin.admin_key.clone(),
             // Set by `serve` from `self.auth` (checked there: it can fail).
             auth: crate::auth::AuthConfig::Open,
         }

@@ -181,6 +181,8 @@ pub struct Config {
     /// `--turn-listen`): `ice_servers` then carries one more entry, minted
     /// for the peer; `None`: `ice_servers` as it is.
     pub turn: Option<crate::turn::IceServers>,
+    /// The admin API's key (`--admin-key`); `None`: the API is off.
+    pub admin_key: Option<crate::admin::AdminKey>,
     /// Access control (`--auth`): open, or tokens checked with these keys
     /// (docs/AUTH.md).
     pub auth: crate::auth::AuthConfig,
@@ -243,6 +245,7 @@ impl Default for Config {
             host_busy_limit: DEFAULT_HOST_BUSY_LIMIT,
             room_join_rate: DEFAULT_ROOM_JOIN_RATE,
             room_join_burst: DEFAULT_ROOM_JOIN_BURST,
+            admin_key: None,
             auth: crate::auth::AuthConfig::Open,
         }
     }

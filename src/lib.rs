@@ -20,6 +20,7 @@
 //!   bridge/     the `bridge` subcommand: a robot's webrtc_ros as a room's host
 //!   token.rs    random tokens and peer ids
 //!   auth/       signed access tokens (JWT): keys, claims, grants, revocation
+//!   admin/      the admin API (/api/v1/) and the fleet page (/fleet)
 //!   webhooks/   signed POSTs of room and peer events (docs/WEBHOOKS.md)
 //!   metrics.rs  Prometheus counters
 //!   turn/       the embedded TURN relay and its short-lived credentials
@@ -35,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod assets;
 pub mod auth;
 pub mod bridge;

@@ -889,7 +889,13 @@
     function stop() {
       if (refresher) refresher.stop();
       refresher = null;
-      if (signal) signal.stop(1000);
+      if (signal) {
+        // End the room at once: viewers get `room_closed` now rather than
+        // `host_left` and a wait for the grace period. Sent before the
+        // close, which the browser writes after it.
+        signal.send({ type: 'close_room' });
+        signal.stop(1000);
+      }
       signal = null;
       for (const p of peers.values()) closePeerConnection(p);
       peers.clear();

@@ -14,16 +14,6 @@ use signal_server::config::Config;
 
 const CAMERA: &str = "ros_image:/camera/image_raw";
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!(
-        "bridge-test-{name}-{}-{}",
-        std::process::id(),
-        signal_server::token::new_peer_id()
-    ));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_viewers_get_their_own_isolated_robot_connections() {
     let Rig {

@@ -135,4 +135,9 @@ contract_tests!(
     the_room_closes_when_the_grace_period_ends,
     resuming_replaces_the_host,
     a_slow_consumer_is_cut_off_once_and_its_room_carries_on,
+    every_instance_lists_every_open_room_with_its_host_and_peers,
+    an_administrator_closes_a_room_from_any_instance,
+    the_host_closes_its_room_and_no_one_else_may,
+    an_administrator_kicks_a_peer_or_the_host_from_any_instance,
+    room_events_reach_live_subscribers_on_every_instance,
 );

@@ -121,13 +121,14 @@ fn check_message(text: &str, id: &str) {
                 assert!(init.request().is_ok(), "accepted an invalid init: {text:?}");
             }
             ClientMessage::IceServers => assert_eq!(kind, Some("ice_servers"), "{text:?}"),
+            ClientMessage::CloseRoom => assert_eq!(kind, Some("close_room"), "{text:?}"),
             _ => panic!("a relayable message without a routing view: {text:?}"),
         }
         return;
     };
     assert!(!matches!(
         msg,
-        ClientMessage::Init(_) | ClientMessage::IceServers
+        ClientMessage::Init(_) | ClientMessage::IceServers | ClientMessage::CloseRoom
     ));
     assert_eq!(
         kind,

@@ -102,6 +102,12 @@ pub struct BridgeArgs {
     /// it gets credentials for the TURN relay.
     #[arg(long, requires = "ice_endpoint")]
     pub ice_endpoint_public: bool,
+
+    /// On SIGTERM or SIGINT, end the room (`close_room`: its viewers are
+    /// told at once, its links stop working, the state file is removed)
+    /// instead of leaving it to wait for a restarted bridge to resume it.
+    #[arg(long, env = "SIGNAL_BRIDGE_END_ROOM_ON_EXIT")]
+    pub end_room_on_exit: bool,
 }
 
 impl BridgeArgs {

@@ -1,5 +1,6 @@
-//! Why the bridge cannot run: its options make no sense. Everything else (a
-//! server or robot that cannot be reached) is retried, never an error.
+//! Why the bridge cannot run: its options make no sense, or another host
+//! took its room over. Everything else (a server or robot that cannot be
+//! reached) is retried, never an error.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -29,6 +30,13 @@ pub enum BridgeError {
         addr: std::net::SocketAddr,
         /// Why not.
         why: String,
+    },
+    /// Another host (a second bridge on the same state file, say) took the
+    /// room over: the server closed this one with 4000. The bridge stops
+    /// rather than fight for the room.
+    Replaced {
+        /// The close reason the server gave.
+        reason: String,
     },
 }
 
@@ -73,6 +81,12 @@ impl fmt::Display for BridgeError {
             ),
             BridgeError::Tls(e) => write!(f, "TLS setup failed: {e}"),
             BridgeError::IceEndpoint { addr, why } => write!(f, "--ice-endpoint {addr}: {why}"),
+            BridgeError::Replaced { reason } => write!(
+                f,
+                "another host took this room over (server: 4000 {reason:?}): is a second \
+                 bridge running with the same --state-file? Stopping this one rather than \
+                 fighting for the room"
+            ),
         }
     }
 }

@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::Connector;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::protocol::{ClientMessage, ErrorCode, Role, ServerMessage, ToHost};
 
@@ -43,10 +43,9 @@ const SERVER_OUTBOX: usize = 1024;
 const WRITE_BATCH: usize = 64;
 /// A connection that stayed up this long resets the reconnection backoff.
 const STABLE_AFTER: Duration = Duration::from_secs(10);
-/// After a resume, how long to wait for the server's `peer_joined` list
-/// before closing robot connections of viewers that left meanwhile (the list
-/// normally arrives at once, right behind the `init` reply).
-const RECONCILE_WAIT: Duration = Duration::from_secs(2);
+/// The close code of a host another connection took the room from
+/// (`docs/PROTOCOL.md`).
+pub const REPLACED_HOST: u16 = 4000;
 /// How long closing the server connection and the robot connections may take
 /// at shutdown.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(3);
@@ -153,8 +152,10 @@ struct ServerConnection {
     established: Option<Instant>,
     /// The `init` sent on this connection was a resume.
     sent_resume: bool,
-    /// After a resume: when to stop waiting for `peer_joined`s.
-    reconcile: Option<Instant>,
+    /// After a resume by a server that sends no `peers` list: the robot
+    /// connections of viewers gone meanwhile are closed once the
+    /// `peer_joined`s right behind the reply are in.
+    reconcile: bool,
     /// When anything was last heard from the server.
     last_heard: Instant,
     /// When to ask for fresh TURN credentials (with `--ice-endpoint`).
@@ -185,7 +186,7 @@ impl ServerConnection {
             writer,
             established: None,
             sent_resume,
-            reconcile: None,
+            reconcile: false,
             last_heard: Instant::now(),
             ice_refresh: None,
         }
@@ -234,6 +235,8 @@ pub struct Bridge {
     /// ICE servers it hands out.
     ice_endpoint: Option<std::net::TcpListener>,
     ice: Option<IceShare>,
+    /// `--end-room-on-exit`.
+    end_room_on_exit: bool,
 }
 
 impl Bridge {
@@ -276,11 +279,13 @@ impl Bridge {
             viewers,
             ice: ice_endpoint.is_some().then(|| IceShare::new(None)),
             ice_endpoint,
+            end_room_on_exit: args.end_room_on_exit,
         })
     }
 
-    /// Hosts the room until `stop` is cancelled, reconnecting as needed.
-    pub async fn run(mut self, stop: CancellationToken) {
+    /// Hosts the room until `stop` is cancelled, reconnecting as needed;
+    /// fails when another host takes the room over.
+    pub async fn run(mut self, stop: CancellationToken) -> Result<(), BridgeError> {
         info!(
             server = %self.hosting.server_url(),
             robot = %self.viewers.robot_url(),
@@ -296,10 +301,24 @@ impl Bridge {
             ))),
             _ => None,
         };
+        let mut result = Ok(());
         while let Some(connected) = self.connect(&stop).await {
             match connected {
                 Ok(socket) => match self.serve(socket, &stop).await {
                     Outcome::Stopped => break,
+                    Outcome::Dropped {
+                        reason:
+                            Disconnect::ClosedByServer {
+                                code: Some(REPLACED_HOST),
+                                reason,
+                            },
+                        ..
+                    } => {
+                        let e = BridgeError::Replaced { reason };
+                        error!("{e}");
+                        result = Err(e);
+                        break;
+                    }
                     Outcome::Dropped { reason, stable } => {
                         warn!("server connection lost: {reason}");
                         if stable {
@@ -327,6 +346,7 @@ impl Bridge {
             }
         }
         info!("bridge stopped");
+        result
     }
 
     /// Connects to the server, serving robot events meanwhile; `None` on
@@ -373,6 +393,11 @@ impl Bridge {
         let init = self.hosting.init().to_json();
         let mut conn = ServerConnection::open(socket, init, resuming);
         let result = self.host(&mut conn, stop).await;
+        if result.is_ok() && self.end_room_on_exit && conn.established.is_some() {
+            info!("ending the room (--end-room-on-exit)");
+            conn.outbox.send(ClientMessage::CloseRoom.to_json());
+            self.hosting.ended();
+        }
         conn.close(result).await
     }
 
@@ -389,7 +414,6 @@ impl Bridge {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let silent_limit = self.keepalive * 3;
         loop {
-            let reconcile_at = conn.reconcile.unwrap_or_else(Instant::now);
             let ice_at = conn.ice_refresh.unwrap_or_else(Instant::now);
             tokio::select! {
                 biased;
@@ -402,10 +426,6 @@ impl Bridge {
                 Some(event) = self.viewers.next_event() => {
                     let out = conn.established.is_some().then_some(&mut conn.outbox);
                     self.viewers.on_robot_event(event, out);
-                }
-                _ = tokio::time::sleep_until(reconcile_at), if conn.reconcile.is_some() => {
-                    conn.reconcile = None;
-                    self.viewers.reconcile();
                 }
                 _ = tokio::time::sleep_until(ice_at), if conn.ice_refresh.is_some() => {
                     // The reply schedules the next one; without a reply
@@ -462,8 +482,8 @@ impl Bridge {
             message,
             ToHost::Server(ServerMessage::Init(_) | ServerMessage::PeerJoined { .. })
         );
-        if !roster && conn.reconcile.take().is_some() {
-            // The list of peers still present is complete.
+        if !roster && std::mem::take(&mut conn.reconcile) {
+            // The `peer_joined` list behind the reply is complete.
             self.viewers.reconcile();
         }
         match message {
@@ -493,11 +513,24 @@ impl Bridge {
                 // room can have its credentials.
                 let refresh =
                     self.take_ice(IceGrant::new(&reply.ice_servers, reply.ice_servers_ttl));
+                let present: Option<Vec<(String, Role)>> = reply
+                    .peers
+                    .as_ref()
+                    .map(|peers| peers.iter().map(|p| (p.id.to_string(), p.role)).collect());
                 if self.hosting.on_init(reply, &mut self.viewers).await? {
-                    // The server lists the peers still present right behind
-                    // this reply; robot connections of the others are closed
-                    // then.
-                    conn.reconcile = Some(Instant::now() + RECONCILE_WAIT);
+                    match present {
+                        // The peers still present: the robot connections of
+                        // the others close now.
+                        Some(present) => {
+                            for (peer, role) in &present {
+                                self.viewers.joined(peer, *role);
+                            }
+                            self.viewers.reconcile();
+                        }
+                        // A server without `peers`: once its `peer_joined`
+                        // list is in.
+                        None => conn.reconcile = true,
+                    }
                 }
                 conn.established = Some(Instant::now());
                 conn.ice_refresh = refresh;
@@ -511,10 +544,13 @@ impl Bridge {
             ServerMessage::Error { code, message } => {
                 self.on_server_error(conn, code, &message)?;
             }
-            ServerMessage::HostLeft
-            | ServerMessage::HostJoined
-            | ServerMessage::RoomClosed
-            | ServerMessage::Unknown => {
+            ServerMessage::RoomClosed => {
+                // Ended (by an operator): the server closes the connection
+                // next; the next `init` opens a new room.
+                self.hosting.room_closed(&mut self.viewers);
+                conn.sent_resume = false;
+            }
+            ServerMessage::HostLeft | ServerMessage::HostJoined | ServerMessage::Unknown => {
                 debug!("ignoring a server message the host has no use for");
             }
         }

@@ -89,7 +89,7 @@ pub async fn run_with_events(
         shutdown.await;
         trigger.cancel();
     });
-    bridge.run(stop).await;
+    let result = bridge.run(stop).await;
     watcher.abort();
-    Ok(())
+    result
 }

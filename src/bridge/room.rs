@@ -215,6 +215,17 @@ impl Hosting {
         }
     }
 
+    /// The bridge ended the room itself (`--end-room-on-exit`): nothing is
+    /// left to resume.
+    pub fn ended(&mut self) {
+        self.room = None;
+        if let Some(path) = &self.state_path {
+            if let Err(e) = state::remove(path) {
+                warn!("cannot remove the state file {}: {e}", path.display());
+            }
+        }
+    }
+
     /// Tells the observer the server connection was lost.
     pub fn disconnected(&self, reason: Disconnect) {
         let _ = self.observer.send(BridgeEvent::Disconnected { reason });

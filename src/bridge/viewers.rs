@@ -97,6 +97,9 @@ impl Viewers {
         } else {
             Role::Watch
         };
+        if self.peers.get(peer) == Some(&role) {
+            return; // listed by the resume reply already
+        }
         info!(peer = %peer, role = role.as_str(), "peer joined");
         self.peers.insert(Arc::from(peer), role);
     }
@@ -143,7 +146,7 @@ impl Viewers {
                 e.message.as_deref().unwrap_or("")
             ),
             // For the server only: never relayed.
-            ClientMessage::Init(_) | ClientMessage::IceServers => {}
+            ClientMessage::Init(_) | ClientMessage::IceServers | ClientMessage::CloseRoom => {}
         }
     }
 

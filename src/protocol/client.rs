@@ -53,6 +53,9 @@ pub enum ClientMessage<'a> {
     /// with [`ServerMessage::IceServers`](super::ServerMessage::IceServers));
     /// never relayed.
     IceServers,
+    /// From the host: end the room now (its guests and watchers get
+    /// `room_closed`); never relayed.
+    CloseRoom,
 }
 
 impl ClientMessage<'_> {
@@ -371,7 +374,9 @@ impl<'a> ClientMessage<'a> {
     /// `ice_servers`, which are for the server.
     pub fn relay(&self) -> Option<Relay<'_>> {
         let (kind, route) = match self {
-            ClientMessage::Init(_) | ClientMessage::IceServers => return None,
+            ClientMessage::Init(_) | ClientMessage::IceServers | ClientMessage::CloseRoom => {
+                return None
+            }
             ClientMessage::Offer(m) => (RelayKind::Offer, &m.route),
             ClientMessage::Answer(m) => (RelayKind::Answer, &m.route),
             ClientMessage::IceCandidate(m) => (RelayKind::IceCandidate, &m.route),

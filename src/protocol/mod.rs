@@ -37,7 +37,9 @@ pub use client::{
 pub use error::{ErrorCode, PeerError};
 pub use parse::{parse, CLIENT_TYPES};
 pub use rewrite::{with_from, with_to, without_from};
-pub use server::{error_json, IceServersReply, InitReply, ServerMessage, ToHost, Unreadable};
+pub use server::{
+    error_json, IceServersReply, InitReply, PresentPeer, ServerMessage, ToHost, Unreadable,
+};
 
 /// A peer's role in a room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

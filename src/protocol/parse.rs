@@ -13,7 +13,7 @@ use super::error::{ErrorCode, PeerError};
 use super::fast;
 
 /// The message types a peer may send.
-pub const CLIENT_TYPES: [&str; 7] = [
+pub const CLIENT_TYPES: [&str; 8] = [
     "init",
     "offer",
     "answer",
@@ -21,6 +21,7 @@ pub const CLIENT_TYPES: [&str; 7] = [
     "configure",
     "error",
     "ice_servers",
+    "close_room",
 ];
 
 /// Parses and validates one text frame.

@@ -67,6 +67,11 @@ pub struct InitReply<'a> {
     /// The host's secret for resuming the room (host only).
     #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
     pub resume: Option<Cow<'a, str>>,
+    /// To a resumed host: the guests and watchers present now (each is
+    /// also announced with `peer_joined` right after this reply), so the
+    /// host knows its list is complete.
+    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PresentPeer<'a>>>,
     /// The receiver's own peer id.
     #[serde(borrow)]
     pub peer: Cow<'a, str>,
@@ -89,6 +94,16 @@ pub struct InitReply<'a> {
     /// the session will be closed 4001 unless it has ended before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires: Option<u64>,
+}
+
+/// A peer present in a room, in a resume's `init` reply.
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+pub struct PresentPeer<'a> {
+    /// The peer's id.
+    #[serde(borrow)]
+    pub id: Cow<'a, str>,
+    /// `join` or `watch`.
+    pub role: Role,
 }
 
 /// The body of an `ice_servers` reply: the fields of the same names of an
@@ -187,6 +202,7 @@ mod tests {
             join: Some("54ICxFae_Ip7TJE2".into()),
             watch: Some("634w44TblL5Dbd9a".into()),
             resume: Some("Zm9vYmFyYmF6cXV4".into()),
+            peers: None,
             peer: "h0st1234".into(),
             role: Role::Host,
             ice_servers: Cow::Borrowed(ice),
@@ -209,6 +225,7 @@ mod tests {
             join: None,
             watch: None,
             resume: None,
+            peers: None,
             peer: "gUest123".into(),
             role: Role::Watch,
             ice_servers: Cow::Borrowed(&none),
@@ -230,6 +247,7 @@ mod tests {
             join: None,
             watch: None,
             resume: None,
+            peers: None,
             peer: "gUest123".into(),
             role: Role::Join,
             ice_servers: Cow::Borrowed(&turn),

@@ -67,3 +67,8 @@ pub const ROOM_CLOSED: (u16, &str) = (1000, "room closed");
 pub(crate) fn close_room_closed(link: &PeerLink) {
     link.close(ROOM_CLOSED.0, ROOM_CLOSED.1);
 }
+
+/// A guest's or watcher's `close_room`: only the host ends its room.
+pub fn not_host() -> PeerError {
+    PeerError::new(ErrorCode::Forbidden, "only the host may close its room")
+}

@@ -1,17 +1,19 @@
 //! The in-memory registry: the default, for a single instance.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
 use super::errors::{self, host_busy, room_not_found};
+use super::info::{unix_now, EventSink, PeerInfo, RoomEvent, RoomInfo, KICKED};
 use super::{
     named_token, Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits, Welcome,
 };
 use crate::metrics::Metrics;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
 use crate::token;
+use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 
 /// The in-memory registry: the default, for a single instance.
 ///
@@ -27,8 +29,11 @@ pub struct MemoryRegistry {
 
 struct Shared {
     tokens: DashMap<String, TokenEntry>,
+    /// The open rooms, by label.
+    rooms: DashMap<String, Arc<Room>>,
     limits: RoomLimits,
     metrics: Metrics,
+    events: OnceLock<EventSink>,
 }
 
 #[derive(Clone)]
@@ -46,9 +51,13 @@ enum TokenKind {
 
 struct Room {
     label: String,
+    /// Whether `label` is the room's stable name (a host token's room).
+    named: bool,
     join: String,
     watch: String,
     host_id: String,
+    /// When it opened (unix seconds).
+    since: u64,
     state: Mutex<RoomState>,
 }
 
@@ -58,6 +67,8 @@ struct RoomState {
     /// `leave` cannot unseat its successor.
     epoch: u64,
     host: Option<PeerLink>,
+    /// Since when the host is connected, or away (unix seconds).
+    host_since: u64,
     resume: String,
     peers: Vec<Guest>,
 }
@@ -66,11 +77,12 @@ struct Guest {
     id: String,
     role: Role,
     link: PeerLink,
+    since: u64,
 }
 
 impl Room {
     /// What the host's `init` reply says, with this resume secret.
-    fn host_welcome(&self, resume: &str) -> Welcome {
+    fn host_welcome(&self, resume: &str, st: &RoomState) -> Welcome {
         Welcome {
             room: self.label.clone(),
             peer: self.host_id.clone(),
@@ -78,6 +90,7 @@ impl Room {
             join: Some(self.join.clone()),
             watch: Some(self.watch.clone()),
             resume: Some(resume.to_string()),
+            peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
         }
     }
 
@@ -85,13 +98,16 @@ impl Room {
     fn placeholder() -> Room {
         Room {
             label: String::new(),
+            named: false,
             join: String::new(),
             watch: String::new(),
             host_id: String::new(),
+            since: 0,
             state: Mutex::new(RoomState {
                 open: false,
                 epoch: 0,
                 host: None,
+                host_since: 0,
                 resume: String::new(),
                 peers: Vec::new(),
             }),
@@ -111,9 +127,18 @@ impl MemoryRegistry {
         MemoryRegistry {
             shared: Arc::new(Shared {
                 tokens: DashMap::new(),
+                rooms: DashMap::new(),
                 limits,
                 metrics,
+                events: OnceLock::new(),
             }),
+        }
+    }
+
+    /// Sends a room event, if events go anywhere.
+    fn emit(&self, event: impl FnOnce() -> RoomEvent) {
+        if let Some(sink) = self.shared.events.get() {
+            sink.emit(event());
         }
     }
 
@@ -150,8 +175,11 @@ impl MemoryRegistry {
             watch = self.fresh_token();
         }
         let resume = self.fresh_token();
-        let label = token::new_peer_id();
-        self.create_with(label, [join, watch, resume], link, welcome)
+        let mut label = token::new_peer_id();
+        while self.shared.rooms.contains_key(&label) {
+            label = token::new_peer_id();
+        }
+        self.create_with(label, false, [join, watch, resume], link, welcome)
     }
 
     /// Opens the room named `name` as its host, or takes it over (the old
@@ -202,7 +230,7 @@ impl MemoryRegistry {
             let Some(welcome) = welcome.take() else {
                 unreachable!("the welcome is used once")
             };
-            return self.create_with(name.to_string(), tokens, link, welcome);
+            return self.create_with(name.to_string(), true, tokens, link, welcome);
         }
     }
 
@@ -222,8 +250,8 @@ impl MemoryRegistry {
         let welcome = welcome.take()?;
         st.epoch += 1;
         let epoch = st.epoch;
-        link.send_text(welcome(&room.host_welcome(secret)));
-        self.seat_host(st, link);
+        link.send_text(welcome(&room.host_welcome(secret, &st)));
+        self.seat_host(room, st, link);
         Some(MemoryMember {
             registry: self.clone(),
             peer_id: room.host_id.clone(),
@@ -236,7 +264,7 @@ impl MemoryRegistry {
 
     /// Tells the new host `link` who is present and the guests that their
     /// host is back, then cuts off the host it replaces.
-    fn seat_host(&self, mut st: MutexGuard<'_, RoomState>, link: &PeerLink) {
+    fn seat_host(&self, room: &Room, mut st: MutexGuard<'_, RoomState>, link: &PeerLink) {
         for guest in &st.peers {
             self.deliver(
                 link,
@@ -252,6 +280,8 @@ impl MemoryRegistry {
             self.deliver(&guest.link, host_joined.clone());
         }
         let old_host = st.host.replace(link.clone());
+        st.host_since = unix_now();
+        self.emit(|| RoomEvent::host_joined(room_ref(room), &room.host_id));
         drop(st);
         if let Some(old) = old_host {
             old.kick(Kick::Replaced);
@@ -261,19 +291,24 @@ impl MemoryRegistry {
     fn create_with(
         &self,
         label: String,
+        named: bool,
         [join, watch, resume]: [String; 3],
         link: PeerLink,
         welcome: impl FnOnce(&Welcome) -> String,
     ) -> MemoryMember {
+        let now = unix_now();
         let room = Arc::new(Room {
             label,
+            named,
             join: join.clone(),
             watch: watch.clone(),
             host_id: token::new_peer_id(),
+            since: now,
             state: Mutex::new(RoomState {
                 open: true,
                 epoch: 1,
                 host: Some(link.clone()),
+                host_since: now,
                 resume: resume.clone(),
                 peers: Vec::new(),
             }),
@@ -285,12 +320,17 @@ impl MemoryRegistry {
             join: Some(join.clone()),
             watch: Some(watch.clone()),
             resume: Some(resume.clone()),
+            peers: None,
         });
         link.send_text(reply);
         self.insert_token(&room, TokenKind::Join, join);
         self.insert_token(&room, TokenKind::Watch, watch);
         self.insert_token(&room, TokenKind::Resume, resume);
+        self.shared
+            .rooms
+            .insert(room.label.clone(), Arc::clone(&room));
         self.shared.metrics.room_opened();
+        self.emit(|| RoomEvent::room_started(room_ref(&room), &room.host_id));
         MemoryMember {
             registry: self.clone(),
             peer_id: room.host_id.clone(),
@@ -332,6 +372,7 @@ impl MemoryRegistry {
             join: None,
             watch: None,
             resume: None,
+            peers: None,
         }));
         match &st.host {
             Some(host) => {
@@ -352,7 +393,10 @@ impl MemoryRegistry {
             id: id.clone(),
             role,
             link: link.clone(),
+            since: unix_now(),
         });
+        // Under the room's lock, so that the room's events keep their order.
+        self.emit(|| RoomEvent::peer_joined(room_ref(&room), &id, role));
         drop(st);
         Ok(MemoryMember {
             registry: self.clone(),
@@ -381,8 +425,8 @@ impl MemoryRegistry {
         let old_secret = std::mem::replace(&mut st.resume, new_secret.clone());
         st.epoch += 1;
         let epoch = st.epoch;
-        link.send_text(welcome(&room.host_welcome(&new_secret)));
-        self.seat_host(st, &link);
+        link.send_text(welcome(&room.host_welcome(&new_secret, &st)));
+        self.seat_host(&room, st, &link);
         self.shared.tokens.remove(&old_secret);
         self.insert_token(&room, TokenKind::Resume, new_secret);
         Ok(MemoryMember {
@@ -414,18 +458,27 @@ impl MemoryRegistry {
     }
 
     fn close_if_abandoned(&self, room: &Arc<Room>, epoch: u64) {
-        let mut st = room.lock();
+        let st = room.lock();
         if !st.open || st.host.is_some() || st.epoch != epoch {
             return;
         }
+        self.end(room, st, EndReason::HostGone);
+        tracing::info!(room = %room.label, "room closed: its host did not come back");
+    }
+
+    /// Ends an open room now: everyone in it gets `room_closed` and the
+    /// close; its tokens die.
+    fn end(&self, room: &Arc<Room>, mut st: MutexGuard<'_, RoomState>, why: EndReason) {
         st.open = false;
         let guests = std::mem::take(&mut st.peers);
+        let host = st.host.take();
         let resume = std::mem::take(&mut st.resume);
+        self.emit(|| RoomEvent::room_ended(room_ref(room), why));
         drop(st);
         let closed = Utf8Bytes::from(ServerMessage::RoomClosed.to_json());
-        for guest in guests {
-            if self.deliver(&guest.link, closed.clone()) == Queued::Yes {
-                errors::close_room_closed(&guest.link);
+        for link in guests.iter().map(|g| &g.link).chain(host.as_ref()) {
+            if self.deliver(link, closed.clone()) == Queued::Yes {
+                errors::close_room_closed(link);
             }
         }
         // Only this room's: a named room opened again meanwhile has the same
@@ -434,8 +487,49 @@ impl MemoryRegistry {
         self.shared.tokens.remove_if(&room.join, mine);
         self.shared.tokens.remove_if(&room.watch, mine);
         self.shared.tokens.remove_if(&resume, mine);
+        self.shared
+            .rooms
+            .remove_if(&room.label, |_, r| Arc::ptr_eq(r, room));
         self.shared.metrics.room_closed();
-        tracing::info!(room = %room.label, "room closed: its host did not come back");
+    }
+
+    /// Starts the grace period of a room whose host is gone (left, or was
+    /// kicked), under the room's lock.
+    fn host_gone(&self, room: &Arc<Room>, mut st: MutexGuard<'_, RoomState>, why: LeaveReason) {
+        st.host = None;
+        st.host_since = unix_now();
+        let host_left = Utf8Bytes::from(ServerMessage::HostLeft.to_json());
+        for guest in &st.peers {
+            self.deliver(&guest.link, host_left.clone());
+        }
+        self.emit(|| RoomEvent::host_left(room_ref(room), &room.host_id, why));
+        let epoch = st.epoch;
+        drop(st);
+        self.start_grace(Arc::clone(room), epoch);
+    }
+
+    /// Takes guest `id` out of the room, telling the host; `None` if it
+    /// is not there.
+    fn remove_guest(
+        &self,
+        room: &Room,
+        st: &mut RoomState,
+        id: &str,
+        why: LeaveReason,
+    ) -> Option<Guest> {
+        let at = st.peers.iter().position(|g| g.id == id)?;
+        let guest = st.peers.remove(at);
+        if let Some(host) = &st.host {
+            self.deliver(
+                host,
+                ServerMessage::PeerLeft {
+                    peer: guest.id.as_str().into(),
+                }
+                .to_json(),
+            );
+        }
+        self.emit(|| RoomEvent::peer_left(room_ref(room), &guest.id, guest.role, why));
+        Some(guest)
     }
 }
 
@@ -468,6 +562,92 @@ impl Registry for MemoryRegistry {
         self.lookup(token, kind)
             .is_some_and(|room| room.lock().open)
     }
+
+    async fn rooms(&self) -> Result<Vec<RoomInfo>, PeerError> {
+        let rooms: Vec<Arc<Room>> = self
+            .shared
+            .rooms
+            .iter()
+            .map(|r| Arc::clone(r.value()))
+            .collect();
+        Ok(rooms
+            .iter()
+            .filter_map(|room| {
+                let st = room.lock();
+                st.open.then(|| RoomInfo {
+                    label: room.label.clone(),
+                    name: room.named.then(|| room.label.clone()),
+                    host: room.host_id.clone(),
+                    host_connected: st.host.is_some(),
+                    host_since: st.host_since,
+                    since: room.since,
+                    peers: st
+                        .peers
+                        .iter()
+                        .map(|g| PeerInfo {
+                            id: g.id.clone(),
+                            role: g.role,
+                            since: g.since,
+                        })
+                        .collect(),
+                })
+            })
+            .collect())
+    }
+
+    async fn close_room(&self, room: &str) -> Result<bool, PeerError> {
+        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
+            return Ok(false);
+        };
+        let st = room.lock();
+        if !st.open {
+            return Ok(false);
+        }
+        self.end(&room, st, EndReason::Admin);
+        tracing::info!(room = %room.label, "room closed by an administrator");
+        Ok(true)
+    }
+
+    async fn kick(&self, room: &str, peer: &str) -> Result<bool, PeerError> {
+        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
+            return Ok(false);
+        };
+        let mut st = room.lock();
+        if !st.open {
+            return Ok(false);
+        }
+        if peer == room.host_id {
+            let Some(link) = st.host.clone() else {
+                return Ok(false);
+            };
+            // A later leave of this host's session must not start another
+            // grace period: its epoch is no longer the room's.
+            st.epoch += 1;
+            self.host_gone(&room, st, LeaveReason::Kicked);
+            link.close(KICKED.0, KICKED.1);
+        } else {
+            let Some(guest) = self.remove_guest(&room, &mut st, peer, LeaveReason::Kicked) else {
+                return Ok(false);
+            };
+            drop(st);
+            guest.link.close(KICKED.0, KICKED.1);
+        }
+        tracing::info!(room = %room.label, peer, "peer kicked by an administrator");
+        Ok(true)
+    }
+
+    fn set_events(&self, sink: EventSink) {
+        let _ = self.shared.events.set(sink);
+    }
+
+    fn events(&self) -> EventSink {
+        self.shared.events.get().cloned().unwrap_or_default()
+    }
+}
+
+/// The room as events name it.
+fn room_ref(room: &Room) -> RoomRef {
+    RoomRef::label(&room.label)
 }
 
 /// A peer's membership of an in-memory room.
@@ -542,37 +722,35 @@ impl Member for MemoryMember {
         Ok(())
     }
 
-    async fn leave(self) {
+    async fn leave_for(self, why: LeaveReason) {
         let mut st = self.room.lock();
         if !st.open {
             return;
         }
         if self.role != Role::Host {
-            let before = st.peers.len();
-            st.peers.retain(|g| g.id != self.peer_id);
-            if st.peers.len() != before {
-                if let Some(host) = &st.host {
-                    self.registry.deliver(
-                        host,
-                        ServerMessage::PeerLeft {
-                            peer: self.peer_id.as_str().into(),
-                        }
-                        .to_json(),
-                    );
-                }
-            }
+            self.registry
+                .remove_guest(&self.room, &mut st, &self.peer_id, why);
             return;
         }
         if st.epoch != self.epoch {
-            return; // replaced by a resumed host
+            return; // replaced by a resumed host, or kicked
         }
-        st.host = None;
-        let host_left = Utf8Bytes::from(ServerMessage::HostLeft.to_json());
-        for guest in &st.peers {
-            self.registry.deliver(&guest.link, host_left.clone());
+        self.registry.host_gone(&self.room, st, why);
+    }
+
+    async fn close_room(&self) -> Result<(), PeerError> {
+        if self.role != Role::Host {
+            return Err(errors::not_host());
         }
-        drop(st);
-        self.registry
-            .start_grace(Arc::clone(&self.room), self.epoch);
+        let st = self.room.lock();
+        if !st.open {
+            return Err(room_not_found());
+        }
+        if st.epoch != self.epoch {
+            return Err(errors::replaced());
+        }
+        self.registry.end(&self.room, st, EndReason::Closed);
+        tracing::info!(room = %self.room.label, "room closed by its host");
+        Ok(())
     }
 }

@@ -26,10 +26,12 @@ use crate::protocol::{InitRequest, PeerError, RelayKind, Role};
 
 pub mod budget;
 pub mod errors;
+pub mod info;
 mod memory;
 pub mod redis;
 
 pub use self::budget::{Budget, GuestText, LinkState, QueueLimits};
+pub use self::info::{EventReason, EventSink, PeerInfo, RoomEvent, RoomInfo, KICKED};
 
 pub use self::memory::{MemoryMember, MemoryRegistry};
 pub use self::redis::{RedisMember, RedisOptions, RedisRegistry};
@@ -200,6 +202,9 @@ pub struct Welcome {
     pub watch: Option<String>,
     /// For the host: the secret to resume the room with.
     pub resume: Option<String>,
+    /// For a resumed host: the guests and watchers present, by id (they
+    /// are also announced with `peer_joined` after the reply).
+    pub peers: Option<Vec<(String, Role)>>,
 }
 
 /// The registry's token for a named room (token mode, `--auth token`):
@@ -244,6 +249,34 @@ pub trait Registry: Clone + Send + Sync + 'static {
     fn healthy(&self) -> bool {
         true
     }
+
+    /// Every open room (on every instance, with Redis): its label and name,
+    /// whether its host is connected and since when, and its guests and
+    /// watchers. In no particular order.
+    fn rooms(&self) -> impl Future<Output = Result<Vec<RoomInfo>, PeerError>> + Send;
+
+    /// Ends the room `room` (its label) at once, wherever its peers are:
+    /// each, the host included, gets `room_closed` and the close 1000; its
+    /// tokens and secret die; a `room_ended` event (reason `admin`) is
+    /// emitted. `false` if no open room has that label.
+    fn close_room(&self, room: &str) -> impl Future<Output = Result<bool, PeerError>> + Send;
+
+    /// Removes peer `peer` (a guest, a watcher or the host) from room `room`
+    /// at once: its connection is closed with [`KICKED`] (4003 `kicked by
+    /// an administrator`); a kicked host leaves its room waiting for a
+    /// resume, as if its connection had dropped. `false` if there is no
+    /// such peer in an open room.
+    fn kick(&self, room: &str, peer: &str) -> impl Future<Output = Result<bool, PeerError>> + Send;
+
+    /// Sends this registry's room events into `sink` from now on (set once,
+    /// when the server starts; later calls are ignored).
+    fn set_events(&self, sink: EventSink);
+
+    /// The sink set with [`Registry::set_events`] (one that sends nowhere
+    /// before): for other events of the server (`token_revoked`, with
+    /// [`EventSink::emit_webhook`]) and for live subscribers
+    /// ([`EventSink::subscribe`]).
+    fn events(&self) -> EventSink;
 }
 
 /// A peer attached to a room.
@@ -267,7 +300,21 @@ pub trait Member: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), PeerError>> + Send;
 
     /// Leaves the room, telling the others.
-    fn leave(self) -> impl Future<Output = ()> + Send;
+    fn leave(self) -> impl Future<Output = ()> + Send
+    where
+        Self: Sized,
+    {
+        self.leave_for(crate::webhooks::LeaveReason::Left)
+    }
+
+    /// [`Member::leave`], saying why (in the `peer_left` or `host_left`
+    /// event).
+    fn leave_for(self, why: crate::webhooks::LeaveReason) -> impl Future<Output = ()> + Send;
+
+    /// From the host: ends the room at once (`{"type":"close_room"}`), as
+    /// [`Registry::close_room`] does (event reason `closed`). Refused
+    /// (`forbidden`) for a guest or watcher.
+    fn close_room(&self) -> impl Future<Output = Result<(), PeerError>> + Send;
 }
 
 /// Limits the registry enforces.

@@ -21,7 +21,7 @@ use crate::assets::StaticFiles;
 use crate::clients::{ClientLimits, Clients};
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::rooms::{MemoryRegistry, RedisOptions, RedisRegistry, Registry, RoomLimits};
+use crate::rooms::{EventSink, MemoryRegistry, RedisOptions, RedisRegistry, Registry, RoomLimits};
 use crate::session;
 
 pub use edge::{bind, raise_open_files_limit, LISTEN_BACKLOG};
@@ -109,9 +109,10 @@ pub async fn run_with_auth<R: Registry>(
     let stop = CancellationToken::new();
     let tracker = TaskTracker::new();
     let shutdown_timeout = config.shutdown_timeout;
-    // The handle events go in through (not fed yet: the registries will).
-    let (_webhooks, webhook_delivery) =
+    // Room events go to the webhooks (and any live subscriber of the sink).
+    let (webhooks, webhook_delivery) =
         crate::webhooks::start(config.webhooks.clone(), metrics.webhooks().clone())?;
+    registry.set_events(EventSink::new(webhooks));
     let files = StaticFiles::new(config.static_dir.clone());
     let max_http = edge::max_http_connections(&config);
     let clients = Clients::new(

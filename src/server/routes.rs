@@ -28,6 +28,7 @@ use crate::ws::{self, NotUpgrade};
 const CLIENT_RETRY_AFTER: &str = "10";
 
 pub(super) fn router<R: Registry>(app: Arc<App<R>>) -> Router {
+    let admin = crate::admin::routes(app.session.clone());
     Router::new()
         .route("/", get(root::<R>))
         .route("/webrtc", get(webrtc::<R>))
@@ -35,6 +36,7 @@ pub(super) fn router<R: Registry>(app: Arc<App<R>>) -> Router {
         .route("/metrics", get(metrics::<R>))
         .fallback(files::<R>)
         .with_state(app)
+        .merge(admin)
 }
 
 /// Query-string tokens of a webrtc_ros.js-style client that never sends

@@ -32,6 +32,7 @@ use crate::protocol::{
     self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
 };
 use crate::rooms::{Budget, Kick, Member, PeerLink, QueueLimits, Registry, Welcome};
+use crate::webhooks::LeaveReason;
 use crate::ws::{self, close, Incoming, ReadError, Utf8Bytes};
 
 mod joins;
@@ -163,6 +164,20 @@ enum End {
 }
 
 impl End {
+    /// Why the peer left its room, for the `peer_left` and `host_left`
+    /// events.
+    fn leave_reason(&self) -> LeaveReason {
+        match self {
+            End::PeerClosing(_) => LeaveReason::Left,
+            End::PeerClosed | End::Transport(_) => LeaveReason::Lost,
+            End::Kicked(Some(Kick::SlowConsumer | Kick::Backlog(_))) => LeaveReason::SlowConsumer,
+            End::Kicked(Some(Kick::Replaced)) => LeaveReason::Replaced,
+            End::Kicked(None) | End::WriterDone => LeaveReason::Lost,
+            End::Close(code, _) if *code == close::GOING_AWAY => LeaveReason::Left,
+            End::Close(..) => LeaveReason::Lost,
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             End::PeerClosed => "connection dropped by peer".into(),
@@ -289,7 +304,7 @@ impl<R: Registry> Session<R> {
     /// frame to send.
     async fn finish<S: Socket>(mut self, conn: Conn<S>, end: End) -> End {
         if let Some(member) = self.member.take() {
-            member.leave().await;
+            member.leave_for(end.leave_reason()).await;
         }
         // A close frame to send: after what is queued, then wait (briefly)
         // for the peer to answer or hang up, so that the socket is not reset
@@ -362,6 +377,15 @@ impl<R: Registry> Session<R> {
                 join: w.join.as_deref().filter(|_| open).map(Into::into),
                 watch: w.watch.as_deref().filter(|_| open).map(Into::into),
                 resume: w.resume.as_deref().filter(|_| open).map(Into::into),
+                peers: w.peers.as_ref().map(|peers| {
+                    peers
+                        .iter()
+                        .map(|(id, role)| protocol::PresentPeer {
+                            id: id.as_str().into(),
+                            role: *role,
+                        })
+                        .collect()
+                }),
                 peer: w.peer.as_str().into(),
                 role: w.role,
                 ice_servers: ice.ice_servers,
@@ -404,6 +428,21 @@ impl<R: Registry> Session<R> {
                 self.reply_error(&err);
                 false
             }
+        }
+    }
+
+    /// `{"type":"close_room"}`: a host ends its room at once; anyone else
+    /// is answered with an error.
+    async fn close_room(&mut self) {
+        let Some(member) = &self.member else {
+            return self.reply_error(&PeerError::new(
+                ErrorCode::NotInRoom,
+                "send {\"type\":\"init\"} to create or enter a room first",
+            ));
+        };
+        match member.close_room().await {
+            Ok(()) => info!("closed its room"),
+            Err(err) => self.reply_error(&err),
         }
     }
 

@@ -172,6 +172,10 @@ impl<R: Registry> Session<R> {
             self.send_ice_servers();
             return None;
         }
+        if let ClientMessage::CloseRoom = message {
+            Box::pin(self.close_room()).await;
+            return None;
+        }
         if let Err(err) = self.relay(&message, &text).await {
             if err.code == ErrorCode::HostBusy {
                 return self.refused(&err);

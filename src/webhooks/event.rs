@@ -11,12 +11,12 @@ use std::time::SystemTime;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use bytes::Bytes;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 
 use crate::protocol::Role;
 
 /// What happened: the `type` of the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventKind {
     /// A host opened a room.
@@ -64,7 +64,7 @@ impl EventKind {
 /// The room an event is about. Only its label and name: never a `join` or
 /// `watch` token, nor a resume secret (whoever reads the webhook must not be
 /// able to enter the room with it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoomRef {
     /// The room's label: the short id the server's logs use, unique to this
     /// life of the room (a named room that ends and opens again gets a new
@@ -72,7 +72,7 @@ pub struct RoomRef {
     pub label: String,
     /// The room's stable name (robot rooms of `--auth token`); absent for the
     /// random rooms of `--auth open`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
@@ -95,7 +95,7 @@ impl RoomRef {
 }
 
 /// The peer an event is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRef {
     /// The peer's id, as the room's other peers know it (`from`, `to`).
     pub id: String,
@@ -104,7 +104,7 @@ pub struct PeerRef {
 }
 
 /// Why a room ended (`reason` of `room_ended`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EndReason {
     /// Its host did not come back within the grace period.
@@ -118,7 +118,7 @@ pub enum EndReason {
 }
 
 /// Why a peer or host left (`reason` of `peer_left` and `host_left`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaveReason {
     /// It closed its connection.

@@ -538,6 +538,13 @@ impl BridgeRun {
         }
     }
 
+    /// Waits for the bridge to end by itself, and what it returned.
+    pub async fn finished(mut self) -> Result<(), BridgeError> {
+        within("the bridge to end by itself", &mut self.task)
+            .await
+            .expect("bridge task")
+    }
+
     /// Stops the bridge as SIGTERM would, and waits for it.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
@@ -632,12 +639,33 @@ impl FakeConn {
         self.ws.send(Message::text(v.to_string())).await.unwrap();
     }
 
+    /// Closes the connection with `code` and `reason`.
+    pub async fn close_with(&mut self, code: u16, reason: &str) {
+        use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: reason.to_string().into(),
+        };
+        let _ = self.ws.send(Message::Close(Some(frame))).await;
+    }
+
     pub async fn recv(&mut self) -> Value {
         match frames::read(&mut self.ws, WAIT).await {
             Read::Json(v) => v,
             other => panic!("expected a message from the bridge, got {other:?}"),
         }
     }
+}
+
+/// A fresh directory of its own under the system's temporary directory.
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "bridge-test-{name}-{}-{}",
+        std::process::id(),
+        signal_server::token::new_peer_id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d
 }
 
 /// Counts messages by robot connection in a viewer's log.

@@ -19,8 +19,10 @@ use serde_json::{json, Value};
 use signal_server::metrics::Metrics;
 use signal_server::protocol::{InitRequest, PeerError, RelayKind, Role};
 use signal_server::rooms::{
-    errors, Kick, Member, Outgoing, PeerLink, Registry, RoomLimits, Welcome,
+    errors, EventSink, Kick, Member, Outgoing, PeerLink, Registry, RoomEvent, RoomInfo, RoomLimits,
+    Welcome, KICKED,
 };
+use signal_server::webhooks::{EventKind, Webhooks};
 use signal_server::ws::Utf8Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
@@ -71,8 +73,14 @@ pub struct Peer {
 
 /// The `init` reply a session would render from `w`.
 fn init_text(w: &Welcome) -> String {
+    let peers: Option<Vec<Value>> = w.peers.as_ref().map(|peers| {
+        peers
+            .iter()
+            .map(|(id, role)| json!({"id": id, "role": role.as_str()}))
+            .collect()
+    });
     json!({"type": "init", "room": w.room, "peer": w.peer, "role": w.role.as_str(),
-           "join": w.join, "watch": w.watch, "resume": w.resume})
+           "join": w.join, "watch": w.watch, "resume": w.resume, "peers": peers})
     .to_string()
 }
 
@@ -687,6 +695,14 @@ async fn resume_host<F: Fleet>(
         )
     );
     assert_ne!(w.resume.as_deref(), Some(secret), "a fresh secret");
+    let listed: BTreeSet<(String, &str)> = w
+        .peers
+        .as_ref()
+        .expect("a resumed host's welcome lists the peers present")
+        .iter()
+        .map(|(id, role)| (id.clone(), role.as_str()))
+        .collect();
+    assert_eq!(&listed, present, "the welcome's peers");
     let mut announced = BTreeSet::new();
     for _ in 0..present.len() {
         let m = hp.json().await;
@@ -745,4 +761,254 @@ pub async fn a_slow_consumer_is_cut_off_once_and_its_room_carries_on<F: Fleet>()
         (N + 2 + 1) as f64,
         "what the reader got, and what the slow peer's outbox took"
     );
+}
+
+// ---- operations for operators --------------------------------------------------
+
+/// The room labelled `label` in `rooms`, if listed.
+fn listed<'a>(rooms: &'a [RoomInfo], label: &str) -> Option<&'a RoomInfo> {
+    rooms.iter().find(|r| r.label == label)
+}
+
+/// The (id, role) pairs of a listed room's peers.
+fn peer_set(room: &RoomInfo) -> BTreeSet<(String, &'static str)> {
+    room.peers
+        .iter()
+        .map(|p| (p.id.clone(), p.role.as_str()))
+        .collect()
+}
+
+/// `rooms()`: every instance lists every open room, with its host's id
+/// and presence, when it opened, and its guests and watchers wherever they
+/// are connected; a room whose host left is listed as waiting; a closed
+/// room is not listed.
+pub async fn every_instance_lists_every_open_room_with_its_host_and_peers<F: Fleet>() {
+    let fleet = F::start(limits()).await;
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let (room, [(_g, gp), (_w, wp), (_l, lp)]) = populated(&fleet, 8).await;
+    let other = open_room(&fleet, 1).await;
+    let label = room.hp.welcome.room.clone();
+    let want: BTreeSet<(String, &str)> = [(gp.id(), "join"), (wp.id(), "watch"), (lp.id(), "join")]
+        .into_iter()
+        .map(|(id, role)| (id.to_string(), role))
+        .collect();
+    for i in 0..fleet.instances() {
+        let rooms = fleet.at(i).rooms().await.expect("rooms");
+        assert_eq!(rooms.len(), 2, "{rooms:?}");
+        let r = listed(&rooms, &label).expect("the populated room is listed");
+        assert_eq!(r.host, room.hp.id());
+        assert!(r.host_connected);
+        assert!(r.since >= before && r.host_since >= r.since, "{r:?}");
+        assert_eq!(peer_set(r), want);
+        for p in &r.peers {
+            assert!(p.since >= r.since, "{p:?}");
+        }
+        let o = listed(&rooms, &other.hp.welcome.room).expect("the other room");
+        assert!(o.peers.is_empty() && o.host_connected);
+    }
+    other.host.leave().await;
+    for i in 0..fleet.instances() {
+        let rooms = fleet.at(i).rooms().await.expect("rooms");
+        let o = listed(&rooms, &other.hp.welcome.room).expect("a waiting room is listed");
+        assert!(!o.host_connected, "{o:?}");
+    }
+    assert!(fleet.at(2).close_room(&label).await.expect("close"));
+    for i in 0..fleet.instances() {
+        let rooms = fleet.at(i).rooms().await.expect("rooms");
+        assert!(
+            listed(&rooms, &label).is_none(),
+            "a closed room is not listed"
+        );
+        assert_eq!(rooms.len(), 1);
+    }
+}
+
+/// Every peer of a room that closed at once (`close_room`): `room_closed`,
+/// then the close 1000.
+async fn all_told_closed(peers: &mut [&mut Peer]) {
+    let (code, reason) = errors::ROOM_CLOSED;
+    for p in peers.iter_mut() {
+        assert_eq!(p.json().await, json!({"type": "room_closed"}), "{}", p.id());
+        assert_eq!(p.next().await, Outgoing::Close(code, reason));
+    }
+}
+
+/// `close_room(label)` on any instance ends the room at once (well inside
+/// its grace period): every peer, wherever it is, and the host get
+/// `room_closed` and the close; its tokens die everywhere; closing it
+/// again, or a label no room has, answers `false`; other rooms carry on.
+pub async fn an_administrator_closes_a_room_from_any_instance<F: Fleet>() {
+    let fleet = F::start(limits()).await;
+    let (mut room, [(_g, mut gp), (_w, mut wp), (_l, mut lp)]) = populated(&fleet, 8).await;
+    let mut kept = open_room(&fleet, 2).await;
+    let (_k, mut kp) = attach(&fleet, 0, &mut kept, Role::Join, 8).await;
+    let label = room.hp.welcome.room.clone();
+    assert!(fleet.at(2).close_room(&label).await.expect("close_room"));
+    all_told_closed(&mut [&mut gp, &mut wp, &mut lp, &mut room.hp]).await;
+    for i in 0..fleet.instances() {
+        let r = fleet.at(i);
+        assert!(!r.has_token(Role::Join, &room.join).await);
+        refused(
+            r,
+            InitRequest::Resume(&room.resume),
+            errors::room_not_found(),
+        )
+        .await;
+        assert!(!r.close_room(&label).await.expect("close again"));
+    }
+    assert!(!fleet.at(1).close_room("nosuchrm").await.expect("close"));
+    same_error(
+        room.host.relay(RelayKind::Offer, None, text("late")).await,
+        errors::room_not_found(),
+    );
+    room.host.leave().await;
+    eventually("one room counted", || {
+        fleet.metrics().iter().map(|m| m.rooms()).sum::<i64>() == 1
+    })
+    .await;
+    broadcast(&kept.host, "still here").await;
+    assert_eq!(kp.text().await, "still here");
+}
+
+/// A host's own `close_room` ends its room at once, for every peer on
+/// every instance; a guest's or watcher's is refused (`forbidden`) and
+/// changes nothing.
+pub async fn the_host_closes_its_room_and_no_one_else_may<F: Fleet>() {
+    let fleet = F::start(limits()).await;
+    let (mut room, [(g, mut gp), (w, mut wp), (_l, mut lp)]) = populated(&fleet, 8).await;
+    for m in [&g, &w] {
+        same_error(m.close_room().await, errors::not_host());
+    }
+    broadcast(&room.host, "still open").await;
+    for p in [&mut gp, &mut wp, &mut lp] {
+        assert_eq!(p.text().await, "still open");
+    }
+    room.host
+        .close_room()
+        .await
+        .expect("the host closes its room");
+    all_told_closed(&mut [&mut gp, &mut wp, &mut lp, &mut room.hp]).await;
+    for i in 0..fleet.instances() {
+        assert!(!fleet.at(i).has_token(Role::Watch, &room.watch).await);
+        let rooms = fleet.at(i).rooms().await.expect("rooms");
+        assert!(rooms.is_empty(), "{rooms:?}");
+    }
+    // The sessions then leave: nothing more happens.
+    g.leave().await;
+    room.host.leave().await;
+    assert!(gp.queued().is_empty());
+}
+
+/// `kick(room, peer)` from any instance closes that peer's connection with
+/// 4003 and tells the host at once; its session's later leave tells nobody
+/// again. A kicked host leaves its room waiting, as a dropped one does.
+pub async fn an_administrator_kicks_a_peer_or_the_host_from_any_instance<F: Fleet>() {
+    let fleet = F::start(limits()).await;
+    let (mut room, [(g, mut gp), (_w, mut wp), (_l, mut lp)]) = populated(&fleet, 8).await;
+    let label = room.hp.welcome.room.clone();
+    let gid = gp.id().to_string();
+    assert!(fleet.at(2).kick(&label, &gid).await.expect("kick"));
+    assert_eq!(gp.next().await, Outgoing::Close(KICKED.0, KICKED.1));
+    assert_eq!(
+        room.hp.json().await,
+        json!({"type": "peer_left", "peer": gid})
+    );
+    g.leave().await;
+    for i in 0..fleet.instances() {
+        assert!(!fleet.at(i).kick(&label, &gid).await.expect("kick again"));
+        let rooms = fleet.at(i).rooms().await.expect("rooms");
+        let r = listed(&rooms, &label).expect("listed");
+        assert!(r.peers.iter().all(|p| p.id != gid), "{r:?}");
+    }
+    assert!(!fleet.at(0).kick(&label, "nobody00").await.expect("kick"));
+    assert!(!fleet.at(0).kick("nosuchrm", &gid).await.expect("kick"));
+    broadcast(&room.host, "after the kick").await;
+    for p in [&mut wp, &mut lp] {
+        assert_eq!(p.text().await, "after the kick");
+    }
+    let (_g2, _) = attach(&fleet, 1, &mut room, Role::Join, 8).await;
+
+    // The host, from another instance.
+    let host_id = room.hp.id().to_string();
+    assert!(fleet.at(1).kick(&label, &host_id).await.expect("kick host"));
+    assert_eq!(room.hp.next().await, Outgoing::Close(KICKED.0, KICKED.1));
+    for p in [&mut wp, &mut lp] {
+        assert_eq!(p.json().await, json!({"type": "host_left"}));
+    }
+    let Room { host, resume, .. } = room;
+    host.leave().await; // its session ends: no second host_left
+    let (_h2, _h2p) = enter(fleet.at(2), InitRequest::Resume(&resume), 64)
+        .await
+        .expect("the kicked host resumes");
+    for p in [&mut wp, &mut lp] {
+        assert_eq!(
+            p.json().await,
+            json!({"type": "host_joined"}),
+            "no second host_left"
+        );
+    }
+}
+
+/// The next room event a live subscriber gets.
+async fn next_event(rx: &mut tokio::sync::broadcast::Receiver<RoomEvent>) -> RoomEvent {
+    timeout(WAIT, rx.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no room event within {WAIT:?}"))
+        .expect("the feed is open")
+}
+
+/// Live subscribers (the fleet page's feed) of any instance hear every
+/// room's events, wherever they happened, each once.
+pub async fn room_events_reach_live_subscribers_on_every_instance<F: Fleet>() {
+    let fleet = F::start(limits()).await;
+    for i in 0..fleet.instances() {
+        fleet.at(i).set_events(EventSink::new(Webhooks::disabled()));
+    }
+    let mut feeds: Vec<_> = (0..fleet.instances())
+        .map(|i| fleet.at(i).events().subscribe().expect("a feed"))
+        .collect();
+    let mut room = open_room(&fleet, 0).await;
+    let (g, gp) = attach(&fleet, 1, &mut room, Role::Join, 8).await;
+    let gid = gp.id().to_string();
+    leaves(g, &gp, &mut room).await;
+    room.host.close_room().await.expect("close");
+    let want = [
+        (EventKind::RoomStarted, room.hp.id().to_string()),
+        (EventKind::PeerJoined, gid.clone()),
+        (EventKind::PeerLeft, gid.clone()),
+        (EventKind::RoomEnded, String::new()),
+    ];
+    for feed in &mut feeds {
+        let mut got = Vec::new();
+        for _ in 0..want.len() {
+            got.push(next_event(feed).await);
+        }
+        // Events of different instances may interleave; with Redis, `seq`
+        // gives the room's order (in memory there is none: they come in
+        // order, and a stable sort keeps it).
+        got.sort_by_key(|e| e.seq);
+        let kinds: Vec<(EventKind, String)> = got
+            .iter()
+            .map(|e| {
+                (
+                    e.kind,
+                    e.peer.as_ref().map(|p| p.id.clone()).unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(kinds, want);
+        assert!(got.iter().all(|e| e.room.label == room.hp.welcome.room));
+    }
+    // Nothing more: the next event is the next room's.
+    let next = open_room(&fleet, 2).await;
+    for feed in &mut feeds {
+        let e = next_event(feed).await;
+        assert_eq!(
+            (e.kind, e.room.label.as_str()),
+            (EventKind::RoomStarted, next.hp.welcome.room.as_str())
+        );
+    }
 }

@@ -49,6 +49,7 @@ pub(super) fn parse(text: &str) -> Option<ClientMessage<'_>> {
         }),
         // Its other members are ignored, as serde ignores them.
         "ice_servers" => ClientMessage::IceServers,
+        "close_room" => ClientMessage::CloseRoom,
         _ => return None,
     };
     Some(message)
@@ -157,7 +158,7 @@ mod tests {
         }
     }
 
-    const CORPUS: [&str; 18] = [
+    const CORPUS: [&str; 19] = [
         r#"{"type": "init"}"#,
         r#"{"type":"init","watch":"634w44TblL5Dbd9a"}"#,
         r#"{"type":"init","join":"54ICxFae_Ip7TJE2","to":5,"from":[1]}"#,
@@ -176,6 +177,7 @@ mod tests {
         r#"{"type":"error","code":"not_allowed","message":"this robot does not share ros_image:/secret","to":"w4tch3rZ"}"#,
         r#"{"type":"ice_servers"}"#,
         r#"{"type":"ice_servers","to":"h0st1234","from":null,"x":[{"y":1}]}"#,
+        r#"{"type":"close_room"}"#,
     ];
 
     #[test]

@@ -18,7 +18,7 @@ use super::events::Event;
 use super::scripts::Snapshot;
 use crate::metrics::Metrics;
 use crate::protocol::{RelayKind, Role, ServerMessage};
-use crate::rooms::{errors, Kick, PeerLink, Queued};
+use crate::rooms::{errors, Kick, PeerLink, Queued, KICKED};
 
 /// Held events per room at most (oldest dropped first).
 pub(super) const HELD_MAX: usize = 256;
@@ -54,6 +54,8 @@ pub(super) enum Applied {
     Hold(Event),
     /// The room closed: forget it.
     Closed,
+    /// Its last member here was kicked: forget it if still empty.
+    Emptied,
 }
 
 pub(super) struct LocalRoom {
@@ -289,10 +291,30 @@ impl RoomCache {
             }
         }
         if let Some(h) = self.local_host.take() {
-            errors::close_room_closed(&h.link);
+            if ctx.deliver(&h.link, closed) == Queued::Yes {
+                errors::close_room_closed(&h.link);
+            }
         }
         self.peers.clear();
         self.held.clear();
+    }
+
+    /// An administrator removed `peer` of this instance (the host of
+    /// `epoch`, when not `0`): its connection closes with 4003. Returns
+    /// whether the room has no member here any more.
+    fn kicked(&mut self, peer: &str, epoch: u64) -> bool {
+        let (code, reason) = KICKED;
+        if epoch != 0 {
+            if self.local_host.as_ref().is_some_and(|h| h.epoch == epoch) {
+                if let Some(h) = self.local_host.take() {
+                    h.link.close(code, reason);
+                }
+                self.peers.clear();
+            }
+        } else if let Some(g) = self.local_guests.remove(peer) {
+            g.link.close(code, reason);
+        }
+        self.is_empty()
     }
 
     /// Applies one event.
@@ -341,6 +363,13 @@ impl RoomCache {
             Event::Closed { .. } => {
                 self.close(ctx);
                 Applied::Closed
+            }
+            Event::Kicked { peer, epoch } => {
+                if self.kicked(&peer, epoch) {
+                    Applied::Emptied
+                } else {
+                    Applied::Done
+                }
             }
             Event::ToPeers { kind, peers, text } => self.relay_to_peers(kind, peers, text, ctx),
             Event::ToHost { kind, text } => self.relay_to_host(kind, text, ctx),
@@ -438,7 +467,7 @@ impl RoomCache {
         let held = std::mem::take(&mut self.held);
         for (at, event) in held {
             match self.apply(event, ctx) {
-                Applied::Done => {}
+                Applied::Done | Applied::Emptied => {}
                 Applied::Hold(event) => self.held.push((at, event)),
                 Applied::Closed => return true,
             }
@@ -472,6 +501,7 @@ mod tests {
             resume: "r".into(),
             grace_ms: 1000,
             cinst: "A".into(),
+            seq: 0,
             peers: Some(
                 peers
                     .iter()

@@ -19,8 +19,11 @@ use super::store::Fail;
 use super::RedisRegistry;
 use crate::protocol::{InitRequest, PeerError, Role, ServerMessage};
 use crate::rooms::errors::{self, room_not_found, unavailable};
-use crate::rooms::{named_token, Kick, PeerLink, Registry, Welcome};
+use crate::rooms::{
+    named_token, EventSink, Kick, PeerLink, Registry, RoomEvent, RoomInfo, Welcome,
+};
 use crate::token;
+use crate::webhooks::RoomRef;
 
 /// Fresh ids drawn for one enter before giving up (a clash is a 96-bit
 /// coincidence: a second is never needed in practice).
@@ -65,6 +68,26 @@ impl Registry for RedisRegistry {
 
     fn healthy(&self) -> bool {
         self.healthy_now()
+    }
+
+    async fn rooms(&self) -> Result<Vec<RoomInfo>, PeerError> {
+        self.list_rooms().await
+    }
+
+    async fn close_room(&self, room: &str) -> Result<bool, PeerError> {
+        self.close_by_admin(room).await
+    }
+
+    async fn kick(&self, room: &str, peer: &str) -> Result<bool, PeerError> {
+        self.kick_peer(room, peer).await
+    }
+
+    fn set_events(&self, sink: EventSink) {
+        let _ = self.inner.events.set(sink);
+    }
+
+    fn events(&self) -> EventSink {
+        self.inner.events.get().cloned().unwrap_or_default()
     }
 }
 
@@ -178,6 +201,7 @@ impl RedisRegistry {
                 resume,
                 grace_ms: grace.as_millis() as u64,
                 cinst: me.clone(),
+                seq: 1,
                 peers: Some(HashMap::new()),
             };
             let entry = self.register(&snapshot, |st, _| {
@@ -185,6 +209,9 @@ impl RedisRegistry {
                 st.local_host = Some(LocalHost { link, epoch: 1 });
             })?;
             self.inner.metrics.room_opened();
+            self.emit(1, || {
+                RoomEvent::room_started(RoomRef::label(&snapshot.room), &snapshot.host_id)
+            });
             Ok(Ok(self.member(entry, snapshot.host_id, Role::Host, 1)))
         }
     }
@@ -224,6 +251,7 @@ impl RedisRegistry {
                     join: None,
                     watch: None,
                     resume: None,
+                    peers: None,
                 }));
                 if st.host.is_none() {
                     link.send_text(ServerMessage::HostLeft.to_json());
@@ -231,6 +259,9 @@ impl RedisRegistry {
                 st.local_guests
                     .insert(peer.clone(), LocalGuest { role, link });
             })?;
+            self.emit(snapshot.seq, || {
+                RoomEvent::peer_joined(RoomRef::label(&snapshot.room), &peer, role)
+            });
             return Ok(self.member(entry, peer, role, 0));
         }
         Err(self.enter_failed("attach", Fail::Reply("peer id clashes".into())))
@@ -265,6 +296,9 @@ impl RedisRegistry {
                 seat_host(st, ctx, &snapshot, link, welcome);
             })?;
             let epoch = snapshot.epoch;
+            self.emit(snapshot.seq, || {
+                RoomEvent::host_joined(RoomRef::label(&snapshot.room), &snapshot.host_id)
+            });
             return Ok(self.member(entry, snapshot.host_id, Role::Host, epoch));
         }
         Err(self.enter_failed("resume", Fail::Reply("secret clashes".into())))
@@ -356,9 +390,16 @@ fn seat_host(
 ) {
     st.pver = st.pver.max(snapshot.ver);
     st.peers = snapshot.peers.clone().unwrap_or_default();
-    link.send_text(welcome(&host_welcome(snapshot)));
     let mut present: Vec<_> = st.peers.iter().collect();
     present.sort_by(|a, b| a.0.cmp(b.0));
+    let mut w = host_welcome(snapshot);
+    w.peers = Some(
+        present
+            .iter()
+            .map(|(id, p)| ((*id).clone(), p.role))
+            .collect(),
+    );
+    link.send_text(welcome(&w));
     for (id, p) in present {
         ctx.deliver(
             &link,
@@ -389,5 +430,6 @@ fn host_welcome(snapshot: &Snapshot) -> Welcome {
         join: Some(snapshot.join.clone()),
         watch: Some(snapshot.watch.clone()),
         resume: Some(snapshot.resume.clone()),
+        peers: None,
     }
 }

@@ -33,6 +33,11 @@ pub(super) enum Event {
     Closed {
         counted: bool,
     },
+    /// An administrator kicked `peer` (the host of `epoch`, if not `0`).
+    Kicked {
+        peer: String,
+        epoch: u64,
+    },
     ToPeers {
         kind: RelayKind,
         peers: Vec<String>,
@@ -57,6 +62,7 @@ impl Event {
                 ver, inst, epoch, ..
             } => format!("HJ ver {ver} on {inst} epoch {epoch}"),
             Event::Closed { counted } => format!("C counted {counted}"),
+            Event::Kicked { peer, epoch } => format!("K peer {peer} epoch {epoch}"),
             Event::ToPeers { peers, text, .. } => {
                 format!("relay of {} bytes to {}", text.len(), peers.join(","))
             }
@@ -126,6 +132,13 @@ pub(super) fn parse_event(payload: &str) -> Option<(String, Event)> {
             ver.parse::<u64>().ok()?;
             Event::Closed {
                 counted: counted == "1",
+            }
+        }
+        "K" => {
+            let (peer, epoch) = rest.split_once('|')?;
+            Event::Kicked {
+                peer: peer.to_string(),
+                epoch: epoch.parse().ok()?,
             }
         }
         _ => return None,

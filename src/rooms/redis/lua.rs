@@ -11,7 +11,10 @@
 //! |---|---|---|
 //! | `{p}tok:{token}` | string | `j\|room`, `w\|room` or `r\|room` (join, watch, resume) |
 //! | `{p}room:{room}` | hash | join, watch, resume, host (peer id), hinst (host's instance, empty while away), cinst (creator), epoch, ver, grace (ms) |
+//! | `{p}room:{room}` (also) | | since, hsince (unix seconds the room opened, the host came or went), seq (the room's last event number, for webhooks) |
 //! | `{p}room:{room}:peers` | hash | peer id → `j\|instance` or `w\|instance` |
+//! | `{p}room:{room}:since` | hash | peer id → unix seconds it entered |
+//! | `{p}rooms` | set | the open rooms (for listing them) |
 //! | `{p}inst:{inst}` | string | heartbeat, expires after the heartbeat TTL |
 //! | `{p}inst:{inst}:rooms` | set | rooms where the instance has the host or peers |
 //! | `{p}instances` | set | instance ids, checked for missing heartbeats |
@@ -21,13 +24,22 @@
 //!
 //! Events go to channel `{p}i:{inst}` as `|`-separated text:
 //! `J|room|ver|peer|role|inst`, `L|room|ver|peer`, `HL|room|ver`,
-//! `HJ|room|ver|inst|epoch|resume`, `C|room|ver|counted`.
+//! `HJ|room|ver|inst|epoch|resume`, `C|room|ver|counted`, and
+//! `K|room|peer|epoch` (an administrator kicked a peer of this instance;
+//! the host, if `epoch` is not `0`).
+//!
+//! Each script that makes a change operators hear of (a webhook event)
+//! bumps the room's `seq` and returns it: the instance that ran the script,
+//! and only it, emits the event, with that number.
 
 /// Helpers shared by the scripts.
 const PRELUDE: &str = r#"
 local P = ARGV[1]
 local function rk(room) return P .. 'room:' .. room end
 local function pk(room) return P .. 'room:' .. room .. ':peers' end
+local function sk(room) return P .. 'room:' .. room .. ':since' end
+local function unix_now() return redis.call('TIME')[1] end
+local function bump(room) return redis.call('HINCRBY', rk(room), 'seq', 1) end
 local function tk(t) return P .. 'tok:' .. t end
 local function irk(i) return P .. 'inst:' .. i .. ':rooms' end
 local function chan(i) return P .. 'i:' .. i end
@@ -63,6 +75,7 @@ end
 local function touch(room, ttl)
   redis.call('PEXPIRE', rk(room), ttl)
   redis.call('PEXPIRE', pk(room), ttl)
+  redis.call('PEXPIRE', sk(room), ttl)
   for _, t in ipairs(redis.call('HMGET', rk(room), 'join', 'watch', 'resume')) do
     if t then redis.call('PEXPIRE', tk(t), ttl) end
   end
@@ -78,7 +91,7 @@ local function forget_if_unused(inst, room)
   end
 end
 local function set_host_absent(room)
-  redis.call('HSET', rk(room), 'hinst', '')
+  redis.call('HSET', rk(room), 'hinst', '', 'hsince', unix_now())
   local v = nextver(room)
   local grace = tonumber(redis.call('HGET', rk(room), 'grace') or '0') or 0
   redis.call('ZADD', P .. 'grace', now_ms() + grace, room)
@@ -87,16 +100,45 @@ local function set_host_absent(room)
 end
 -- The room as attach, resume and sync return it (one layout, decoded in one
 -- place): status, room, ver, host, hinst, epoch, join, watch, resume, grace,
--- cinst, then, with peers, the members as peer id, value pairs.
+-- cinst, seq, then, with peers, the members as peer id, value pairs.
 local function snapshot(status, room, with_peers)
-  local r = redis.call('HMGET', rk(room), 'ver', 'host', 'hinst', 'epoch', 'join', 'watch', 'resume', 'grace', 'cinst')
+  local r = redis.call('HMGET', rk(room), 'ver', 'host', 'hinst', 'epoch', 'join', 'watch', 'resume', 'grace', 'cinst', 'seq')
   local out = {status, room}
-  for n = 1, 9 do out[#out + 1] = r[n] or '' end
+  for n = 1, 10 do out[#out + 1] = r[n] or '0' end
   if with_peers then
     local all = redis.call('HGETALL', pk(room))
     for n = 1, #all do out[#out + 1] = all[n] end
   end
   return out
+end
+-- Closes a room now (its host away or not): every instance with a member
+-- of it is told (`C`), the creator with `counted` (it counts the close in
+-- its metrics). Returns the room's event number of its `room_ended`.
+local function close_room(room)
+  local r = redis.call('HMGET', rk(room), 'hinst', 'join', 'watch', 'resume', 'cinst')
+  local v = nextver(room)
+  local seq = bump(room)
+  local insts = peer_insts(room)
+  if r[1] and r[1] ~= '' then
+    local found = false
+    for _, i in ipairs(insts) do if i == r[1] then found = true end end
+    if not found then insts[#insts + 1] = r[1] end
+  end
+  redis.call('DEL', rk(room), pk(room), sk(room), tk(r[2]), tk(r[3]), tk(r[4]))
+  redis.call('SREM', P .. 'rooms', room)
+  redis.call('ZREM', P .. 'grace', room)
+  redis.call('SET', P .. 'closed:' .. room, '1', 'PX', 600000)
+  local told = false
+  for _, i in ipairs(insts) do
+    local counted = '0'
+    if i == r[5] then counted = '1'; told = true end
+    redis.call('PUBLISH', chan(i), 'C|' .. room .. '|' .. v .. '|' .. counted)
+    redis.call('SREM', irk(i), room)
+  end
+  if not told and r[5] and r[5] ~= '' then
+    redis.call('PUBLISH', chan(r[5]), 'C|' .. room .. '|' .. v .. '|1')
+  end
+  return seq
 end
 "#;
 
@@ -113,8 +155,10 @@ end
 if redis.call('EXISTS', rk(room), tk(join), tk(watch), tk(resume), P .. 'closed:' .. room) > 0 then
   return 'clash'
 end
+local now = unix_now()
 redis.call('HSET', rk(room), 'join', join, 'watch', watch, 'resume', resume, 'host', host,
-  'hinst', inst, 'cinst', inst, 'epoch', '1', 'grace', grace)
+  'hinst', inst, 'cinst', inst, 'epoch', '1', 'grace', grace, 'since', now, 'hsince', now, 'seq', '1')
+redis.call('SADD', P .. 'rooms', room)
 local v = nextver(room)
 redis.call('SET', tk(join), 'j|' .. room, 'PX', ttl)
 redis.call('SET', tk(watch), 'w|' .. room, 'PX', ttl)
@@ -137,6 +181,8 @@ if redis.call('HLEN', pk(room)) >= tonumber(ARGV[6]) then return {'full'} end
 local peer, inst, ttl = ARGV[4], ARGV[5], ARGV[7]
 if peer == r[1] or redis.call('HEXISTS', pk(room), peer) == 1 then return {'clash'} end
 redis.call('HSET', pk(room), peer, ARGV[3] .. '|' .. inst)
+redis.call('HSET', sk(room), peer, unix_now())
+bump(room)
 local v = nextver(room)
 touch(room, ttl)
 enlist(inst, room, ttl)
@@ -159,7 +205,8 @@ if not r[1] or r[6] ~= secret then return {'nf'} end
 -- A named room keeps its secret (fresh == secret).
 if fresh ~= secret and redis.call('EXISTS', tk(fresh)) == 1 then return {'clash'} end
 local epoch = redis.call('HINCRBY', rk(room), 'epoch', 1)
-redis.call('HSET', rk(room), 'resume', fresh, 'hinst', inst)
+redis.call('HSET', rk(room), 'resume', fresh, 'hinst', inst, 'hsince', unix_now())
+bump(room)
 local v = nextver(room)
 redis.call('DEL', tk(secret))
 redis.call('SET', tk(fresh), 'r|' .. room, 'PX', ttl)
@@ -182,10 +229,12 @@ if not hinst then return 'gone' end
 local v = redis.call('HGET', pk(room), peer)
 if not v or string.sub(v, 3) ~= inst then return 'gone' end
 redis.call('HDEL', pk(room), peer)
+redis.call('HDEL', sk(room), peer)
+local seq = bump(room)
 local ver = nextver(room)
 if hinst ~= '' then redis.call('PUBLISH', chan(hinst), 'L|' .. room .. '|' .. ver .. '|' .. peer) end
 forget_if_unused(inst, room)
-return 'ok'
+return 'ok|' .. seq
 "#;
 
 /// The host leaves: the grace period starts. ARGV: prefix, room, epoch,
@@ -195,38 +244,89 @@ local room, epoch, inst = ARGV[2], ARGV[3], ARGV[4]
 local r = redis.call('HMGET', rk(room), 'hinst', 'epoch')
 if not r[1] then return 'gone' end
 if r[1] ~= inst or r[2] ~= epoch then return 'stale' end
+local seq = bump(room)
 set_host_absent(room)
 forget_if_unused(inst, room)
-return 'ok'
+return 'ok|' .. seq
 "#;
 
 /// Closes the rooms whose grace period has ended. ARGV: prefix. Returns the
-/// number closed.
+/// rooms closed and the number of each one's `room_ended`: room, seq, ...
 pub const SWEEP: &str = r#"
 local due = redis.call('ZRANGEBYSCORE', P .. 'grace', '-inf', now_ms(), 'LIMIT', 0, 64)
-local closed = 0
+local closed = {}
 for _, room in ipairs(due) do
   redis.call('ZREM', P .. 'grace', room)
-  local r = redis.call('HMGET', rk(room), 'hinst', 'join', 'watch', 'resume', 'cinst')
-  if r[1] == '' then
-    local v = nextver(room)
-    local insts = peer_insts(room)
-    redis.call('DEL', rk(room), pk(room), tk(r[2]), tk(r[3]), tk(r[4]))
-    redis.call('SET', P .. 'closed:' .. room, '1', 'PX', 600000)
-    local told = false
-    for _, i in ipairs(insts) do
-      local counted = '0'
-      if i == r[5] then counted = '1'; told = true end
-      redis.call('PUBLISH', chan(i), 'C|' .. room .. '|' .. v .. '|' .. counted)
-      redis.call('SREM', irk(i), room)
-    end
-    if not told and r[5] and r[5] ~= '' then
-      redis.call('PUBLISH', chan(r[5]), 'C|' .. room .. '|' .. v .. '|1')
-    end
-    closed = closed + 1
+  if redis.call('HGET', rk(room), 'hinst') == '' then
+    local seq = close_room(room)
+    closed[#closed + 1] = room
+    closed[#closed + 1] = tostring(seq)
   end
 end
 return closed
+"#;
+
+/// Closes a room now (an administrator, or its host with `epoch`, `0` for
+/// any). ARGV: prefix, room, epoch. Returns `nf`, `stale` (the host of
+/// that epoch was replaced) or the number of the `room_ended` event.
+pub const CLOSE: &str = r#"
+local room, epoch = ARGV[2], ARGV[3]
+local r = redis.call('HMGET', rk(room), 'hinst', 'epoch')
+if not r[1] then return 'nf' end
+if epoch ~= '0' and r[2] ~= epoch then return 'stale' end
+return tostring(close_room(room))
+"#;
+
+/// An administrator removes peer `peer` (or the host) of `room`. ARGV:
+/// prefix, room, peer. Returns `{nf}` or `{ok, seq, role}` (role `j`, `w`,
+/// or `h` for the host).
+pub const KICK: &str = r#"
+local room, peer = ARGV[2], ARGV[3]
+local r = redis.call('HMGET', rk(room), 'host', 'hinst', 'epoch')
+if not r[1] then return {'nf'} end
+if peer == r[1] then
+  if r[2] == '' then return {'nf'} end
+  local seq = bump(room)
+  set_host_absent(room)
+  redis.call('PUBLISH', chan(r[2]), 'K|' .. room .. '|' .. peer .. '|' .. r[3])
+  forget_if_unused(r[2], room)
+  return {'ok', tostring(seq), 'h'}
+end
+local v = redis.call('HGET', pk(room), peer)
+if not v then return {'nf'} end
+local inst = string.sub(v, 3)
+redis.call('HDEL', pk(room), peer)
+redis.call('HDEL', sk(room), peer)
+local seq = bump(room)
+local ver = nextver(room)
+if r[2] ~= '' then redis.call('PUBLISH', chan(r[2]), 'L|' .. room .. '|' .. ver .. '|' .. peer) end
+redis.call('PUBLISH', chan(inst), 'K|' .. room .. '|' .. peer .. '|0')
+forget_if_unused(inst, room)
+return {'ok', tostring(seq), string.sub(v, 1, 1)}
+"#;
+
+/// Every open room, for operators. ARGV: prefix. Returns, for each room:
+/// room, host, hinst, since, hsince, number of peers, then per peer: id,
+/// role (`j`/`w`), since. Rooms whose keys expired leave the set.
+pub const ROOMS: &str = r#"
+local out = {}
+for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
+  local r = redis.call('HMGET', rk(room), 'host', 'hinst', 'since', 'hsince')
+  if not r[1] then
+    redis.call('SREM', P .. 'rooms', room)
+  else
+    local all = redis.call('HGETALL', pk(room))
+    out[#out + 1] = room
+    for n = 1, 4 do out[#out + 1] = r[n] or '0' end
+    out[#out + 1] = tostring(#all / 2)
+    for k = 1, #all, 2 do
+      out[#out + 1] = all[k]
+      out[#out + 1] = string.sub(all[k + 1], 1, 1)
+      out[#out + 1] = redis.call('HGET', sk(room), all[k]) or '0'
+    end
+  end
+end
+return out
 "#;
 
 /// Instances whose heartbeat key is gone. ARGV: prefix, own instance.
@@ -239,25 +339,37 @@ return out
 "#;
 
 /// Removes a dead instance's peers and host from one room, telling the
-/// others. ARGV: prefix, room, dead instance. Returns how many left.
+/// others. ARGV: prefix, room, dead instance. Returns who left: id, role
+/// (`j`, `w`, or `h` for the host), event number, ...
 pub const REAP: &str = r#"
 local room, dead = ARGV[2], ARGV[3]
-local hinst = redis.call('HGET', rk(room), 'hinst')
-if not hinst then return 0 end
-local n = 0
+local r = redis.call('HMGET', rk(room), 'hinst', 'host')
+local hinst = r[1]
+if not hinst then return {} end
+local out = {}
 local all = redis.call('HGETALL', pk(room))
 for k = 1, #all, 2 do
   if string.sub(all[k + 1], 3) == dead then
     redis.call('HDEL', pk(room), all[k])
-    n = n + 1
+    redis.call('HDEL', sk(room), all[k])
+    local seq = bump(room)
+    out[#out + 1] = all[k]
+    out[#out + 1] = string.sub(all[k + 1], 1, 1)
+    out[#out + 1] = tostring(seq)
     local v = nextver(room)
     if hinst ~= '' and hinst ~= dead then
       redis.call('PUBLISH', chan(hinst), 'L|' .. room .. '|' .. v .. '|' .. all[k])
     end
   end
 end
-if hinst == dead then set_host_absent(room); n = n + 1 end
-return n
+if hinst == dead then
+  local seq = bump(room)
+  set_host_absent(room)
+  out[#out + 1] = r[2]
+  out[#out + 1] = 'h'
+  out[#out + 1] = tostring(seq)
+end
+return out
 "#;
 
 /// Re-asserts what one instance knows of a room after Redis was unreachable
@@ -282,7 +394,8 @@ if redis.call('EXISTS', R) == 0 then
   local h = hknown
   if hlocal == '1' then h = inst end
   redis.call('HSET', R, 'join', join, 'watch', watch, 'resume', resume, 'host', host,
-    'hinst', h, 'cinst', cinst, 'epoch', epoch, 'grace', grace)
+    'hinst', h, 'cinst', cinst, 'epoch', epoch, 'grace', grace, 'since', unix_now(), 'hsince', unix_now())
+  redis.call('SADD', P .. 'rooms', room)
   nextver(room)
   redis.call('SET', tk(join), 'j|' .. room, 'PX', ttl)
   redis.call('SET', tk(watch), 'w|' .. room, 'PX', ttl)
@@ -300,6 +413,7 @@ for k = 1, #all, 2 do
   local id = all[k]
   if string.sub(all[k + 1], 3) == inst and not mine[id] then
     redis.call('HDEL', pk(room), id)
+    redis.call('HDEL', sk(room), id)
     local v = nextver(room)
     if hinst ~= '' then redis.call('PUBLISH', chan(hinst), 'L|' .. room .. '|' .. v .. '|' .. id) end
   end
@@ -308,6 +422,7 @@ for id, role in pairs(mine) do
   local want = role .. '|' .. inst
   if redis.call('HGET', pk(room), id) ~= want then
     redis.call('HSET', pk(room), id, want)
+    redis.call('HSETNX', sk(room), id, unix_now())
     local v = nextver(room)
     if hinst ~= '' then
       redis.call('PUBLISH', chan(hinst), 'J|' .. room .. '|' .. v .. '|' .. id .. '|' .. role .. '|' .. inst)

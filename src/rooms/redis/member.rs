@@ -9,12 +9,13 @@ use tracing::{debug, warn};
 
 use super::cache::{LocalRoom, PeerAt, RoomCache};
 use super::events;
-use super::scripts::{LeaveArgs, LeaveHostArgs, Left};
+use super::scripts::{Closed, LeaveArgs, LeaveHostArgs, Left};
 use super::store::Fail;
 use super::RedisRegistry;
 use crate::protocol::{PeerError, RelayKind, Role, ServerMessage};
 use crate::rooms::errors::{self, room_not_found, unavailable};
-use crate::rooms::{Member, Queued};
+use crate::rooms::{Member, Queued, RoomEvent};
+use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 use crate::ws::Utf8Bytes;
 
 /// A peer's membership of a shared room.
@@ -63,12 +64,45 @@ impl Member for RedisMember {
         self.publish(remote).await
     }
 
-    async fn leave(self) {
+    async fn close_room(&self) -> Result<(), PeerError> {
+        if self.role != Role::Host {
+            return Err(errors::not_host());
+        }
+        let registry = &self.registry;
+        {
+            let st = self.room.lock();
+            if !st.open {
+                return Err(room_not_found());
+            }
+            if st.local_host.as_ref().map(|h| h.epoch) != Some(self.epoch) {
+                return Err(errors::replaced());
+            }
+        }
+        if !registry.healthy_now() {
+            return Err(unavailable());
+        }
+        match registry.inner.store.close(&self.room.id, self.epoch).await {
+            Ok(Closed::Ok(seq)) => {
+                registry.emit(seq, || {
+                    RoomEvent::room_ended(RoomRef::label(&self.room.id), EndReason::Closed)
+                });
+                Ok(())
+            }
+            Ok(Closed::NotFound) => Err(room_not_found()),
+            Ok(Closed::Stale) => Err(errors::replaced()),
+            Err(e) => {
+                warn!(room = %self.room.id, "close_room failed: Redis: {e}");
+                Err(unavailable())
+            }
+        }
+    }
+
+    async fn leave_for(self, why: LeaveReason) {
         let _gate = self.registry.inner.gate.read().await;
         if self.role == Role::Host {
-            self.leave_as_host().await;
+            self.leave_as_host(why).await;
         } else {
-            self.leave_as_guest().await;
+            self.leave_as_guest(why).await;
         }
         self.registry.forget_if_empty(&self.room);
     }
@@ -183,7 +217,7 @@ impl RedisMember {
         })
     }
 
-    async fn leave_as_guest(&self) {
+    async fn leave_as_guest(&self, why: LeaveReason) {
         let registry = &self.registry;
         let was_here = {
             let mut st = self.room.lock();
@@ -197,8 +231,20 @@ impl RedisMember {
             peer: &self.peer_id,
             inst: &registry.inner.me,
         };
-        let Some(e) = self.record(registry.inner.store.leave(&args)).await else {
-            return;
+        let e = match self.record(registry.inner.store.leave(&args)).await {
+            Ok(Some(Left::Ok(seq))) => {
+                registry.emit(seq, || {
+                    RoomEvent::peer_left(
+                        RoomRef::label(&self.room.id),
+                        &self.peer_id,
+                        self.role,
+                        why,
+                    )
+                });
+                return;
+            }
+            Ok(_) => return,
+            Err(e) => e,
         };
         warn!(room = %self.room.id, "leave not recorded in Redis ({e}): will re-sync");
         // Tell a host here now; others learn at the re-sync.
@@ -219,7 +265,7 @@ impl RedisMember {
         registry.mark_dirty(&self.room.id);
     }
 
-    async fn leave_as_host(&self) {
+    async fn leave_as_host(&self, why: LeaveReason) {
         let registry = &self.registry;
         let current = {
             let mut st = self.room.lock();
@@ -242,8 +288,15 @@ impl RedisMember {
             epoch: self.epoch,
             inst: &registry.inner.me,
         };
-        let Some(e) = self.record(registry.inner.store.leave_host(&args)).await else {
-            return;
+        let e = match self.record(registry.inner.store.leave_host(&args)).await {
+            Ok(Some(Left::Ok(seq))) => {
+                registry.emit(seq, || {
+                    RoomEvent::host_left(RoomRef::label(&self.room.id), &self.peer_id, why)
+                });
+                return;
+            }
+            Ok(_) => return,
+            Err(e) => e,
         };
         warn!(room = %self.room.id, "host leave not recorded in Redis ({e}): will re-sync");
         let mut st = self.room.lock();
@@ -253,18 +306,22 @@ impl RedisMember {
         registry.mark_dirty(&self.room.id);
     }
 
-    /// Runs a leave's script if Redis can be used now. Returns the failure
-    /// to make up for, if any (none once the registry has stopped: it says
-    /// nothing more to Redis).
-    async fn record(&self, script: impl Future<Output = Result<Left, Fail>>) -> Option<Fail> {
+    /// Runs a leave's script if Redis can be used now. Returns what it
+    /// found, nothing once the registry has stopped (it says nothing more
+    /// to Redis), or the failure to make up for.
+    async fn record(
+        &self,
+        script: impl Future<Output = Result<Left, Fail>>,
+    ) -> Result<Option<Left>, Fail> {
         let result = if self.registry.healthy_now() {
-            script.await.map(drop)
+            script.await
         } else {
             Err(self.registry.down())
         };
         match result {
-            Ok(()) | Err(Fail::Stopped) => None,
-            Err(e) => Some(e),
+            Ok(left) => Ok(Some(left)),
+            Err(Fail::Stopped) => Ok(None),
+            Err(e) => Err(e),
         }
     }
 }

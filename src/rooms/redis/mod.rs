@@ -16,6 +16,11 @@
 //! [`local`] and [`cache`] (what this instance knows), [`tasks`] (the four
 //! background tasks: subscriber, heartbeat, janitor, reconciler).
 //!
+//! Room events (for webhooks and live feeds, [`crate::rooms::RoomEvent`])
+//! are emitted by the instance whose script made the change, numbered by
+//! that script (the room's `seq`), and published on `{prefix}events` for
+//! the other instances' live subscribers (never their webhooks).
+//!
 //! The design, its costs and its bounds are in `docs/SCALING.md`.
 
 mod cache;
@@ -24,6 +29,7 @@ mod events;
 mod local;
 mod lua;
 mod member;
+mod ops;
 mod options;
 mod scripts;
 mod store;
@@ -42,7 +48,7 @@ use tracing::{debug, info, warn};
 use self::cache::Ctx;
 use self::local::Local;
 use self::store::{Fail, Store};
-use super::RoomLimits;
+use super::{EventSink, RoomEvent, RoomLimits};
 use crate::metrics::Metrics;
 use crate::token;
 
@@ -70,6 +76,8 @@ struct Inner {
     gate: tokio::sync::RwLock<()>,
     /// The background tasks.
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Where the room events this instance causes go.
+    events: std::sync::OnceLock<EventSink>,
 }
 
 /// A client for `opts`' Redis (for subscriptions) and a lazily connected,
@@ -128,6 +136,7 @@ impl RedisRegistry {
                 reconcile: Notify::new(),
                 gate: tokio::sync::RwLock::new(()),
                 tasks: Mutex::new(Vec::new()),
+                events: std::sync::OnceLock::new(),
             }),
         };
         *registry.tasks() = registry.spawn_tasks();
@@ -194,6 +203,44 @@ impl RedisRegistry {
             task.abort();
         }
         warn!(instance = %self.inner.me, "registry crashed (simulated)");
+    }
+
+    /// Sends a room event this instance caused (its script made the
+    /// change), with the room's event number from that script.
+    pub(super) fn emit(&self, seq: u64, event: impl FnOnce() -> RoomEvent) {
+        let Some(sink) = self.inner.events.get() else {
+            return;
+        };
+        let event = event().with_seq(seq);
+        // The other instances' live subscribers hear of it too (their
+        // webhooks do not: this instance sends it).
+        if let Ok(json) = serde_json::to_string(&event) {
+            let registry = self.clone();
+            let text = format!("{}|{json}", self.inner.me);
+            tokio::spawn(async move {
+                let channel = registry.inner.store.key("events");
+                // No other instance listening is not a failure.
+                let _ = registry.inner.store.publish(vec![(channel, text)]).await;
+            });
+        }
+        sink.emit(event);
+    }
+
+    /// A room event another instance published: to the live subscribers.
+    pub(super) fn on_remote_event(&self, payload: &str) {
+        let Some((from, json)) = payload.split_once('|') else {
+            return;
+        };
+        if from == self.inner.me {
+            return;
+        }
+        let Some(sink) = self.inner.events.get() else {
+            return;
+        };
+        match serde_json::from_str::<RoomEvent>(json) {
+            Ok(event) => sink.feed(event),
+            Err(e) => debug!("ignored a malformed room event: {e}"),
+        }
     }
 
     fn tasks(&self) -> MutexGuard<'_, Vec<tokio::task::JoinHandle<()>>> {

@@ -25,6 +25,9 @@ pub(super) struct Scripts {
     reap: Script,
     sync: Script,
     touch: Script,
+    close: Script,
+    kick: Script,
+    rooms: Script,
 }
 
 impl Scripts {
@@ -41,6 +44,9 @@ impl Scripts {
             reap: s(lua::REAP),
             sync: s(lua::SYNC),
             touch: s(lua::TOUCH),
+            close: s(lua::CLOSE),
+            kick: s(lua::KICK),
+            rooms: s(lua::ROOMS),
         }
     }
 }
@@ -100,14 +106,16 @@ pub(super) struct Snapshot {
     pub resume: String,
     pub grace_ms: u64,
     pub cinst: String,
+    /// The room's last event number (webhooks).
+    pub seq: u64,
     /// The full membership, when the script returned it.
     pub peers: Option<HashMap<String, PeerAt>>,
 }
 
 impl Snapshot {
     /// Fields of the layout before the peers: status, room, ver, host,
-    /// hinst, epoch, join, watch, resume, grace, cinst.
-    const FIELDS: usize = 11;
+    /// hinst, epoch, join, watch, resume, grace, cinst, seq.
+    const FIELDS: usize = 12;
 
     /// Decodes the reply of the `snapshot` helper of [`lua`] (its status
     /// already checked); `with_peers` when the script added the peers.
@@ -115,7 +123,8 @@ impl Snapshot {
         let (head, peers) = reply
             .split_at_checked(Self::FIELDS)
             .ok_or_else(|| Fail::Reply(format!("{} fields", reply.len())))?;
-        let [_status, room, ver, host_id, hinst, epoch, join, watch, resume, grace, cinst] = head
+        let [_status, room, ver, host_id, hinst, epoch, join, watch, resume, grace, cinst, seq] =
+            head
         else {
             return Err(Fail::Reply(format!("{} fields", reply.len())));
         };
@@ -143,8 +152,84 @@ impl Snapshot {
             resume: resume.clone(),
             grace_ms: number(grace)?,
             cinst: cinst.clone(),
+            seq: number(seq)?,
             peers,
         })
+    }
+}
+
+/// What a close found.
+pub(super) enum Closed {
+    /// Closed: the number of its `room_ended`.
+    Ok(u64),
+    NotFound,
+    /// The closing host was replaced.
+    Stale,
+}
+
+/// A peer (or the host) a kick or a reap removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Gone {
+    pub id: String,
+    /// `None` for the host.
+    pub role: Option<Role>,
+    /// The number of its event.
+    pub seq: u64,
+}
+
+impl Gone {
+    fn decode(id: &str, role: &str, seq: &str) -> Option<Gone> {
+        let role = match role {
+            "h" => None,
+            r => Some(role_from_code(r)?),
+        };
+        Some(Gone {
+            id: id.to_string(),
+            role,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+/// A room as the `ROOMS` script lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct ListedRoom {
+    pub room: String,
+    pub host: String,
+    pub host_connected: bool,
+    pub since: u64,
+    pub host_since: u64,
+    /// id, role, since.
+    pub peers: Vec<(String, Role, u64)>,
+}
+
+impl ListedRoom {
+    fn decode_all(reply: &[String]) -> Option<Vec<ListedRoom>> {
+        let mut out = Vec::new();
+        let mut it = reply.iter();
+        while let Some(room) = it.next() {
+            let host = it.next()?.clone();
+            let hinst = it.next()?;
+            let since = it.next()?.parse().ok()?;
+            let host_since = it.next()?.parse().ok()?;
+            let n: usize = it.next()?.parse().ok()?;
+            let mut peers = Vec::with_capacity(n.min(1024));
+            for _ in 0..n {
+                let id = it.next()?.clone();
+                let role = role_from_code(it.next()?)?;
+                let since = it.next()?.parse().ok()?;
+                peers.push((id, role, since));
+            }
+            out.push(ListedRoom {
+                room: room.clone(),
+                host,
+                host_connected: !hinst.is_empty(),
+                since,
+                host_since,
+                peers,
+            });
+        }
+        Some(out)
     }
 }
 
@@ -224,7 +309,8 @@ pub(super) struct LeaveHostArgs<'a> {
 /// What a leave found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Left {
-    Ok,
+    /// Done: the number of its event.
+    Ok(u64),
     /// The room, or this peer in it, is no longer there.
     Gone,
     /// The host has been replaced by a later resume.
@@ -360,10 +446,60 @@ impl Store {
     }
 
     /// Closes the rooms whose grace period has ended (at most 64 a call);
-    /// returns how many.
-    pub async fn sweep(&self) -> Result<u64, Fail> {
-        self.invoke(&self.scripts.sweep, |_: &mut ScriptInvocation<'_>| {})
-            .await
+    /// returns them, each with the number of its `room_ended` event.
+    pub async fn sweep(&self) -> Result<Vec<(String, u64)>, Fail> {
+        let reply: Vec<String> = self
+            .invoke(&self.scripts.sweep, |_: &mut ScriptInvocation<'_>| {})
+            .await?;
+        reply
+            .chunks(2)
+            .map(|pair| match pair {
+                [room, seq] => seq
+                    .parse()
+                    .map(|seq| (room.clone(), seq))
+                    .map_err(|_| unexpected(&reply)),
+                _ => Err(unexpected(&reply)),
+            })
+            .collect()
+    }
+
+    /// Closes `room` now; `epoch` is the closing host's (`0`: an
+    /// administrator).
+    pub async fn close(&self, room: &str, epoch: u64) -> Result<Closed, Fail> {
+        let reply: String = self
+            .invoke(&self.scripts.close, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(room).arg(epoch);
+            })
+            .await?;
+        match reply.as_str() {
+            "nf" => Ok(Closed::NotFound),
+            "stale" => Ok(Closed::Stale),
+            n => n.parse().map(Closed::Ok).map_err(|_| Fail::Reply(reply)),
+        }
+    }
+
+    /// Removes `peer` (or the host) from `room`.
+    pub async fn kick(&self, room: &str, peer: &str) -> Result<Option<Gone>, Fail> {
+        let reply: Vec<String> = self
+            .invoke(&self.scripts.kick, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(room).arg(peer);
+            })
+            .await?;
+        match &reply[..] {
+            [nf] if nf == "nf" => Ok(None),
+            [ok, seq, role] if ok == "ok" => Gone::decode(peer, role, seq)
+                .map(Some)
+                .ok_or_else(|| unexpected(&reply)),
+            _ => Err(unexpected(&reply)),
+        }
+    }
+
+    /// Every open room.
+    pub async fn rooms(&self) -> Result<Vec<ListedRoom>, Fail> {
+        let reply: Vec<String> = self
+            .invoke(&self.scripts.rooms, |_: &mut ScriptInvocation<'_>| {})
+            .await?;
+        ListedRoom::decode_all(&reply).ok_or_else(|| Fail::Reply("rooms".into()))
     }
 
     /// The instances, other than `me`, whose heartbeat key is gone.
@@ -374,12 +510,20 @@ impl Store {
         .await
     }
 
-    /// Returns how many of the dead instance's peers (and host) left.
-    pub async fn reap(&self, a: &ReapArgs<'_>) -> Result<u64, Fail> {
-        self.invoke(&self.scripts.reap, |inv: &mut ScriptInvocation<'_>| {
-            inv.arg(a.room).arg(a.dead);
-        })
-        .await
+    /// Returns the dead instance's peers (and host) that left.
+    pub async fn reap(&self, a: &ReapArgs<'_>) -> Result<Vec<Gone>, Fail> {
+        let reply: Vec<String> = self
+            .invoke(&self.scripts.reap, |inv: &mut ScriptInvocation<'_>| {
+                inv.arg(a.room).arg(a.dead);
+            })
+            .await?;
+        reply
+            .chunks(3)
+            .map(|c| match c {
+                [id, role, seq] => Gone::decode(id, role, seq).ok_or_else(|| unexpected(&reply)),
+                _ => Err(unexpected(&reply)),
+            })
+            .collect()
     }
 
     pub async fn sync(&self, a: &SyncArgs<'_>) -> Result<Synced, Fail> {
@@ -428,8 +572,10 @@ impl Store {
 }
 
 fn left(reply: String) -> Result<Left, Fail> {
+    if let Some(seq) = reply.strip_prefix("ok|").and_then(|n| n.parse().ok()) {
+        return Ok(Left::Ok(seq));
+    }
     match reply.as_str() {
-        "ok" => Ok(Left::Ok),
         "gone" => Ok(Left::Gone),
         "stale" => Ok(Left::Stale),
         _ => Err(Fail::Reply(reply)),
@@ -447,7 +593,7 @@ mod tests {
     #[test]
     fn a_snapshot_decodes_from_the_one_layout() {
         let head = [
-            "ok", "r00m", "17", "h0st", "instA", "3", "J", "W", "R", "1500", "instC",
+            "ok", "r00m", "17", "h0st", "instA", "3", "J", "W", "R", "1500", "instC", "4",
         ];
         let s = Snapshot::decode(&reply(&head), false).unwrap();
         assert_eq!((s.room.as_str(), s.ver, s.epoch), ("r00m", 17, 3));
@@ -479,7 +625,8 @@ mod tests {
         assert_eq!(peers["p2"].role, Role::Watch);
 
         // Short, malformed numbers, odd or malformed peers: refused.
-        assert!(Snapshot::decode(&reply(&head[..10]), false).is_err());
+        assert_eq!(s.seq, 4);
+        assert!(Snapshot::decode(&reply(&head[..11]), false).is_err());
         let mut bad = head.to_vec();
         bad[2] = "x";
         assert!(Snapshot::decode(&reply(&bad), false).is_err());

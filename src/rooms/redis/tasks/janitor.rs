@@ -7,6 +7,8 @@ use tracing::{debug, warn};
 
 use crate::rooms::redis::scripts::ReapArgs;
 use crate::rooms::redis::RedisRegistry;
+use crate::rooms::RoomEvent;
+use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 
 impl RedisRegistry {
     pub(super) async fn janitor(self) {
@@ -22,8 +24,14 @@ impl RedisRegistry {
                 _ = sweep.tick() => {
                     if self.healthy_now() {
                         match self.inner.store.sweep().await {
-                            Ok(n) if n > 0 => debug!(closed = n, "closed rooms whose host did not come back"),
-                            Ok(_) => {}
+                            Ok(closed) => {
+                                if !closed.is_empty() {
+                                    debug!(closed = closed.len(), "closed rooms whose host did not come back");
+                                }
+                                for (room, seq) in closed {
+                                    self.emit(seq, || RoomEvent::room_ended(RoomRef::label(&room), EndReason::HostGone));
+                                }
+                            }
                             Err(e) => debug!("grace sweep failed: {e}"),
                         }
                     }
@@ -63,7 +71,22 @@ impl RedisRegistry {
         let mut left = 0;
         for room in &rooms {
             match store.reap(&ReapArgs { room, dead: inst }).await {
-                Ok(n) => left += n,
+                Ok(gone) => {
+                    left += gone.len();
+                    for g in gone {
+                        self.emit(g.seq, || match g.role {
+                            None => {
+                                RoomEvent::host_left(RoomRef::label(room), &g.id, LeaveReason::Lost)
+                            }
+                            Some(role) => RoomEvent::peer_left(
+                                RoomRef::label(room),
+                                &g.id,
+                                role,
+                                LeaveReason::Lost,
+                            ),
+                        });
+                    }
+                }
                 Err(e) => debug!("reaping {inst} in {room} failed: {e}"),
             }
         }

@@ -74,6 +74,7 @@ impl RedisRegistry {
         pubsub
             .subscribe(&self.inner.store.channel(&self.inner.me))
             .await?;
+        pubsub.subscribe(&self.inner.store.key("events")).await?;
         Ok(pubsub)
     }
 
@@ -81,6 +82,8 @@ impl RedisRegistry {
     /// registry stops (then `None`).
     async fn listen(&self, pubsub: PubSub) -> Option<String> {
         let stop = &self.inner.stop;
+        let events = self.inner.store.key("events");
+        let events = events.as_str();
         let (mut sink, mut stream) = pubsub.split();
         let mut ping = tokio::time::interval(self.inner.opts.subscription_ping);
         ping.tick().await;
@@ -89,6 +92,7 @@ impl RedisRegistry {
                 _ = stop.cancelled() => return None,
                 msg = stream.next() => match msg {
                     Some(msg) => match std::str::from_utf8(msg.get_payload_bytes()) {
+                        Ok(text) if msg.get_channel_name() == events => self.on_remote_event(text),
                         Ok(text) => self.on_message(text),
                         Err(_) => debug!("ignored a non-UTF-8 event"),
                     },
@@ -134,6 +138,10 @@ impl RedisRegistry {
         }
         match st.apply(event, &self.ctx()) {
             Applied::Done => {}
+            Applied::Emptied => {
+                drop(st);
+                self.forget_if_empty(&entry);
+            }
             Applied::Hold(event) => {
                 tracing::trace!(room = %room, "event held: {}", event.describe());
                 st.hold(Instant::now(), event)
