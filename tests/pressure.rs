@@ -15,6 +15,7 @@
 
 mod common;
 
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -440,10 +441,17 @@ async fn join_churn_against_a_slow_host_is_bounded_and_the_host_stays() {
     let mut seq = 0u64;
     let mut last_honest = Instant::now();
     // For 6 s, and until refused (however slow the machine), 60 s at most.
+    // The churner's connections come from 200 loopback addresses in turn:
+    // the room's bound is what is under test, not the per-client limits of
+    // one address (`--attaches-per-minute`, 300 by default, which a churner
+    // on one address reaches within a second and is then refused by with
+    // HTTP 429).
+    let churner = |n: u64| Ipv4Addr::new(127, 0, 20, 1 + (n % 200) as u8);
     while (started.elapsed() < Duration::from_secs(6) || refused == 0)
         && started.elapsed() < Duration::from_secs(60)
     {
-        let mut w = Client::connect(&server.url(&format!("/webrtc?watch={watch}"))).await;
+        let url = server.url(&format!("/webrtc?watch={watch}"));
+        let mut w = Client::connect_from(churner(entered + refused), &url).await;
         let r = w.recv().await;
         match (r["type"].as_str(), r["code"].as_str()) {
             (Some("init"), _) => entered += 1,
