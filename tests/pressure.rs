@@ -31,6 +31,9 @@ use common::{binary, join_by_query, room, Client, ServerProcess, WAIT};
 
 const STEP: Duration = WAIT;
 const MIB: u64 = 1 << 20;
+/// A message rate raised to 1,000 a second (burst 1,000), for attacks that
+/// must move bytes faster than the default rate lets them.
+const RATE_1000: [&str; 4] = ["--rate-limit", "1000", "--rate-burst", "1000"];
 
 // --- the harness (the test kit's) ----------------------------------------------------
 
@@ -249,15 +252,10 @@ async fn a_pong_pump_is_counted_and_cut_off_when_its_writes_stall() {
     let server = start(
         "pong-pump",
         &[
-            "--ping-interval",
-            "1s",
-            "--write-stall-timeout",
-            "3s",
-            "--rate-limit",
-            "1000",
-            "--rate-burst",
-            "1000",
-        ],
+            &["--ping-interval", "1s", "--write-stall-timeout", "3s"],
+            &RATE_1000[..],
+        ]
+        .concat(),
     )
     .await;
     let honest = Honest::start(&server).await;
@@ -533,14 +531,7 @@ async fn at_the_server_budget_the_largest_queues_are_dropped_first() {
     const STUCK: usize = 12;
     let server = start(
         "server-budget",
-        &[
-            "--max-queued-bytes",
-            "8MiB",
-            "--rate-limit",
-            "1000",
-            "--rate-burst",
-            "1000",
-        ],
+        &[&["--max-queued-bytes", "8MiB"], &RATE_1000[..]].concat(),
     )
     .await;
     let honest = Honest::start(&server).await;
