@@ -8,14 +8,14 @@
 mod bridge_support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bridge_support::{RobotStub, TestServer, WAIT};
 use serde_json::{json, Value};
 use signal_server::bridge::{self, BridgeArgs, BridgeError, BridgeEvent, RoomLinks};
 use signal_server::config::Config;
-use signal_server::turn::{IceServers, TurnSecret};
+use testkit::unix_now;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -28,23 +28,7 @@ const URLS: [&str; 2] = [
 
 fn turn_config(ttl: u64) -> Config {
     let stun = json!([{"urls": "stun:stun.example.org:3478"}]);
-    Config {
-        turn: Some(IceServers::new(
-            TurnSecret::new(SECRET).unwrap(),
-            URLS.iter().map(|u| u.to_string()).collect(),
-            Duration::from_secs(ttl),
-            &stun,
-        )),
-        ice_servers: stun,
-        ..Config::default()
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    testkit::in_process::turn_config(SECRET, &URLS, Duration::from_secs(ttl), stun)
 }
 
 /// The bridge in-process, with every event it reports.
@@ -148,7 +132,7 @@ fn check_scheme(answer: &Value, ttl: u64, since: u64) -> u64 {
     let (expiry, label) = username.split_once(':').expect("<expiry>:<label>");
     let expiry: u64 = expiry.parse().expect("a unix time");
     assert!(
-        expiry >= since + ttl && expiry <= now() + ttl,
+        expiry >= since + ttl && expiry <= unix_now() + ttl,
         "{username}: minted within the test, {ttl} s ahead"
     );
     assert!(label.contains('/'), "{label} names a room and a peer");
@@ -166,7 +150,7 @@ fn check_scheme(answer: &Value, ttl: u64, since: u64) -> u64 {
 async fn the_endpoint_serves_the_bridges_turn_credentials_as_webrtc_ros_reads_them() {
     let server = TestServer::with_config(turn_config(3600)).await;
     let robot = RobotStub::start().await;
-    let since = now();
+    let since = unix_now();
     let mut bridge = Bridge::start(&server, &robot, &["--ice-endpoint", "127.0.0.1:0"]);
     let (addr, room) = bridge.endpoint_and_room().await;
     assert!(addr.ip().is_loopback() && addr.port() != 0);
@@ -204,7 +188,7 @@ async fn the_bridge_refreshes_its_credentials_before_they_expire() {
     // A 4 s TTL: the bridge asks for fresh credentials after 2 s.
     let server = TestServer::with_config(turn_config(4)).await;
     let robot = RobotStub::start().await;
-    let since = now();
+    let since = unix_now();
     let mut bridge = Bridge::start(&server, &robot, &["--ice-endpoint", "127.0.0.1:0"]);
     let (addr, _) = bridge.endpoint_and_room().await;
     let (_, first) = provider_post(addr).await;

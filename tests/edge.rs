@@ -11,27 +11,26 @@
 //! with the documented code, the server stays within the memory and
 //! descriptor bounds of docs/RELIABILITY.md, `/healthz` answers during the
 //! attack, and honest rooms running at the same time lose, duplicate and
-//! reorder nothing.
+//! reorder nothing. The harness is the test kit's (`testkit`).
+
+mod common;
 
 use std::io::Read as _;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
+use testkit::net::tcp_from;
+use testkit::raw::upgrade_request;
+use testkit::slowloris::{self, closed_within, Slow};
+use testkit::{attach_from, room_from};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::WebSocketStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_signal-server");
-/// How long a test waits for something that should happen.
-const WAIT: Duration = Duration::from_secs(10);
+use common::{binary, Client, ConnectError, Room, ServerProcess, BIN, WAIT};
+
 /// The documented bound on what one connection that is not a WebSocket
 /// costs the server (docs/RELIABILITY.md): its read buffer (at most the
 /// header limit, 16 KiB), hyper's state, its task, and a response in flight.
@@ -41,153 +40,20 @@ const PER_HTTP_CONNECTION_KIB: u64 = 32;
 const DEFAULT_MAX_HTTP: u64 = 1024;
 /// Connections told to close to make room that may still hold their socket
 /// before the server stops accepting (docs/RELIABILITY.md).
-const EVICTING: usize = 32;
+const EVICTING: u64 = 32;
 
-// --- the server process ------------------------------------------------------------
+// --- the harness (the test kit's) ----------------------------------------------------
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Server {
-    /// The binary on a free loopback port, logging JSON lines to a file.
-    fn start(name: &str, args: &[&str]) -> Server {
-        let log =
-            std::env::temp_dir().join(format!("signal-edge-{}-{name}.log", std::process::id()));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = Command::new(BIN)
-            .args(["--bind", "127.0.0.1:0", "--log-format", "json"])
-            .args(args)
-            .env("RUST_LOG", "info")
-            .env_remove("PORT")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn signal-server");
-        let mut server = Server {
-            child,
-            addr: ([127, 0, 0, 1], 0).into(),
-            log,
-        };
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let text = server.log_text();
-            let listening = text.lines().find_map(|l| {
-                let v: Value = serde_json::from_str(l).ok()?;
-                (v["message"] == "listening").then(|| v["local"].as_str()?.parse().ok())?
-            });
-            if let Some(addr) = listening {
-                server.addr = addr;
-                return server;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server did not start: {text}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
-    }
-
-    /// Resident memory, from /proc.
-    fn rss_kib(&self) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).expect("status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-            .expect("VmRSS")
-    }
-
-    /// Open descriptors, from /proc.
-    fn fds(&self) -> usize {
-        std::fs::read_dir(format!("/proc/{}/fd", self.child.id()))
-            .map(|d| d.count())
-            .unwrap_or(0)
-    }
-
-    /// A GET from `from`: (status, body), within `within`.
-    async fn get_from(
-        &self,
-        from: Ipv4Addr,
-        path: &str,
-        within: Duration,
-    ) -> Result<(u16, String), String> {
-        let exchange = async {
-            let mut tcp = tcp_from(from, self.addr).await.map_err(|e| e.to_string())?;
-            let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-                self.addr
-            );
-            tcp.write_all(request.as_bytes())
-                .await
-                .map_err(|e| e.to_string())?;
-            let mut raw = Vec::new();
-            tcp.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-            let raw = String::from_utf8_lossy(&raw).into_owned();
-            let status = raw
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("no status line in {raw:?}"))?;
-            let body = raw.split_once("\r\n\r\n").map_or("", |x| x.1).to_string();
-            Ok((status, body))
-        };
-        timeout(within, exchange)
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer to GET {path} within {within:?}")))
-    }
-
-    async fn metrics(&self) -> String {
-        let (status, body) = self
-            .get_from(Ipv4Addr::LOCALHOST, "/metrics", WAIT)
-            .await
-            .expect("GET /metrics");
-        assert_eq!(status, 200);
-        body
-    }
-
-    /// One series of `/metrics` (0 when absent).
-    async fn metric(&self, series: &str) -> f64 {
-        self.metrics()
-            .await
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(series)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
-    }
-
-    async fn health(&self) -> Value {
-        let (status, body) = self
-            .get_from(Ipv4Addr::LOCALHOST, "/healthz", WAIT)
-            .await
-            .expect("GET /healthz");
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str(&body).expect("healthz JSON")
-    }
+/// The binary with `args` on a free loopback port, logging JSON lines.
+async fn start(name: &str, args: &[&str]) -> ServerProcess {
+    binary()
+        .name(&format!("edge-{name}"))
+        .args(["--log-format", "json"])
+        .args(args)
+        .env("RUST_LOG", "info")
+        .start()
+        .await
+        .unwrap_or_else(|e| panic!("the server did not start: {e}"))
 }
 
 fn client(a: u8, b: u8) -> Ipv4Addr {
@@ -195,143 +61,59 @@ fn client(a: u8, b: u8) -> Ipv4Addr {
 }
 
 /// A TCP connection from the loopback address `from`.
-async fn tcp_from(from: Ipv4Addr, to: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = TcpSocket::new_v4()?;
-    socket.bind(SocketAddr::from((from, 0)))?;
-    let tcp = socket.connect(to).await?;
-    tcp.set_nodelay(true)?;
-    Ok(tcp)
-}
-
-// --- WebSocket clients ---------------------------------------------------------------
-
-type Ws = WebSocketStream<TcpStream>;
-
-/// Why an upgrade did not happen.
-#[derive(Debug, PartialEq)]
-enum Refused {
-    /// The server answered with this HTTP status.
-    Http(u16),
-    /// The connection ended without an answer.
-    Closed,
+async fn tcp(from: Ipv4Addr, server: &ServerProcess) -> TcpStream {
+    tcp_from(from, server.addr, false)
+        .await
+        .unwrap_or_else(|e| panic!("connect from {from}: {e}"))
 }
 
 /// A WebSocket from `from` at `path`, with extra request headers.
 async fn ws_with(
-    server: &Server,
+    server: &ServerProcess,
     from: Ipv4Addr,
     path: &str,
-    headers: &[(&'static str, &str)],
-) -> Result<Ws, Refused> {
-    let tcp = tcp_from(from, server.addr)
-        .await
-        .map_err(|_| Refused::Closed)?;
-    let mut request = server.url(path).into_client_request().expect("request");
-    for (k, v) in headers {
-        request
-            .headers_mut()
-            .insert(*k, HeaderValue::from_str(v).expect("header"));
-    }
-    match timeout(WAIT, tokio_tungstenite::client_async(request, tcp)).await {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(WsError::Http(resp))) => Err(Refused::Http(resp.status().as_u16())),
-        Ok(Err(_)) => Err(Refused::Closed),
-        Err(_) => panic!("the upgrade of {path} got no answer in time"),
-    }
+    headers: &[(&str, &str)],
+) -> Result<Client, ConnectError> {
+    Client::open_from(from, &server.url(path), headers).await
 }
 
-async fn ws_from(server: &Server, from: Ipv4Addr, path: &str) -> Result<Ws, Refused> {
+async fn ws_from(
+    server: &ServerProcess,
+    from: Ipv4Addr,
+    path: &str,
+) -> Result<Client, ConnectError> {
     ws_with(server, from, path, &[]).await
-}
-
-async fn send(ws: &mut Ws, v: &Value) {
-    ws.send(Message::text(v.to_string())).await.expect("send");
-}
-
-/// The next text message, parsed (pings and pongs skipped).
-async fn recv(ws: &mut Ws) -> Value {
-    loop {
-        match timeout(WAIT, ws.next()).await.expect("a message in time") {
-            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).expect("JSON"),
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-}
-
-async fn recv_type(ws: &mut Ws, kind: &str) -> Value {
-    let v = recv(ws).await;
-    assert_eq!(v["type"], kind, "expected {kind}, got {v}");
-    v
 }
 
 /// What `init` gets from a connection of `from`: the reply, and the
 /// connection.
-async fn init_from(server: &Server, from: Ipv4Addr, init: Value) -> (Value, Ws) {
+async fn init_from(server: &ServerProcess, from: Ipv4Addr, init: Value) -> (Value, Client) {
     let mut ws = ws_from(server, from, "/webrtc")
         .await
         .expect("an upgrade within the limits");
-    send(&mut ws, &init).await;
-    let reply = recv(&mut ws).await;
+    ws.send_json(init).await;
+    let reply = ws.recv().await;
     (reply, ws)
 }
 
-struct Room {
-    host: Ws,
-    join: String,
-    watch: String,
-}
-
-async fn create_room(server: &Server, from: Ipv4Addr) -> Room {
-    let (reply, host) = init_from(server, from, json!({"type": "init"})).await;
-    assert_eq!(reply["type"], "init", "{reply}");
-    Room {
-        host,
-        join: reply["join"].as_str().expect("join").to_string(),
-        watch: reply["watch"].as_str().expect("watch").to_string(),
-    }
-}
-
 /// A guest of `room` from `from`, whose arrival the host has seen.
-async fn join(server: &Server, from: Ipv4Addr, room: &mut Room) -> (Ws, String) {
-    let (reply, ws) = init_from(server, from, json!({"type": "init", "join": room.join})).await;
-    assert_eq!(reply["type"], "init", "{reply}");
-    let id = reply["peer"].as_str().expect("peer").to_string();
-    let joined = recv_type(&mut room.host, "peer_joined").await;
-    assert_eq!(joined["peer"], id.as_str());
-    (ws, id)
+async fn join(server: &ServerProcess, from: Ipv4Addr, room: &mut Room) -> (Client, String) {
+    attach_from(server, from, room, "join").await
 }
 
 /// `n` offers from the guest to the host: each arrives once, in order,
 /// from the guest.
-async fn exchange(room: &mut Room, guest: &mut Ws, guest_id: &str, n: usize, tag: &str) {
+async fn exchange(room: &mut Room, guest: &mut Client, guest_id: &str, n: usize, tag: &str) {
     for i in 0..n {
-        send(
-            guest,
-            &json!({"type": "offer", "sdp": format!("{tag} {i}")}),
-        )
-        .await;
+        guest
+            .send_json(json!({"type": "offer", "sdp": format!("{tag} {i}")}))
+            .await;
     }
     for i in 0..n {
-        let m = recv_type(&mut room.host, "offer").await;
+        let m = room.host.recv_type("offer").await;
         assert_eq!(m["sdp"], format!("{tag} {i}"), "{m}");
         assert_eq!(m["from"], guest_id, "{m}");
     }
-}
-
-/// Waits until the connection ends (EOF, reset, or a close frame and EOF).
-async fn wait_closed(tcp: &mut TcpStream, within: Duration) -> bool {
-    let mut buf = [0u8; 512];
-    timeout(within, async {
-        loop {
-            match tcp.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok()
 }
 
 // --- the attacks ---------------------------------------------------------------------
@@ -346,8 +128,8 @@ async fn slowloris_connections_are_cut_off_and_counted_while_healthz_upgrades_an
     const ATTACKERS: usize = 3000;
     const ADDRESSES: usize = 30;
     const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
-    let server = Server::start("slowloris", &["--header-timeout", "3s"]);
-    let mut room = create_room(&server, client(9, 1)).await;
+    let server = start("slowloris", &["--header-timeout", "3s"]).await;
+    let mut room = room_from(&server, client(9, 1)).await;
     let (mut guest, guest_id) = join(&server, client(9, 2), &mut room).await;
     exchange(&mut room, &mut guest, &guest_id, 10, "before").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -363,33 +145,20 @@ async fn slowloris_connections_are_cut_off_and_counted_while_healthz_upgrades_an
     for i in 0..ATTACKERS {
         let from = client(1, 1 + (i % ADDRESSES) as u8);
         attackers.spawn(async move {
-            let mut tcp = tcp_from(from, addr).await.expect("attacker connects");
-            match i % 3 {
-                0 => {}
-                1 => {
-                    let _ = tcp
-                        .write_all(b"GET /webrtc HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-                        .await;
-                }
-                _ => {
-                    let _ = tcp.write_all(b"G").await;
-                }
-            }
-            let mut tick = tokio::time::interval(Duration::from_millis(300));
-            let mut buf = [0u8; 256];
-            loop {
-                tokio::select! {
-                    read = tcp.read(&mut buf) => match read {
-                        Ok(0) | Err(_) => return started.elapsed(),
-                        Ok(_) => {}
-                    },
-                    _ = tick.tick(), if i % 3 == 1 => {
-                        if tcp.write_all(b"a").await.is_err() {
-                            return started.elapsed();
-                        }
-                    }
-                }
-            }
+            let tcp = tcp_from(from, addr, false)
+                .await
+                .expect("attacker connects");
+            let how = match i % 3 {
+                0 => Slow::SILENT,
+                1 => Slow::trickling(
+                    b"GET /webrtc HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+                    Duration::from_millis(300),
+                    b'a',
+                ),
+                _ => Slow::stalled(b"G"),
+            };
+            slowloris::hold(tcp, how).await;
+            started.elapsed()
         });
     }
 
@@ -400,14 +169,13 @@ async fn slowloris_connections_are_cut_off_and_counted_while_healthz_upgrades_an
     let mut health_checks = 0;
     let mut new_room = None;
     while started.elapsed() < HEADER_TIMEOUT + Duration::from_secs(1) {
-        let (status, body) = server
-            .get_from(client(9, 3), "/healthz", Duration::from_secs(2))
+        let r = testkit::http::get_from(client(9, 3), addr, "/healthz", Duration::from_secs(2))
             .await
             .unwrap_or_else(|e| panic!("/healthz during the attack: {e}"));
-        assert_eq!(status, 200, "{body}");
+        assert_eq!(r.status, 200, "{}", r.body);
         health_checks += 1;
         if new_room.is_none() && started.elapsed() > Duration::from_secs(1) {
-            let mut r = create_room(&server, client(9, 4)).await;
+            let mut r = room_from(&server, client(9, 4)).await;
             let (mut g, gid) = join(&server, client(9, 5), &mut r).await;
             exchange(&mut r, &mut g, &gid, 20, "new").await;
             new_room = Some((r, g, gid));
@@ -476,7 +244,7 @@ async fn slowloris_connections_are_cut_off_and_counted_while_healthz_upgrades_an
     assert!(grown <= bound, "RSS grew by {grown} KiB, bound {bound} KiB");
     // The connections that are not WebSockets, those still closing, and
     // the new honest room's and /healthz's.
-    let fd_bound = fds_before + DEFAULT_MAX_HTTP as usize + EVICTING + 8;
+    let fd_bound = fds_before + DEFAULT_MAX_HTTP + EVICTING + 8;
     assert!(
         peak_fds <= fd_bound,
         "{peak_fds} descriptors open at the peak, bound {fd_bound}"
@@ -490,7 +258,7 @@ async fn slowloris_connections_are_cut_off_and_counted_while_healthz_upgrades_an
 async fn connection_hoarding_by_one_address_is_refused_above_its_limit_while_another_connects() {
     const LIMIT: usize = 256; // the default of --max-connections-per-client
     const SLACK: usize = 8; // answered with 429 before being closed at once
-    let server = Server::start("hoarding", &[]);
+    let server = start("hoarding", &[]).await;
     let hoarder = client(2, 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = server.rss_kib();
@@ -504,19 +272,15 @@ async fn connection_hoarding_by_one_address_is_refused_above_its_limit_while_ano
     // Over the limit: a few connections are answered (429), ...
     let mut answered = Vec::new();
     for _ in 0..SLACK {
-        answered.push(tcp_from(hoarder, server.addr).await.expect("connect"));
+        answered.push(tcp(hoarder, &server).await);
     }
     // ... further ones are closed at once, without reading a byte.
-    let mut far_over = tcp_from(hoarder, server.addr).await.expect("connect");
+    let mut far_over = tcp(hoarder, &server).await;
     assert!(
-        wait_closed(&mut far_over, Duration::from_secs(2)).await,
+        closed_within(&mut far_over, Duration::from_secs(2)).await,
         "a connection far over the limit is closed at once"
     );
-    let upgrade = format!(
-        "GET /webrtc HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        server.addr
-    );
+    let upgrade = upgrade_request(server.addr, "/webrtc");
     for tcp in &mut answered {
         tcp.write_all(upgrade.as_bytes()).await.expect("request");
         let mut response = Vec::new();
@@ -536,7 +300,7 @@ async fn connection_hoarding_by_one_address_is_refused_above_its_limit_while_ano
     // Everyone else is served: /healthz, and a room from other addresses.
     let h = server.health().await;
     assert_eq!(h["connections"], LIMIT, "{h}");
-    let mut room = create_room(&server, client(2, 2)).await;
+    let mut room = room_from(&server, client(2, 2)).await;
     let (mut guest, gid) = join(&server, client(2, 3), &mut room).await;
     exchange(&mut room, &mut guest, &gid, 50, "honest").await;
     let refused = server
@@ -576,15 +340,15 @@ async fn connection_hoarding_by_one_address_is_refused_above_its_limit_while_ano
 async fn room_spam_is_refused_per_client_and_by_the_room_cap_while_an_honest_room_carries_on() {
     const PER_MINUTE: usize = 60; // the default of --room-creations-per-minute
     const MAX_ROOMS: usize = 100;
-    let server = Server::start("spam", &["--max-rooms", "100"]);
-    let mut room = create_room(&server, client(3, 100)).await;
+    let server = start("spam", &["--max-rooms", "100"]).await;
+    let mut room = room_from(&server, client(3, 100)).await;
     let (mut guest, gid) = join(&server, client(3, 101), &mut room).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let rss_before = server.rss_kib();
 
     /// `tries` rooms created from `from`, each host leaving at once: what
     /// each got (`init` or the error code), and how long it all took.
-    async fn spam(server: &Server, from: Ipv4Addr, tries: usize) -> (Vec<String>, Duration) {
+    async fn spam(server: &ServerProcess, from: Ipv4Addr, tries: usize) -> (Vec<String>, Duration) {
         let started = Instant::now();
         let mut got = Vec::new();
         for _ in 0..tries {
@@ -663,8 +427,8 @@ async fn room_spam_is_refused_per_client_and_by_the_room_cap_while_an_honest_roo
 /// another address still joins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_churn_from_one_address_is_limited_and_another_still_attaches() {
-    let server = Server::start("churn", &["--attaches-per-minute", "10"]);
-    let mut room = create_room(&server, client(4, 1)).await;
+    let server = start("churn", &["--attaches-per-minute", "10"]).await;
+    let mut room = room_from(&server, client(4, 1)).await;
     let churner = client(4, 2);
     // Ten visits, each seen by the host once, then a refusal (the bucket
     // refills one every 6 s, so a slow run may fit one more).
@@ -683,12 +447,12 @@ async fn attach_churn_from_one_address_is_limited_and_another_still_attaches() {
         visits += 1;
         assert!(visits <= 12, "never refused");
         assert_eq!(
-            recv_type(&mut room.host, "peer_joined").await["peer"],
+            room.host.recv_type("peer_joined").await["peer"],
             reply["peer"]
         );
         drop(ws);
         assert_eq!(
-            recv_type(&mut room.host, "peer_left").await["peer"],
+            room.host.recv_type("peer_left").await["peer"],
             reply["peer"]
         );
     };
@@ -707,14 +471,14 @@ async fn attach_churn_from_one_address_is_limited_and_another_still_attaches() {
     let query = format!("/webrtc?watch={}", room.watch);
     assert_eq!(
         ws_from(&server, churner, &query).await.err(),
-        Some(Refused::Http(429))
+        Some(ConnectError::Http(429))
     );
     // Another address is not affected, by query string or by init.
     let mut viewer = ws_from(&server, client(4, 3), &query)
         .await
         .expect("another address attaches");
-    assert_eq!(recv_type(&mut viewer, "init").await["role"], "watch");
-    recv_type(&mut room.host, "peer_joined").await;
+    assert_eq!(viewer.recv_type("init").await["role"], "watch");
+    room.host.recv_type("peer_joined").await;
     let (reply, _guest) = init_from(
         &server,
         client(4, 4),
@@ -722,7 +486,7 @@ async fn attach_churn_from_one_address_is_limited_and_another_still_attaches() {
     )
     .await;
     assert_eq!(reply["role"], "join", "{reply}");
-    recv_type(&mut room.host, "peer_joined").await;
+    room.host.recv_type("peer_joined").await;
     assert_eq!(
         server
             .metric("signal_upgrades_rejected_total{reason=\"client_attaches\"}")
@@ -742,7 +506,7 @@ async fn attach_churn_from_one_address_is_limited_and_another_still_attaches() {
 /// connection ends at `--http-timeout` whatever it does. Each counted.
 #[tokio::test]
 async fn oversized_idle_and_long_lived_plain_http_connections_are_cut_off_and_counted() {
-    let server = Server::start(
+    let server = start(
         "http",
         &[
             "--max-header-bytes",
@@ -752,16 +516,17 @@ async fn oversized_idle_and_long_lived_plain_http_connections_are_cut_off_and_co
             "--http-timeout",
             "3s",
         ],
-    );
+    )
+    .await;
     let me = client(5, 1);
-    let mut tcp = tcp_from(me, server.addr).await.expect("connect");
+    let mut conn = tcp(me, &server).await;
     let big = format!(
         "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: {}\r\n\r\n",
         "c".repeat(5000)
     );
-    tcp.write_all(big.as_bytes()).await.expect("write");
+    conn.write_all(big.as_bytes()).await.expect("write");
     let mut response = Vec::new();
-    let _ = timeout(WAIT, tcp.read_to_end(&mut response)).await;
+    let _ = timeout(WAIT, conn.read_to_end(&mut response)).await;
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 431"), "{response}");
     // Under the limit, a browser-sized request is fine.
@@ -769,26 +534,26 @@ async fn oversized_idle_and_long_lived_plain_http_connections_are_cut_off_and_co
         "GET /healthz HTTP/1.1\r\nHost: x\r\nCookie: {}\r\nConnection: close\r\n\r\n",
         "c".repeat(3000)
     );
-    let mut tcp = tcp_from(me, server.addr).await.expect("connect");
-    tcp.write_all(ok.as_bytes()).await.expect("write");
+    let mut conn = tcp(me, &server).await;
+    conn.write_all(ok.as_bytes()).await.expect("write");
     let mut response = Vec::new();
-    let _ = timeout(WAIT, tcp.read_to_end(&mut response)).await;
+    let _ = timeout(WAIT, conn.read_to_end(&mut response)).await;
     assert!(String::from_utf8_lossy(&response).starts_with("HTTP/1.1 200"));
 
     // Keep-alive: one request answered, then idle: closed after ~1 s.
-    let mut idle = tcp_from(me, server.addr).await.expect("connect");
+    let mut idle = tcp(me, &server).await;
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
         .expect("write");
     let t = Instant::now();
-    assert!(wait_closed(&mut idle, Duration::from_secs(4)).await);
+    assert!(closed_within(&mut idle, Duration::from_secs(4)).await);
     let idle_for = t.elapsed();
     assert!(
         idle_for >= Duration::from_millis(900),
         "closed after {idle_for:?}"
     );
     // A connection that keeps asking is still closed at the HTTP timeout.
-    let mut busy = tcp_from(me, server.addr).await.expect("connect");
+    let mut busy = tcp(me, &server).await;
     let t = Instant::now();
     let cut = timeout(Duration::from_secs(6), async {
         let mut buf = [0u8; 4096];
@@ -827,7 +592,7 @@ async fn oversized_idle_and_long_lived_plain_http_connections_are_cut_off_and_co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_trusted_proxy_the_limits_count_the_forwarded_client_and_logs_show_it() {
     let router = client(6, 1);
-    let server = Server::start(
+    let server = start(
         "proxy",
         &[
             "--trust-proxy-hops",
@@ -835,15 +600,16 @@ async fn behind_a_trusted_proxy_the_limits_count_the_forwarded_client_and_logs_s
             "--max-connections-per-client",
             "3",
         ],
-    );
+    )
+    .await;
     let xff = |v: &'static str| [("x-forwarded-for", v)];
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut ws = ws_with(&server, router, "/webrtc", &xff("203.0.113.1"))
             .await
             .expect("within the forwarded client's limit");
-        send(&mut ws, &json!({"type": "init"})).await;
-        recv_type(&mut ws, "init").await;
+        ws.send_json(json!({"type": "init"})).await;
+        ws.recv_type("init").await;
         held.push(ws);
     }
     // The same client, whatever it wrote itself before the router's entry.
@@ -851,7 +617,7 @@ async fn behind_a_trusted_proxy_the_limits_count_the_forwarded_client_and_logs_s
         ws_with(&server, router, "/webrtc", &xff("6.6.6.6, 203.0.113.1"))
             .await
             .err(),
-        Some(Refused::Http(429))
+        Some(ConnectError::Http(429))
     );
     // Another client through the same router is fine.
     let other = ws_with(&server, router, "/webrtc", &xff("203.0.113.2")).await;
@@ -869,7 +635,7 @@ async fn behind_a_trusted_proxy_the_limits_count_the_forwarded_client_and_logs_s
     drop(held);
 
     // Without the flag the header is the client's own words: ignored.
-    let server = Server::start("no-proxy", &["--max-connections-per-client", "3"]);
+    let server = start("no-proxy", &["--max-connections-per-client", "3"]).await;
     let mut held = Vec::new();
     for i in 0..3 {
         let v = ["203.0.113.1", "203.0.113.2", "203.0.113.3"][i];
@@ -883,7 +649,7 @@ async fn behind_a_trusted_proxy_the_limits_count_the_forwarded_client_and_logs_s
         ws_with(&server, router, "/webrtc", &xff("203.0.113.9"))
             .await
             .err(),
-        Some(Refused::Http(429)),
+        Some(ConnectError::Http(429)),
         "the limit counts the TCP peer"
     );
 }

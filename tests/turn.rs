@@ -9,10 +9,10 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, SystemTime};
 
 use common::{require_tool, WAIT};
+use testkit::tools::{echo_peer, output_within};
 
 use signal_server::turn::credentials::{self, TurnSecret};
 use signal_server::turn::filter::PeerRefusal;
@@ -587,25 +587,8 @@ async fn uclient_through_relay(tcp: bool, length: usize) -> (String, TurnMetrics
     let (uclient, peer_bin) = coturn();
     let relay = Relay::start(allow(&["127.0.0.0/8"])).await;
     let port = testkit::free_udp_port();
-    let mut peer = tokio::process::Command::new(peer_bin)
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("turnutils_peer");
     // The peer is up when it echoes.
-    let probe = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let mut buf = [0u8; 16];
-    let until = tokio::time::Instant::now() + WAIT;
-    loop {
-        probe.send_to(b"ping", ("127.0.0.1", port)).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_millis(200), probe.recv_from(&mut buf)).await;
-        if matches!(r, Ok(Ok((4, _)))) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < until, "turnutils_peer echoes");
-    }
+    let mut peer = echo_peer(&peer_bin, port).await;
     let mut cmd = tokio::process::Command::new(uclient);
     if tcp {
         cmd.arg("-t");
@@ -613,17 +596,8 @@ async fn uclient_through_relay(tcp: bool, length: usize) -> (String, TurnMetrics
     cmd.args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.1"])
         .args(["-r", &port.to_string(), "-n", "20", "-m", "2"])
         .args(["-l", &length.to_string()])
-        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"])
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("uclient finishes")
-        .expect("uclient runs");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"]);
+    let text = output_within(&mut cmd, Duration::from_secs(60)).await;
     let _ = peer.kill().await;
     let metrics = relay.metrics.clone();
     relay.stop().await;
@@ -661,18 +635,11 @@ async fn coturn_uclient_relays_every_packet_over_tcp_with_channel_data_padding()
 async fn coturn_uclient_is_refused_a_loopback_peer_without_an_allow_list() {
     let (uclient, _) = coturn();
     let relay = Relay::start(|_| {}).await;
-    let out = tokio::process::Command::new(uclient)
-        .args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.2", "-r", "3480"])
+    let mut cmd = tokio::process::Command::new(uclient);
+    cmd.args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.2", "-r", "3480"])
         .args(["-n", "5", "-m", "1", "-l", "200"])
-        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("uclient finishes")
-        .expect("uclient runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"]);
+    let text = output_within(&mut cmd, Duration::from_secs(60)).await;
     assert!(text.contains("403"), "uclient output:\n{text}");
     assert!(relay.metrics.refusals(Refusal::Peer(PeerRefusal::Loopback)) >= 1);
     assert_eq!(relay.metrics.packets(Direction::ToPeer), 0);

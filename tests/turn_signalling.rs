@@ -8,13 +8,14 @@
 mod common;
 
 use std::process::Stdio;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
 use serde_json::{json, Value};
 use signal_server::config::Config;
-use signal_server::turn::{IceServers, TurnSecret};
+use testkit::tools::{echo_peer, output_within};
+use testkit::unix_now;
 
 const SECRET: &str = "north-sea-secret";
 const TTL: u64 = 600;
@@ -28,24 +29,7 @@ fn stun() -> Value {
 }
 
 fn turn_config() -> Config {
-    let ice = IceServers::new(
-        TurnSecret::new(SECRET).unwrap(),
-        URLS.iter().map(|u| u.to_string()).collect(),
-        Duration::from_secs(TTL),
-        &stun(),
-    );
-    Config {
-        ice_servers: stun(),
-        turn: Some(ice),
-        ..Config::default()
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    testkit::in_process::turn_config(SECRET, &URLS, Duration::from_secs(TTL), stun())
 }
 
 /// base64(HMAC-SHA1(secret, username)), computed with ring rather than the
@@ -70,7 +54,7 @@ fn check_minted(reply: &Value, peer: &str, since: u64) -> (u64, String) {
     let (expiry, label) = username.split_once(':').expect("<expiry>:<label>");
     let expiry: u64 = expiry.parse().expect("a unix time");
     assert!(
-        expiry >= since + TTL && expiry <= now() + TTL,
+        expiry >= since + TTL && expiry <= unix_now() + TTL,
         "expiry {expiry} is minted now, {TTL} s ahead"
     );
     let (room, who) = label.split_once('/').expect("<room>/<peer>");
@@ -88,7 +72,7 @@ fn check_minted(reply: &Value, peer: &str, since: u64) -> (u64, String) {
 #[tokio::test]
 async fn every_init_reply_carries_credentials_of_its_own_for_host_guest_and_watcher() {
     let server = TestServer::with_config(turn_config()).await;
-    let since = now();
+    let since = unix_now();
     let mut host = server.connect().await;
     host.send(r#"{"type":"init"}"#).await;
     let init = host.recv_type("init").await;
@@ -144,7 +128,7 @@ async fn ice_servers_mints_fresh_credentials_and_is_never_relayed() {
 
     let mut room = room(&server).await;
     let (mut guest, guest_id) = attach(&server, &mut room, "join").await;
-    let since = now();
+    let since = unix_now();
     // Unknown fields are ignored, as on every message.
     guest
         .send(r#"{"type":"ice_servers","to":"h0st1234","x":[1]}"#)
@@ -304,58 +288,24 @@ async fn the_binarys_relay_accepts_the_credentials_its_init_replies_hand_out() {
     // coturn's client, with the minted username and password as long-term
     // credentials (not -W: it must not know the secret), through the
     // relay to an echo peer.
-    let port = std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut peer = tokio::process::Command::new(peer_bin)
-        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("turnutils_peer");
-    let probe = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let until = tokio::time::Instant::now() + WAIT;
-    let mut buf = [0u8; 8];
-    loop {
-        probe.send_to(b"ping", ("127.0.0.1", port)).await.unwrap();
-        let r = tokio::time::timeout(Duration::from_millis(200), probe.recv_from(&mut buf)).await;
-        if matches!(r, Ok(Ok((4, _)))) {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < until, "turnutils_peer echoes");
-    }
-    let out = tokio::process::Command::new(&uclient)
-        .args(["-u", username, "-w", credential, "-e", "127.0.0.1"])
+    let port = testkit::free_udp_port();
+    let mut peer = echo_peer(&peer_bin, port).await;
+    let mut cmd = tokio::process::Command::new(&uclient);
+    cmd.args(["-u", username, "-w", credential, "-e", "127.0.0.1"])
         .args(["-r", &port.to_string(), "-n", "10", "-m", "1", "-l", "120"])
-        .args(["-p", &turn_port.to_string(), "127.0.0.1"])
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out)
-        .await
-        .expect("uclient finishes")
-        .expect("uclient runs");
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        .args(["-p", &turn_port.to_string(), "127.0.0.1"]);
+    let text = output_within(&mut cmd, Duration::from_secs(60)).await;
     assert!(
         text.contains("tot_send_msgs=10, tot_recv_msgs=10"),
         "uclient output:\n{text}"
     );
     // A forged credential for the same username is refused.
-    let forged = tokio::process::Command::new(&uclient)
+    let mut forged = tokio::process::Command::new(&uclient);
+    forged
         .args(["-u", username, "-w", "Zm9yZ2VkIQ==", "-e", "127.0.0.1"])
         .args(["-r", &port.to_string(), "-n", "2", "-m", "1", "-l", "120"])
-        .args(["-p", &turn_port.to_string(), "127.0.0.1"])
-        .kill_on_drop(true)
-        .output();
-    let forged = tokio::time::timeout(Duration::from_secs(60), forged)
-        .await
-        .expect("uclient finishes")
-        .expect("uclient runs");
-    let text = String::from_utf8_lossy(&forged.stdout).to_string()
-        + &String::from_utf8_lossy(&forged.stderr);
+        .args(["-p", &turn_port.to_string(), "127.0.0.1"]);
+    let text = output_within(&mut forged, Duration::from_secs(60)).await;
     assert!(
         text.contains("Cannot complete Allocation") && !text.contains("tot_recv_msgs"),
         "a forged credential allocates nothing:\n{text}"

@@ -14,20 +14,20 @@
 //!   next connection must get HTTP 429, and one beyond the slack be closed at
 //!   once.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::json;
+use testkit::raw::upgrade_request;
+use testkit::slowloris::{self, Slow};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Error as WsError;
 
 use crate::chaos::{Outcome, Res};
-use crate::net::{self, Ws, STEP};
+use crate::net::{self, ConnectError, Ws, STEP};
 use crate::Ctx;
 
 /// The server's defaults these attackers meet (signal-server's config.rs).
@@ -50,30 +50,17 @@ fn fresh_address() -> Ipv4Addr {
     Ipv4Addr::new(127, 1, (n / 250) as u8, 1 + (n % 250) as u8)
 }
 
-async fn tcp_from(from: Ipv4Addr, server: SocketAddr) -> Result<TcpStream, String> {
-    let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {e}"))?;
-    socket
-        .bind(SocketAddr::from((from, 0)))
-        .map_err(|e| format!("bind {from}: {e}"))?;
-    timeout(STEP, socket.connect(server))
+/// A TCP connection from `from` (the kit's [`testkit::net::tcp_from`]).
+async fn tcp_from(ctx: &Ctx, from: Ipv4Addr) -> Result<TcpStream, String> {
+    testkit::net::tcp_from(from, ctx.net.server, false)
         .await
-        .map_err(|_| "TCP connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))
+        .map_err(|e| e.to_string())
 }
 
-/// A WebSocket from `from`: `Err(Ok(status))` when refused with an HTTP
-/// status, `Err(Err(why))` otherwise.
-async fn ws_from(ctx: &Ctx, from: Ipv4Addr) -> Result<Ws, Result<u16, String>> {
-    let tcp = tcp_from(from, ctx.net.server).await.map_err(Err)?;
-    let request = format!("ws://{}/webrtc", ctx.net.server)
-        .into_client_request()
-        .map_err(|e| Err(e.to_string()))?;
-    match timeout(STEP, tokio_tungstenite::client_async(request, tcp)).await {
-        Ok(Ok((ws, _))) => Ok(ws),
-        Ok(Err(WsError::Http(resp))) => Err(Ok(resp.status().as_u16())),
-        Ok(Err(e)) => Err(Err(format!("handshake: {e}"))),
-        Err(_) => Err(Err("handshake timed out".into())),
-    }
+/// A WebSocket on `/webrtc` from `from` (the kit's
+/// [`testkit::net::ws_from`]).
+async fn ws_from(ctx: &Ctx, from: Ipv4Addr) -> Result<Ws, ConnectError> {
+    testkit::net::ws_from(from, ctx.net.server, "/webrtc", false).await
 }
 
 /// Runs `attack` unless one of its kind is running.
@@ -95,28 +82,19 @@ async fn slowloris_inner(ctx: &Ctx) -> Res {
     let started = Instant::now();
     let mut slow = tokio::task::JoinSet::new();
     for i in 0..SLOW_CONNECTIONS {
-        let mut tcp = tcp_from(from, ctx.net.server).await?;
+        let tcp = tcp_from(ctx, from).await?;
+        let how = if i % 2 == 1 {
+            Slow::trickling(
+                b"GET /webrtc HTTP/1.1\r\nHost: soak\r\n",
+                Duration::from_millis(500),
+                b'X',
+            )
+        } else {
+            Slow::SILENT
+        };
         slow.spawn(async move {
-            if i % 2 == 1 {
-                let _ = tcp
-                    .write_all(b"GET /webrtc HTTP/1.1\r\nHost: soak\r\n")
-                    .await;
-            }
-            let mut tick = tokio::time::interval(Duration::from_millis(500));
-            let mut buf = [0u8; 256];
-            loop {
-                tokio::select! {
-                    read = tcp.read(&mut buf) => match read {
-                        Ok(0) | Err(_) => return started.elapsed(),
-                        Ok(_) => {}
-                    },
-                    _ = tick.tick(), if i % 2 == 1 => {
-                        if tcp.write_all(b"X").await.is_err() {
-                            return started.elapsed();
-                        }
-                    }
-                }
-            }
+            slowloris::hold(tcp, how).await;
+            started.elapsed()
         });
     }
     // Meanwhile the server answers /healthz.
@@ -223,10 +201,10 @@ async fn conn_hoard_inner(ctx: &Ctx) -> Res {
     // Over the limit: answered (429) for a few connections...
     let mut answered = Vec::with_capacity(REFUSED_SLACK);
     for _ in 0..REFUSED_SLACK {
-        answered.push(tcp_from(from, ctx.net.server).await?);
+        answered.push(tcp_from(ctx, from).await?);
     }
     // ... and closed at once beyond them.
-    let mut beyond = tcp_from(from, ctx.net.server).await?;
+    let mut beyond = tcp_from(ctx, from).await?;
     let beyond_at = started.elapsed();
     let mut byte = [0u8; 1];
     let closed = timeout(Duration::from_secs(3), beyond.read(&mut byte)).await;
@@ -241,11 +219,7 @@ async fn conn_hoard_inner(ctx: &Ctx) -> Res {
         Ok(Ok(0) | Err(_)) => {}
         other => return Err(format!("a connection far over the limit: {other:?}")),
     }
-    let request = format!(
-        "GET /webrtc HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-        ctx.net.server
-    );
+    let request = upgrade_request(ctx.net.server, "/webrtc");
     let first = &mut answered[0];
     first
         .write_all(request.as_bytes())

@@ -6,26 +6,26 @@
 //! (`--rss-ceiling-mib`), and the honest rooms' accounting shows they
 //! disturb no one else.
 //!
-//! Clients that must not read, or read slowly, are raw sockets with a small
-//! receive buffer and segment size (so that what they leave unread stays in
-//! the server's queues, not in loopback's kernel buffers), speaking just
-//! enough WebSocket.
+//! Clients that must not read, or read slowly, are the test kit's raw
+//! clients (`testkit::raw`: a small receive buffer and segment size, so that
+//! what they leave unread stays in the server's queues, not in loopback's
+//! kernel buffers); the floods are the kit's (`testkit::flood`).
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::Message;
+use futures_util::StreamExt;
+use serde_json::json;
+use testkit::flood::{flood, Flooded};
+use testkit::raw::{RawClient, SlowRead, SlowReads, Tokens, PING};
 
 use crate::chaos::{Outcome, Res};
-use crate::net::{self, Read, Stream, STEP};
+use crate::net::{self, Read, Ws, STEP};
 use crate::Ctx;
+
+/// The receive buffer of the raw clients.
+const RCVBUF: u32 = 8192;
 
 /// The kinds, registered in `chaos::KINDS`.
 pub const KINDS: [&str; 4] = ["byte_flood", "pong_pump", "watch_flood", "join_churn"];
@@ -75,65 +75,35 @@ async fn one_at_a_time(flag: &AtomicBool, work: impl std::future::Future<Output 
 /// host that never reads but keeps its connection alive: the guest must get
 /// `host_busy` and then close 1008; the host is not dropped for it.
 async fn byte_flood(ctx: &Ctx) -> Res {
-    let (mut host, join, _) = Raw::host(ctx).await?;
-    let (mut sink, mut stream) = attach(ctx, "join", &join).await?;
+    let (host, tokens) = raw_host(ctx).await?;
+    let mut guest = attach(ctx, "join", &tokens.join).await?;
     // The host never reads; four pings a second (in a task of their own,
     // whatever the flood's sends wait for) keep it alive.
-    let keepalive = tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_millis(250)).await;
-            if host.send_frame(0x9, b"alive").await.is_err() {
-                return;
-            }
-        }
-    });
-    let text = big("offer");
-    let mut pace = tokio::time::interval(Duration::from_millis(50));
-    let mut busy = 0;
+    let keepalive = tokio::spawn(host.keep_alive_without_reading(Duration::from_millis(250)));
     // Each client ends well within the wave's time to finish (~56 s).
-    let deadline = Instant::now() + Duration::from_secs(25);
-    let close = loop {
-        if Instant::now() > deadline {
-            break Some(Some(0));
-        }
-        pace.tick().await;
-        if sink.send(Message::text(text.clone())).await.is_err() {
-            break None;
-        }
-        if let Some(code) = drain(&mut stream, &mut busy).await {
-            break Some(code);
-        }
-    };
+    let seen = flood(
+        &mut guest,
+        &big("offer"),
+        Duration::from_millis(50),
+        Duration::from_secs(25),
+    )
+    .await;
     let host_alive = !keepalive.is_finished();
     keepalive.abort();
-    if busy == 0 || close != Some(Some(1008)) || !host_alive {
+    if seen.host_busy == 0 || seen.close_code() != Some(1008) || !host_alive {
         return Err(format!(
-            "byte flood: {busy} host_busy, then {close:?} (expected close 1008); host alive: {host_alive}"
+            "byte flood: {seen:?} (expected host_busy, then close 1008); host alive: {host_alive}"
         ));
     }
     ctx.stats.inc("pressure.byte_flood.closed_1008");
     Ok(Outcome::Done)
 }
 
-/// Reads what is waiting without blocking, counting `host_busy`; the close
-/// code (`Some(None)` for an end without one) if the connection ended.
-async fn drain(stream: &mut Stream, busy: &mut u32) -> Option<Option<u16>> {
-    loop {
-        match net::read(stream, Duration::ZERO).await {
-            Read::Json(v) if v["code"] == "host_busy" => *busy += 1,
-            Read::Json(_) | Read::NotJson(_) => {}
-            Read::Closed(code) => return Some(code),
-            Read::Ended(_) => return Some(None),
-            Read::TimedOut => return None,
-        }
-    }
-}
-
 /// A client that pings inside the message rate and never reads: its pongs
 /// count in its queue, and if its writes stall long enough
 /// (`--write-stall-timeout`) it is dropped. It pumps for 12 s.
 async fn pong_pump(ctx: &Ctx) -> Res {
-    let (mut raw, _, _) = Raw::host(ctx).await?;
+    let (mut raw, _) = raw_host(ctx).await?;
     // It may be dropped as a slow consumer (the run's accounting allows it).
     ctx.stats.inc("pressure.may_be_dropped");
     let payload = [b'p'; 125];
@@ -141,7 +111,7 @@ async fn pong_pump(ctx: &Ctx) -> Res {
     let mut pace = tokio::time::interval(Duration::from_millis(10));
     while started.elapsed() < Duration::from_secs(12) {
         pace.tick().await;
-        if raw.send_frame(0x9, &payload).await.is_err() {
+        if raw.send_frame(PING, &payload).await.is_err() {
             ctx.stats.inc("pressure.pong_pump.cut_off");
             break;
         }
@@ -156,16 +126,16 @@ async fn pong_pump(ctx: &Ctx) -> Res {
 /// (`host_busy`) or closed 1008.
 async fn watch_flood(ctx: &Ctx) -> Res {
     const WATCHERS: usize = 6;
-    let (host, join, watch) = Raw::host(ctx).await?;
+    let (host, tokens) = raw_host(ctx).await?;
     let stop = Arc::new(AtomicBool::new(false));
-    let seen_by_host = Arc::new(Seen::default());
+    let seen_by_host = Arc::new(SlowReads::default());
     let reader =
         tokio::spawn(host.read_slowly(850_000, Arc::clone(&stop), Arc::clone(&seen_by_host)));
-    let (mut guest, _guest_rx) = attach(ctx, "join", &join).await?;
+    let mut guest = attach(ctx, "join", &tokens.join).await?;
     let mut floods = Vec::new();
     for _ in 0..WATCHERS {
-        let (sink, stream) = attach(ctx, "watch", &watch).await?;
-        floods.push(tokio::spawn(flood(sink, stream, big("offer"))));
+        let watcher = attach(ctx, "watch", &tokens.watch).await?;
+        floods.push(tokio::spawn(flood_for_8s(watcher, big("offer"))));
     }
     let mut sent = 0u64;
     let started = Instant::now();
@@ -185,7 +155,7 @@ async fn watch_flood(ctx: &Ctx) -> Res {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     stop.store(true, Ordering::Release);
-    let (_, honest, _) = reader
+    let SlowRead { honest, .. } = reader
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("the slow host: {e}"))?;
@@ -194,50 +164,39 @@ async fn watch_flood(ctx: &Ctx) -> Res {
             "the slow host got {honest} of {sent} honest messages"
         ));
     }
-    for (rate_limited, busy, close) in &seen {
-        if *rate_limited == 0 && *busy == 0 {
+    for s in &seen {
+        if s.rate_limited == 0 && s.host_busy == 0 {
             return Err(format!("a flooding watcher was never refused: {seen:?}"));
         }
-        if close.is_some_and(|c| c != Some(1008)) {
-            return Err(format!("a flooding watcher was closed with {close:?}"));
+        if s.ended && s.close_code() != Some(1008) {
+            return Err(format!(
+                "a flooding watcher ended otherwise than 1008: {s:?}"
+            ));
         }
     }
     ctx.stats.add(
         "pressure.watch_flood.watchers_closed_1008",
-        seen.iter().filter(|s| s.2.is_some()).count() as u64,
+        seen.iter().filter(|s| s.ended).count() as u64,
     );
     ctx.stats
         .add("pressure.watch_flood.honest_delivered", honest);
     Ok(Outcome::Done)
 }
 
-/// Floods for 8 s or until closed: (rate_limited, host_busy, close).
-async fn flood(
-    mut sink: net::Sink,
-    mut stream: Stream,
-    text: String,
-) -> (u32, u32, Option<Option<u16>>) {
-    let (mut rate_limited, mut busy) = (0, 0);
-    let mut pace = tokio::time::interval(Duration::from_millis(50));
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(8) {
-        pace.tick().await;
-        if sink.send(Message::text(text.clone())).await.is_err() {
-            return (rate_limited, busy, Some(None));
-        }
-        loop {
-            match net::read(&mut stream, Duration::ZERO).await {
-                Read::Json(v) if v["code"] == "host_busy" => busy += 1,
-                Read::Json(v) if v["code"] == "rate_limited" => rate_limited += 1,
-                Read::Json(_) | Read::NotJson(_) => {}
-                Read::Closed(code) => return (rate_limited, busy, Some(code)),
-                Read::Ended(_) => return (rate_limited, busy, Some(None)),
-                Read::TimedOut => break,
-            }
-        }
+/// Floods for 8 s or until closed (the kit's [`flood`], 20 messages a
+/// second); closes the connection if the server has not.
+async fn flood_for_8s(mut ws: Ws, text: String) -> Flooded {
+    let seen = flood(
+        &mut ws,
+        &text,
+        Duration::from_millis(50),
+        Duration::from_secs(8),
+    )
+    .await;
+    if !seen.ended {
+        let _ = ws.close(None).await;
     }
-    let _ = sink.close().await;
-    (rate_limited, busy, None)
+    seen
 }
 
 /// A watcher connecting and disconnecting with `?watch=TOKEN` 50 times a
@@ -246,9 +205,10 @@ async fn flood(
 /// burst, the host is sent a `peer_joined` and a `peer_left` for each entry
 /// and nothing more, and it stays.
 async fn join_churn(ctx: &Ctx) -> Res {
-    let (host, _, watch) = Raw::host(ctx).await?;
+    let (host, tokens) = raw_host(ctx).await?;
+    let watch = tokens.watch;
     let stop = Arc::new(AtomicBool::new(false));
-    let seen_by_host = Arc::new(Seen::default());
+    let seen_by_host = Arc::new(SlowReads::default());
     let reader =
         tokio::spawn(host.read_slowly(20_000, Arc::clone(&stop), Arc::clone(&seen_by_host)));
     let started = Instant::now();
@@ -279,7 +239,10 @@ async fn join_churn(ctx: &Ctx) -> Res {
     // Nothing more may come.
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop.store(true, Ordering::Release);
-    let (_, _, presence_done) = reader
+    let SlowRead {
+        presence: presence_done,
+        ..
+    } = reader
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("the slow host: {e}"))?;
@@ -298,219 +261,26 @@ async fn join_churn(ctx: &Ctx) -> Res {
     Ok(Outcome::Done)
 }
 
-/// What a slow host has read so far, for its client to wait on.
-#[derive(Default)]
-struct Seen {
-    honest: AtomicU64,
-    presence: AtomicU64,
-}
-
-async fn attach(ctx: &Ctx, role: &str, token: &str) -> Result<(net::Sink, Stream), String> {
-    let (sink, mut stream) = ctx
+/// A guest or watcher (by query string), past its `init` reply.
+async fn attach(ctx: &Ctx, role: &str, token: &str) -> Result<Ws, String> {
+    let mut ws = ctx
         .net
         .ws(&format!("/webrtc?{role}={token}"), false)
         .await
-        .map_err(|e| format!("attach as {role}: {e}"))?
-        .split();
-    net::read_until(&mut stream, STEP, |v| v["type"] == "init").await?;
-    Ok((sink, stream))
+        .map_err(|e| format!("attach as {role}: {e}"))?;
+    net::read_until(&mut ws, STEP, |v| v["type"] == "init").await?;
+    Ok(ws)
 }
 
-/// Just enough WebSocket for a client that reads slowly or not at all.
-struct Raw {
-    tcp: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(server: SocketAddr, path: &str) -> Result<Raw, String> {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .map_err(|e| e.to_string())?;
-        socket
-            .set_recv_buffer_size(8192)
-            .and_then(|()| socket.set_tcp_mss(536))
-            .and_then(|()| socket.set_nonblocking(true))
-            .map_err(|e| format!("socket options: {e}"))?;
-        let socket = TcpSocket::from_std_stream(socket.into());
-        let mut tcp = timeout(STEP, socket.connect(server))
-            .await
-            .map_err(|_| "connect timed out".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {server}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        tcp.write_all(request.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut buf = Vec::new();
-        let end = loop {
-            if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break at + 4;
-            }
-            let mut chunk = [0u8; 1024];
-            let n = timeout(STEP, tcp.read(&mut chunk))
-                .await
-                .map_err(|_| "handshake timed out".to_string())?
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                return Err("closed during the handshake".into());
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        };
-        if !buf.starts_with(b"HTTP/1.1 101") {
-            return Err(String::from_utf8_lossy(&buf[..end]).into_owned());
-        }
-        buf.drain(..end);
-        Ok(Raw { tcp, buf })
+/// A room of its own, its host a raw client (the kit's
+/// [`RawClient::host`]); its tokens are recorded for the run's check of the
+/// server's log.
+async fn raw_host(ctx: &Ctx) -> Result<(RawClient, Tokens), String> {
+    let (raw, tokens) = RawClient::host(ctx.net.server, RCVBUF).await?;
+    let mut recorded = ctx.tokens.lock().unwrap_or_else(|e| e.into_inner());
+    for t in [&tokens.join, &tokens.watch, &tokens.resume] {
+        recorded.insert(t.clone());
     }
-
-    /// A room of its own: the host, and the join and watch tokens (recorded
-    /// for the run's check of the server's log).
-    async fn host(ctx: &Ctx) -> Result<(Raw, String, String), String> {
-        let mut raw = Raw::connect(ctx.net.server, "/webrtc").await?;
-        raw.send_frame(0x1, br#"{"type":"init"}"#)
-            .await
-            .map_err(|e| e.to_string())?;
-        let deadline = Instant::now() + STEP;
-        let reply = loop {
-            if Instant::now() > deadline {
-                return Err("no init reply".into());
-            }
-            let (_, frames) = raw.read_some(16 * 1024, STEP).await?;
-            if let Some((_, p)) = frames.into_iter().find(|f| f.0 == 0x1) {
-                break serde_json::from_slice::<Value>(&p).map_err(|e| e.to_string())?;
-            }
-        };
-        if reply["role"] != "host" {
-            return Err(format!("init answered {reply}"));
-        }
-        let mut tokens = ctx.tokens.lock().unwrap_or_else(|e| e.into_inner());
-        for k in ["join", "watch", "resume"] {
-            if let Some(t) = reply[k].as_str() {
-                tokens.insert(t.to_string());
-            }
-        }
-        drop(tokens);
-        let t = |k: &str| reply[k].as_str().unwrap_or_default().to_string();
-        let (join, watch) = (t("join"), t("watch"));
-        Ok((raw, join, watch))
-    }
-
-    async fn send_frame(&mut self, opcode: u8, payload: &[u8]) -> std::io::Result<()> {
-        let mask = [0x5a, 0xa5, 0x3c, 0xc3];
-        let mut out = vec![0x80 | opcode];
-        match payload.len() {
-            n @ 0..=125 => out.push(0x80 | n as u8),
-            n @ 126..=0xffff => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-        self.tcp.write_all(&out).await
-    }
-
-    fn parse(&mut self) -> Option<(u8, Vec<u8>)> {
-        let b = &self.buf;
-        if b.len() < 2 {
-            return None;
-        }
-        let (len, at) = match b[1] & 0x7f {
-            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 if b.len() >= 10 => {
-                let mut n = [0u8; 8];
-                n.copy_from_slice(&b[2..10]);
-                (u64::from_be_bytes(n) as usize, 10)
-            }
-            126 | 127 => return None,
-            n => (n as usize, 2),
-        };
-        if b.len() < at + len {
-            return None;
-        }
-        let frame = (b[0] & 0x0f, b[at..at + len].to_vec());
-        self.buf.drain(..at + len);
-        Some(frame)
-    }
-
-    async fn read_some(
-        &mut self,
-        max: usize,
-        within: Duration,
-    ) -> Result<(usize, Vec<(u8, Vec<u8>)>), String> {
-        let mut chunk = vec![0u8; max.max(1)];
-        let n = match timeout(within, self.tcp.read(&mut chunk)).await {
-            Err(_) => 0,
-            Ok(Ok(0)) => return Err("connection closed".into()),
-            Ok(Ok(n)) => n,
-            Ok(Err(e)) => return Err(e.to_string()),
-        };
-        self.buf.extend_from_slice(&chunk[..n]);
-        let mut frames = Vec::new();
-        while let Some(f) = self.parse() {
-            frames.push(f);
-        }
-        Ok((n, frames))
-    }
-
-    /// Reads at about `bytes_per_sec` until `stop`, answering pings and
-    /// checking that the honest guest's numbered messages arrive once and in
-    /// order (publishing counts in `seen`). Returns (bytes read, honest
-    /// messages, presence events), or why the host failed (it was closed or
-    /// dropped, or a message was lost).
-    async fn read_slowly(
-        mut self,
-        bytes_per_sec: usize,
-        stop: Arc<AtomicBool>,
-        seen: Arc<Seen>,
-    ) -> Result<(u64, u64, u64), String> {
-        let per_tick = bytes_per_sec / 100;
-        let mut pace = tokio::time::interval(Duration::from_millis(10));
-        let (mut read, mut next, mut presence) = (0u64, 0u64, 0u64);
-        let mut last_ping = Instant::now();
-        while !stop.load(Ordering::Acquire) {
-            pace.tick().await;
-            let (n, frames) = self.read_some(per_tick, Duration::from_millis(1)).await?;
-            read += n as u64;
-            for (op, payload) in frames {
-                match op {
-                    0x1 => {
-                        let v: Value =
-                            serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
-                        if v["type"] == "peer_joined" || v["type"] == "peer_left" {
-                            presence += 1;
-                            seen.presence.store(presence, Ordering::Release);
-                        }
-                        if v["honest"] == true {
-                            if v["seq"] != next {
-                                return Err(format!("honest seq {} expected {next}", v["seq"]));
-                            }
-                            next += 1;
-                            seen.honest.store(next, Ordering::Release);
-                        }
-                    }
-                    0x9 => self
-                        .send_frame(0xA, &payload)
-                        .await
-                        .map_err(|e| e.to_string())?,
-                    0x8 => return Err("the host was sent a close frame".into()),
-                    _ => {}
-                }
-            }
-            if last_ping.elapsed() > Duration::from_secs(1) {
-                last_ping = Instant::now();
-                self.send_frame(0x9, b"alive")
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-        }
-        Ok((read, next, presence))
-    }
+    drop(recorded);
+    Ok((raw, tokens))
 }

@@ -2,6 +2,7 @@
 //! bounded by [`WAIT`], and every method asserts what it expects, saying what
 //! came instead.
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -15,11 +16,29 @@ use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::net::{handshake, ConnectError};
+use crate::net::{handshake, tcp_from, ConnectError};
 use crate::WAIT;
 
 /// The stream of a [`Client`].
 pub type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The request for `url` with extra headers.
+fn request_with(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, ConnectError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| ConnectError::Other(format!("request: {e}")))?;
+    for (k, v) in headers {
+        let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+            .map_err(|e| ConnectError::Other(format!("header {k}: {e}")))?;
+        let value = HeaderValue::from_str(v)
+            .map_err(|e| ConnectError::Other(format!("header {k}: {e}")))?;
+        request.headers_mut().insert(name, value);
+    }
+    Ok(request)
+}
 
 /// A WebSocket client.
 pub struct Client {
@@ -65,17 +84,32 @@ impl Client {
 
     /// [`Client::open`] with extra request headers (`Origin`, ...).
     pub async fn open_with(url: &str, headers: &[(&str, &str)]) -> Result<Client, ConnectError> {
-        let mut request = url
-            .into_client_request()
-            .map_err(|e| ConnectError::Other(format!("request: {e}")))?;
-        for (k, v) in headers {
-            let name = tokio_tungstenite::tungstenite::http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| ConnectError::Other(format!("header {k}: {e}")))?;
-            let value = HeaderValue::from_str(v)
-                .map_err(|e| ConnectError::Other(format!("header {k}: {e}")))?;
-            request.headers_mut().insert(name, value);
-        }
-        Client::open(request).await
+        Client::open(request_with(url, headers)?).await
+    }
+
+    /// [`Client::open_with`] over a connection from the loopback address
+    /// `from` (any 127/8 address), so that the server's per-client limits
+    /// count it as that client's.
+    pub async fn open_from(
+        from: Ipv4Addr,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, ConnectError> {
+        let request = request_with(url, headers)?;
+        let to: SocketAddr = request
+            .uri()
+            .authority()
+            .and_then(|a| a.as_str().parse().ok())
+            .ok_or_else(|| ConnectError::Other(format!("{url} is not at an IP address")))?;
+        let tcp = tcp_from(from, to, false).await?;
+        Client::over(request, tcp).await
+    }
+
+    /// [`Client::open_from`], panicking (naming the URL) when that fails.
+    pub async fn connect_from(from: Ipv4Addr, url: &str) -> Client {
+        Client::open_from(from, url, &[])
+            .await
+            .unwrap_or_else(|e| panic!("connect {url} from {from}: {e}"))
     }
 
     /// The handshake for `request` over a TCP connection of the caller's.

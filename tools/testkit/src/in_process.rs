@@ -185,6 +185,23 @@ pub fn quick_config() -> Config {
     }
 }
 
+/// A config whose `init` replies carry TURN credentials of the REST scheme
+/// (`secret`, the relay `urls`, valid for `ttl`) after the static `stun`
+/// entries, which are also its `ice_servers`.
+pub fn turn_config(secret: &str, urls: &[&str], ttl: Duration, stun: Value) -> Config {
+    let ice = signal_server::turn::IceServers::new(
+        signal_server::turn::TurnSecret::new(secret).expect("a TURN secret"),
+        urls.iter().map(|u| u.to_string()).collect(),
+        ttl,
+        &stun,
+    );
+    Config {
+        ice_servers: stun,
+        turn: Some(ice),
+        ..Config::default()
+    }
+}
+
 /// The registry limits `config` sets.
 pub fn room_limits(config: &Config) -> RoomLimits {
     RoomLimits {

@@ -113,16 +113,38 @@ impl Net {
         tcp_from(self.sources[i], self.server, reset_on_drop).await
     }
 
-    /// A WebSocket at `path` (with its query string).
+    /// A WebSocket at `path` (with its query string), from the next
+    /// source address.
     pub async fn ws(
         &self,
         path: &str,
         reset_on_drop: bool,
     ) -> Result<WebSocketStream<TcpStream>, ConnectError> {
         let tcp = self.tcp(reset_on_drop).await?;
-        let request = format!("ws://{}{path}", self.server)
-            .into_client_request()
-            .map_err(|e| ConnectError::Other(format!("request: {e}")))?;
-        handshake(request, tcp).await
+        ws_over(tcp, self.server, path).await
     }
+}
+
+/// A WebSocket at `path` (with its query string) on `to`, from the
+/// loopback address `from` (see [`tcp_from`]). [`crate::Client::open_from`]
+/// is the same for a test's asserting client.
+pub async fn ws_from(
+    from: Ipv4Addr,
+    to: SocketAddr,
+    path: &str,
+    reset_on_drop: bool,
+) -> Result<WebSocketStream<TcpStream>, ConnectError> {
+    let tcp = tcp_from(from, to, reset_on_drop).await?;
+    ws_over(tcp, to, path).await
+}
+
+async fn ws_over(
+    tcp: TcpStream,
+    to: SocketAddr,
+    path: &str,
+) -> Result<WebSocketStream<TcpStream>, ConnectError> {
+    let request = format!("ws://{to}{path}")
+        .into_client_request()
+        .map_err(|e| ConnectError::Other(format!("request: {e}")))?;
+    handshake(request, tcp).await
 }

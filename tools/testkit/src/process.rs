@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::http::{self, Response};
-use crate::procfs::{self, Sample};
+use crate::procfs::{self, RssWatch, Sample};
 use crate::{free_port, prom, Client, Endpoint, WAIT};
 
 /// The signals tests send.
@@ -325,6 +325,12 @@ impl ServerProcess {
     /// CPU time (user + system) so far.
     pub fn cpu_time(&self) -> Duration {
         procfs::cpu_time(self.pid).expect("/proc/PID/stat of the server")
+    }
+
+    /// Its resident memory from now on, sampled every 10 ms: (at the
+    /// start, peak) when stopped.
+    pub fn watch_rss(&self) -> RssWatch {
+        RssWatch::start(self.pid, Duration::from_millis(10))
     }
 
     /// All three, timed from `started`.

@@ -1,6 +1,8 @@
 //! A process's resources from `/proc/PID`: resident memory, open
-//! descriptors and CPU time, read one at a time or sampled over a run.
+//! descriptors and CPU time, read one at a time or sampled over a run, and
+//! the peak of its resident memory over a period ([`RssWatch`]).
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -107,6 +109,52 @@ pub async fn sampler(
     }
 }
 
+/// The resident memory of a process from now on: read at the start, then
+/// sampled every `every` on a thread of its own (so that a busy runtime
+/// does not skip samples) until [`RssWatch::stop`] or drop.
+pub struct RssWatch {
+    before: u64,
+    stop: Arc<AtomicBool>,
+    sampler: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl RssWatch {
+    /// Starts watching `pid` (whose RSS must be readable now).
+    pub fn start(pid: u32, every: Duration) -> RssWatch {
+        let before = rss_bytes(pid).expect("VmRSS of the watched process");
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let sampler = std::thread::spawn(move || {
+            let mut peak = 0;
+            while !flag.load(Ordering::Relaxed) {
+                if let Some(now) = rss_bytes(pid) {
+                    peak = now.max(peak);
+                }
+                std::thread::sleep(every);
+            }
+            peak
+        });
+        RssWatch {
+            before,
+            stop,
+            sampler: Some(sampler),
+        }
+    }
+
+    /// Stops sampling: (RSS at the start, peak since), in bytes.
+    pub fn stop(&mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let peak = self.sampler.take().map_or(0, |s| s.join().unwrap_or(0));
+        (self.before, peak.max(self.before))
+    }
+}
+
+impl Drop for RssWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +166,19 @@ mod tests {
         assert!(s.rss_kib > 0 && s.fds >= 3, "{s:?}");
         assert_eq!(rss_bytes(me).map(|b| b % 1024), Some(0));
         assert!(sample(u32::MAX, Instant::now()).is_none());
+    }
+
+    #[test]
+    fn the_peak_is_at_least_what_was_resident_at_the_start() {
+        let mut watch = RssWatch::start(std::process::id(), Duration::from_millis(1));
+        let grown = vec![1u8; 8 << 20];
+        std::hint::black_box(&grown);
+        std::thread::sleep(Duration::from_millis(50));
+        let (before, peak) = watch.stop();
+        assert!(
+            before > 0 && peak >= before + (4 << 20),
+            "{before} -> {peak}"
+        );
+        drop(grown);
     }
 }

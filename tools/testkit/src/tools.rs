@@ -3,8 +3,11 @@
 //! (`scripts/install-test-deps.sh` does); a missing one fails the test with
 //! the package to install, instead of letting it pass untested.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::WAIT;
 
 /// Where the install script is, for the messages.
 const INSTALL: &str = "scripts/install-test-deps.sh";
@@ -61,6 +64,47 @@ pub fn require_python_modules(modules: &[&str]) -> PathBuf {
         out.status
     );
     python
+}
+
+/// Runs `cmd` to its end (killed if it takes longer than `within`, which
+/// fails the test): what it wrote to stdout, then to stderr.
+pub async fn output_within(cmd: &mut tokio::process::Command, within: Duration) -> String {
+    let out = tokio::time::timeout(within, cmd.kill_on_drop(true).output())
+        .await
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within {within:?}"))
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// coturn's `turnutils_peer` (`bin`: a UDP echo server) on `port` of
+/// 127.0.0.1, once it echoes (within [`WAIT`]); killed on drop.
+pub async fn echo_peer(bin: &Path, port: u16) -> tokio::process::Child {
+    let peer = tokio::process::Command::new(bin)
+        .args(["-L", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let probe = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind a UDP probe");
+    let until = tokio::time::Instant::now() + WAIT;
+    let mut buf = [0u8; 16];
+    loop {
+        probe
+            .send_to(b"ping", ("127.0.0.1", port))
+            .await
+            .expect("send the probe");
+        let r = tokio::time::timeout(Duration::from_millis(200), probe.recv_from(&mut buf)).await;
+        if matches!(r, Ok(Ok((4, _)))) {
+            return peer;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "turnutils_peer does not echo on port {port}"
+        );
+    }
 }
 
 #[cfg(test)]
