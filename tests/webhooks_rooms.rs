@@ -5,6 +5,7 @@
 //! nothing lost over a receiver outage within the retry window, and with two
 //! instances sharing Redis, each event exactly once.
 
+mod admin_support;
 mod common;
 mod redis_support;
 mod webhooks_support;
@@ -249,4 +250,50 @@ async fn with_two_instances_over_redis_each_event_is_sent_exactly_once() {
         .find(|(l, _)| **l != label2)
         .expect("the first room");
     check_room(first, &want);
+}
+
+#[tokio::test]
+async fn a_revocation_through_the_admin_api_is_sent_once_as_token_revoked() {
+    use signal_server::auth::{Auth, AuthConfig, KeyRing};
+    let receiver = Receiver::start(always(Reply::Status(204))).await;
+    let (secret, key) = secret(5);
+    let ring = KeyRing::from_secret(b"webhook-revocation-secret-0123456789").expect("key");
+    let config = Config {
+        auth: AuthConfig::Token(std::sync::Arc::new(ring)),
+        admin_key: admin_support::admin_config().admin_key,
+        ..config_for(&receiver, &secret)
+    };
+    let auth = Auth::new(&config.auth);
+    let (registry, metrics) = common::memory_registry(&config);
+    let server = TestServer::start_with_auth(config, registry, metrics, auth).await;
+    let rev = admin_support::admin(
+        server.addr,
+        "POST",
+        "/api/v1/revocations",
+        Some(r#"{"kind":"subject","sub":"alice"}"#),
+    )
+    .await;
+    assert_eq!(rev.status, 201, "{rev:?}");
+    let hits = receiver
+        .wait_for("the token_revoked event", |h| {
+            h.iter().any(|h| h.json()["type"] == "token_revoked")
+        })
+        .await;
+    let revoked: Vec<Value> = hits
+        .iter()
+        .map(Hit::json)
+        .filter(|v| v["type"] == "token_revoked")
+        .collect();
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0]["revoked"]["sub"], "alice", "{}", revoked[0]);
+    assert!(hits.iter().all(|h| h.verifies(&key)), "signatures verify");
+    server.stop().await;
+    assert_eq!(
+        receiver
+            .hits()
+            .iter()
+            .filter(|h| h.json()["type"] == "token_revoked")
+            .count(),
+        1
+    );
 }

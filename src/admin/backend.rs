@@ -168,8 +168,36 @@ pub async fn revoke<R: Registry>(
         RevokeError::Store(_) => ApiError::unavailable(e.to_string()),
         other => ApiError::unavailable(other.to_string()),
     })?;
+    // The webhook, once: from the instance that took the request.
+    shared
+        .registry
+        .events()
+        .emit_webhook(crate::webhooks::Event::token_revoked(revoked_event(
+            &stored.target,
+        )));
     serde_json::to_value(&stored)
         .map_err(|e| ApiError::unavailable(format!("cannot render the revocation: {e}")))
+}
+
+/// What a `token_revoked` webhook says of a revocation.
+fn revoked_event(target: &RevocationTarget) -> crate::webhooks::Revocation {
+    use crate::webhooks::Revocation as Revoked;
+    let at = |secs: u64| std::time::UNIX_EPOCH + Duration::from_secs(secs);
+    match target {
+        RevocationTarget::Token { jti, .. } => Revoked::Jti {
+            jti: jti.as_str().to_owned(),
+        },
+        RevocationTarget::Subject { sub, .. } => Revoked::Subject {
+            sub: sub.as_str().to_owned(),
+        },
+        RevocationTarget::Room {
+            room,
+            issued_before,
+        } => Revoked::Room {
+            room: room.as_str().to_owned(),
+            issued_before: at(*issued_before),
+        },
+    }
 }
 
 /// Checks an operator token (signature, times, revocation, the `operator`
