@@ -3,6 +3,7 @@
 //! and every instance's event stream shows the whole fleet.
 
 mod admin_support;
+mod auth_support;
 mod common;
 mod redis_support;
 
@@ -57,6 +58,46 @@ async fn every_instance_lists_kicks_and_closes_the_rooms_of_every_instance() {
     events
         .fleet_until(|v| v["robots"] == serde_json::json!([]))
         .await;
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_named_robot_room_is_listed_closed_and_kicked_by_its_name_from_another_instance() {
+    let redis = RedisServer::start().await;
+    let token_mode = || signal_server::config::Config {
+        admin_key: admin_config().admin_key,
+        ..auth_support::config()
+    };
+    let a = Instance::start(quick_options(&redis.url()), token_mode()).await;
+    let b = Instance::start(quick_options(&redis.url()), token_mode()).await;
+    // robot-7 hosted on A, a watcher on A.
+    let (mut robot, _) = auth_support::host(&a, &auth_support::host_token("robot-7")).await;
+    let (mut watcher, init) =
+        auth_support::viewer(&a, &auth_support::watch_token("robot-7", "alice")).await;
+    let wid = init["peer"].as_str().unwrap().to_string();
+    robot.recv_type("peer_joined").await;
+
+    // B lists it under its name.
+    let list = admin(b.addr, "GET", "/api/v1/rooms", None).await.json();
+    let rooms = list["rooms"].as_array().unwrap();
+    assert_eq!(rooms.len(), 1, "{list}");
+    assert_eq!(rooms[0]["room"], "robot-7", "{list}");
+    assert_eq!(rooms[0]["named"], true, "{list}");
+
+    // B kicks A's watcher, then closes the room, by the name.
+    let kicked = admin(
+        b.addr,
+        "DELETE",
+        &format!("/api/v1/rooms/robot-7/peers/{wid}"),
+        None,
+    )
+    .await;
+    assert_eq!(kicked.status, 204, "{kicked:?}");
+    watcher.expect_close(4003).await;
+    let closed = admin(b.addr, "DELETE", "/api/v1/rooms/robot-7", None).await;
+    assert_eq!(closed.status, 204, "{closed:?}");
+    robot.skip_to("room_closed").await;
     a.stop().await;
     b.stop().await;
 }

@@ -306,18 +306,20 @@ return {'ok', tostring(seq), string.sub(v, 1, 1)}
 "#;
 
 /// Every open room, for operators. ARGV: prefix. Returns, for each room:
-/// room, host, hinst, since, hsince, number of peers, then per peer: id,
+/// room, host, hinst, since, hsince, name (a named room's, whose resume
+/// secret is `NAME/host`; else empty), number of peers, then per peer: id,
 /// role (`j`/`w`), since. Rooms whose keys expired leave the set.
 pub const ROOMS: &str = r#"
 local out = {}
 for _, room in ipairs(redis.call('SMEMBERS', P .. 'rooms')) do
-  local r = redis.call('HMGET', rk(room), 'host', 'hinst', 'since', 'hsince')
+  local r = redis.call('HMGET', rk(room), 'host', 'hinst', 'since', 'hsince', 'resume')
   if not r[1] then
     redis.call('SREM', P .. 'rooms', room)
   else
     local all = redis.call('HGETALL', pk(room))
     out[#out + 1] = room
     for n = 1, 4 do out[#out + 1] = r[n] or '0' end
+    out[#out + 1] = string.match(r[5] or '', '^(.+)/host$') or ''
     out[#out + 1] = tostring(#all / 2)
     for k = 1, #all, 2 do
       out[#out + 1] = all[k]

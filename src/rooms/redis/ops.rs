@@ -13,7 +13,7 @@ use super::store::Fail;
 use super::RedisRegistry;
 use crate::protocol::PeerError;
 use crate::rooms::errors::unavailable;
-use crate::rooms::{PeerInfo, RoomEvent, RoomInfo};
+use crate::rooms::{named_token, PeerInfo, RoomEvent, RoomInfo};
 use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 
 /// Longer than any label or peer id: not looked up.
@@ -45,7 +45,7 @@ impl RedisRegistry {
             .into_iter()
             .map(|r| RoomInfo {
                 label: r.room,
-                name: None,
+                name: r.name,
                 host: r.host,
                 host_connected: r.host_connected,
                 host_since: r.host_since,
@@ -59,11 +59,29 @@ impl RedisRegistry {
             .collect())
     }
 
+    /// The label of the room `room` names: a named room's (`robot-7`, found
+    /// through its name's resume token, on whichever instance hosts it), or
+    /// `room` itself, taken as a label.
+    async fn label_of(&self, room: &str) -> Result<String, PeerError> {
+        let by_name = self
+            .inner
+            .store
+            .token(&named_token(room, None))
+            .await
+            .map_err(|e| self.op_failed("finding a room by name", e))?;
+        Ok(match by_name.as_deref().and_then(|v| v.strip_prefix("r|")) {
+            Some(label) => label.to_owned(),
+            None => room.to_owned(),
+        })
+    }
+
     pub(super) async fn close_by_admin(&self, room: &str) -> Result<bool, PeerError> {
         if room.len() > MAX_ID {
             return Ok(false);
         }
         self.usable()?;
+        let label = self.label_of(room).await?;
+        let room = label.as_str();
         match self.inner.store.close(room, 0).await {
             Ok(Closed::Ok(seq)) => {
                 self.emit(seq, || {
@@ -82,6 +100,8 @@ impl RedisRegistry {
             return Ok(false);
         }
         self.usable()?;
+        let label = self.label_of(room).await?;
+        let room = label.as_str();
         let gone = match self.inner.store.kick(room, peer).await {
             Ok(Some(gone)) => gone,
             Ok(None) => return Ok(false),

@@ -195,6 +195,8 @@ impl Gone {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct ListedRoom {
     pub room: String,
+    /// A named room's name (`--auth token`).
+    pub name: Option<String>,
     pub host: String,
     pub host_connected: bool,
     pub since: u64,
@@ -212,6 +214,7 @@ impl ListedRoom {
             let hinst = it.next()?;
             let since = it.next()?.parse().ok()?;
             let host_since = it.next()?.parse().ok()?;
+            let name = it.next()?;
             let n: usize = it.next()?.parse().ok()?;
             let mut peers = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
@@ -222,6 +225,7 @@ impl ListedRoom {
             }
             out.push(ListedRoom {
                 room: room.clone(),
+                name: (!name.is_empty()).then(|| name.clone()),
                 host,
                 host_connected: !hinst.is_empty(),
                 since,
