@@ -269,6 +269,9 @@ pub struct ServeArgs {
     /// are many, and `Command` holds these options by value).
     #[command(flatten)]
     pub turn: Box<crate::turn::TurnArgs>,
+    /// TLS: certificate files or ACME, and the plain-HTTP redirect port.
+    #[command(flatten)]
+    pub tls: Box<crate::tls::TlsArgs>,
     /// Time a client has to send a request's head (request line and
     /// headers), and the longest a plain HTTP connection may wait idle for
     /// its next request; then the connection is closed.
@@ -422,6 +425,9 @@ impl ServeArgs {
             host_busy_limit: self.host_busy_limit,
             room_join_rate: self.room_join_rate,
             room_join_burst: self.room_join_burst,
+            // Set by `serve` (certificates are loaded, ACME started, there).
+            tls: None,
+            http_redirect: self.tls.http_redirect_bind,
         }
     }
 }

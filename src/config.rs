@@ -181,6 +181,12 @@ pub struct Config {
     /// `--turn-listen`): `ice_servers` then carries one more entry, minted
     /// for the peer; `None`: `ice_servers` as it is.
     pub turn: Option<crate::turn::IceServers>,
+    /// TLS on the listening port (`--tls-cert`/`--tls-key` or
+    /// `--acme-domain`); `None`: plain HTTP and `ws://`.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// A plain-HTTP port answering every request but `/healthz` with a
+    /// redirect to `https://` (`--http-redirect-bind`); only with `tls`.
+    pub http_redirect: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -240,6 +246,8 @@ impl Default for Config {
             host_busy_limit: DEFAULT_HOST_BUSY_LIMIT,
             room_join_rate: DEFAULT_ROOM_JOIN_RATE,
             room_join_burst: DEFAULT_ROOM_JOIN_BURST,
+            tls: None,
+            http_redirect: None,
         }
     }
 }

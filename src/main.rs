@@ -96,6 +96,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     // The TURN relay (if any) stops with the server: one token for both.
     let stop = CancellationToken::new();
     let mut config = args.config();
+    // Certificates load (or ACME starts) before anything listens: a bad
+    // file is an error at start, not at the first handshake.
+    config.tls = args.tls.start(stop.clone())?;
     let turn = turn::start_from_args(&args.turn, &config.ice_servers, stop.clone()).await?;
     // Every `init` (and `ice_servers`) reply carries credentials of its own.
     config.turn = turn.ice.clone();
