@@ -1,6 +1,6 @@
 //! The embedded TURN relay through real sockets: coturn's own client
 //! (`turnutils_uclient`, Debian package `coturn`) relaying through it over
-//! UDP and TCP to `turnutils_peer`, and a minimal STUN client of ours for
+//! UDP, TCP and TLS to `turnutils_peer`, and a minimal STUN client of ours for
 //! the refusals, read on the wire: expired and wrong credentials (401),
 //! peers in internal ranges (403), quotas (486), bandwidth, expiry of a live
 //! allocation's credential, and shutdown.
@@ -38,6 +38,7 @@ const SECRET: &str = "test-secret-7f3a";
 /// A relay on loopback with its own metrics.
 struct Relay {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     metrics: TurnMetrics,
     stop: CancellationToken,
     relay: Option<TurnRelay>,
@@ -57,6 +58,7 @@ impl Relay {
             .expect("relay starts");
         Relay {
             addr: relay.local_addr(),
+            tls_addr: relay.tls_addr(),
             metrics,
             stop,
             relay: Some(relay),
@@ -582,10 +584,39 @@ fn coturn() -> (PathBuf, PathBuf) {
     )
 }
 
+/// How uclient reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Via {
+    Udp,
+    Tcp,
+    /// TLS on the relay's `--turn-tls-listen` port, the certificate
+    /// checked against the test's CA (`-E`).
+    Tls,
+}
+
 /// Runs uclient through the relay to an echo peer; returns its output.
-async fn uclient_through_relay(tcp: bool, length: usize) -> (String, TurnMetrics) {
+async fn uclient_through_relay(via: Via, length: usize) -> (String, TurnMetrics) {
     let (uclient, peer_bin) = coturn();
-    let relay = Relay::start(allow(&["127.0.0.0/8"])).await;
+    let certs = std::env::temp_dir().join(format!("ss-turn-tls-{}", std::process::id()));
+    let certs = (via == Via::Tls).then(|| testkit::tls::ca_and_leaf(&certs, "turn-tls-ca"));
+    let tls = certs.as_ref().map(|c| {
+        let stop = CancellationToken::new();
+        let files = signal_server::tls::CertFiles {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        };
+        let resolver = signal_server::tls::files::watch(files, Duration::from_secs(60), stop)
+            .expect("certificate loads");
+        signal_server::tls::ServerTls::new(resolver, false, Vec::new()).expect("TLS config")
+    });
+    let relay = Relay::start(|c| {
+        allow(&["127.0.0.0/8"])(c);
+        c.tls = tls.map(|t| signal_server::turn::TlsListen {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            config: t.turn_config(),
+        });
+    })
+    .await;
     let port = testkit::free_udp_port();
     let mut peer = tokio::process::Command::new(peer_bin)
         .args(["-L", "127.0.0.1", "-p", &port.to_string()])
@@ -607,13 +638,22 @@ async fn uclient_through_relay(tcp: bool, length: usize) -> (String, TurnMetrics
         assert!(tokio::time::Instant::now() < until, "turnutils_peer echoes");
     }
     let mut cmd = tokio::process::Command::new(uclient);
-    if tcp {
-        cmd.arg("-t");
+    let mut relay_port = relay.addr.port();
+    match via {
+        Via::Udp => {}
+        Via::Tcp => {
+            cmd.arg("-t");
+        }
+        Via::Tls => {
+            let ca = &certs.as_ref().expect("certificates").ca;
+            cmd.args(["-t", "-S", "-E"]).arg(ca);
+            relay_port = relay.tls_addr.expect("a TLS port").port();
+        }
     }
     cmd.args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.1"])
         .args(["-r", &port.to_string(), "-n", "20", "-m", "2"])
         .args(["-l", &length.to_string()])
-        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"])
+        .args(["-p", &relay_port.to_string(), "127.0.0.1"])
         .kill_on_drop(true);
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await
@@ -645,7 +685,7 @@ fn assert_every_packet_echoed(text: &str, metrics: &TurnMetrics) {
 
 #[tokio::test]
 async fn coturn_uclient_relays_every_packet_over_udp() {
-    let (text, metrics) = uclient_through_relay(false, 200).await;
+    let (text, metrics) = uclient_through_relay(Via::Udp, 200).await;
     assert_every_packet_echoed(&text, &metrics);
 }
 
@@ -653,8 +693,20 @@ async fn coturn_uclient_relays_every_packet_over_udp() {
 async fn coturn_uclient_relays_every_packet_over_tcp_with_channel_data_padding() {
     // 201 bytes: ChannelData on TCP carries 3 bytes of padding each way
     // (RFC 8656 §12.5), which a relay must strip and add.
-    let (text, metrics) = uclient_through_relay(true, 201).await;
+    let (text, metrics) = uclient_through_relay(Via::Tcp, 201).await;
     assert_every_packet_echoed(&text, &metrics);
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_every_packet_over_tls_checking_the_servers_certificate() {
+    // TURN over TLS (`turns:`), the certificate verified by uclient
+    // against the CA that signed it; ChannelData padded as on TCP.
+    let (text, metrics) = uclient_through_relay(Via::Tls, 201).await;
+    assert_every_packet_echoed(&text, &metrics);
+    assert!(
+        metrics.allocations_created(Transport::Tls) >= 1,
+        "counted as TLS"
+    );
 }
 
 #[tokio::test]

@@ -49,8 +49,10 @@
 //! - **I/O** ([`udp`], [`tcp`]): one UDP socket and one TCP listener on the
 //!   same port, a relay socket per allocation in the configured port range
 //!   advertising `--turn-public-ip`; TCP framed by us with RFC 8656 padding
-//!   both ways, generic over the stream so a TLS acceptor can wrap it
-//!   ([`tcp::serve_stream`]); the UDP listener keeps at most
+//!   both ways, generic over the stream, so TURN over TLS
+//!   (`--turn-tls-listen`, [`tcp::run_tls`]) is the same code behind a
+//!   rustls acceptor holding the server's certificate (reloaded or renewed
+//!   with it, see [`crate::tls`]); the UDP listener keeps at most
 //!   [`MAX_HANDSHAKES`] unauthenticated clients (oldest evicted, which costs
 //!   an evicted client one 438 round trip), so spoofed Allocates cannot grow
 //!   memory.
@@ -85,6 +87,10 @@ pub type Instant = turn_server_proto::types::Instant;
 
 /// The port of `--turn-listen` when none is given (RFC 8656).
 pub const DEFAULT_PORT: u16 = 3478;
+/// The port of `--turn-tls-listen` when none is given (RFC 8656's `turns`).
+pub const DEFAULT_TLS_PORT: u16 = 5349;
+/// A TURN-over-TLS connection must finish its handshake this soon.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A client with no allocation this long after its first request is
 /// forgotten (UDP) or disconnected (TCP).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -117,13 +123,21 @@ fn turn_url(s: &str) -> Result<String, String> {
     }
 }
 
-fn listen(s: &str) -> Result<SocketAddr, String> {
+fn listen_on(s: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Ok(addr);
     }
     s.parse::<IpAddr>()
-        .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
+        .map(|ip| SocketAddr::new(ip, port))
         .map_err(|_| format!("{s:?} is not ADDRESS or ADDRESS:PORT"))
+}
+
+fn listen(s: &str) -> Result<SocketAddr, String> {
+    listen_on(s, DEFAULT_PORT)
+}
+
+fn listen_tls(s: &str) -> Result<SocketAddr, String> {
+    listen_on(s, DEFAULT_TLS_PORT)
 }
 
 /// A range of relay ports, `LOW-HIGH`.
@@ -276,6 +290,25 @@ pub struct TurnArgs {
         default_value_t = 125_000_000
     )]
     pub turn_total_bandwidth: u64,
+
+    /// Also serve TURN over TLS here (`turns:` URLs), with the server's
+    /// certificate (--tls-cert or --acme-domain): for viewers behind
+    /// firewalls that let only TLS out. `--turn-tls-listen` alone:
+    /// 0.0.0.0:5349; a bare address takes port 5349. Off by default.
+    /// Port 443 works too when the signalling server is on another address
+    /// or port.
+    #[arg(long, env = "SIGNAL_SERVER_TURN_TLS_LISTEN", value_parser = listen_tls,
+          num_args = 0..=1, default_missing_value = "0.0.0.0:5349", requires = "turn_listen")]
+    pub turn_tls_listen: Option<SocketAddr>,
+}
+
+/// Where and with what configuration the relay serves TURN over TLS.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    /// The TCP address.
+    pub listen: SocketAddr,
+    /// The server's TLS configuration for TURN (`ServerTls::turn_config`).
+    pub config: Arc<rustls::ServerConfig>,
 }
 
 /// What the TURN options resolve to: the relay to start (if any) and the
@@ -310,6 +343,8 @@ pub struct RelayConfig {
     pub allow_peers: Vec<Cidr>,
     /// Quotas and bandwidth.
     pub limits: Limits,
+    /// TURN over TLS, if any.
+    pub tls: Option<TlsListen>,
 }
 
 impl RelayConfig {
@@ -333,16 +368,27 @@ impl RelayConfig {
                 user_rate: 5_000_000,
                 total_rate: 125_000_000,
             },
+            tls: None,
         }
+    }
+}
+
+/// An address as the host of a URL (`[v6]`).
+fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(ip) => ip.to_string(),
+        IpAddr::V6(ip) => format!("[{ip}]"),
     }
 }
 
 /// The default TURN URLs for a relay reachable at `host:port`.
 pub fn default_urls(host: IpAddr, port: u16) -> Vec<String> {
-    let host = match host {
-        IpAddr::V4(ip) => ip.to_string(),
-        IpAddr::V6(ip) => format!("[{ip}]"),
-    };
+    default_urls_for(&url_host(host), port)
+}
+
+/// The default TURN URLs for a relay reachable at `host` (a name, or an
+/// address as a URL writes it) on `port`.
+fn default_urls_for(host: &str, port: u16) -> Vec<String> {
     vec![
         format!("turn:{host}:{port}?transport=udp"),
         format!("turn:{host}:{port}?transport=tcp"),
@@ -372,6 +418,8 @@ impl TurnArgs {
                     user_rate: self.turn_user_bandwidth,
                     total_rate: self.turn_total_bandwidth,
                 },
+                // Set by `start_from_args`, which has the certificate.
+                tls: None,
             }),
             _ => None,
         };
@@ -460,6 +508,7 @@ pub(crate) struct Context {
 /// A running relay.
 pub struct TurnRelay {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -468,6 +517,11 @@ impl TurnRelay {
     /// The UDP and TCP address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The TCP address it serves TURN over TLS on, if it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     /// Completes once the relay has shut down (after `shutdown` is
@@ -488,6 +542,13 @@ pub async fn start(
 ) -> std::io::Result<TurnRelay> {
     let (udp, tcp) = bind_pair(config.listen).await?;
     let addr = udp.local_addr()?;
+    let tls = match &config.tls {
+        Some(t) => Some((
+            TcpListener::bind(t.listen).await?,
+            tokio_rustls::TlsAcceptor::from(Arc::clone(&t.config)),
+        )),
+        None => None,
+    };
     let clock = Clock::new();
     let mut own = vec![addr.ip(), config.relay_ip];
     own.extend(config.public_ip);
@@ -506,10 +567,23 @@ pub async fn start(
     });
     let tracker = TaskTracker::new();
     tracker.spawn(udp::run(udp, ctx.clone(), tracker.clone()));
+    let mut tls_addr = None;
+    if let Some((listener, acceptor)) = tls {
+        let at = listener.local_addr()?;
+        tls_addr = Some(at);
+        tracker.spawn(tcp::run_tls(
+            listener,
+            acceptor,
+            ctx.clone(),
+            tracker.clone(),
+        ));
+        tracing::info!(%at, "TURN relay listening (TLS)");
+    }
     tracker.spawn(tcp::run(tcp, ctx, tracker.clone()));
     tracing::info!(%addr, "TURN relay listening (UDP and TCP)");
     Ok(TurnRelay {
         addr,
+        tls_addr,
         tracker,
         shutdown,
     })
@@ -517,34 +591,53 @@ pub async fn start(
 
 /// What `serve` does with the TURN flags: resolves them, logs what an
 /// operator should know, and starts the embedded relay if `--turn-listen`
-/// is given (its series go to the process's [`TurnMetrics`]).
+/// is given (its series go to the process's [`TurnMetrics`]), with TURN
+/// over TLS on the server's certificate (`tls`) if `--turn-tls-listen` is.
 pub async fn start_from_args(
     args: &TurnArgs,
     ice_servers: &serde_json::Value,
+    tls: Option<&crate::tls::ServerTls>,
     shutdown: CancellationToken,
 ) -> Result<Started, String> {
-    let setup = args.setup(ice_servers)?;
-    if let Some(warning) = &setup.warning {
+    let mut setup = args.setup(ice_servers)?;
+    if let (Some(listen), Some(relay)) = (args.turn_tls_listen, setup.relay.as_mut()) {
+        let Some(tls) = tls else {
+            return Err(
+                "--turn-tls-listen serves the server's certificate: it needs \
+                        --tls-cert/--tls-key or --acme-domain"
+                    .into(),
+            );
+        };
+        relay.tls = Some(TlsListen {
+            listen,
+            config: tls.turn_config(),
+        });
+    }
+    // The name peers use: the certificate's (what a `turns:` client
+    // checks), else the advertised address.
+    let domain = tls.and_then(|t| t.domains().first().cloned());
+    if let (Some(warning), None) = (&setup.warning, &domain) {
         tracing::warn!("{warning}");
     }
     let mut ice = setup.ice;
     let relay = match setup.relay {
         Some(config) => {
             let listen = config.listen;
-            let host = advertised_host(&config);
+            let secret = config.secret.clone();
+            let host = domain
+                .clone()
+                .or_else(|| advertised_host(&config).map(url_host));
             let relay = start(config, TurnMetrics::process().clone(), shutdown)
                 .await
                 .map_err(|e| format!("cannot start the TURN relay on {listen}: {e}"))?;
             // `--turn-listen ADDR:0` picks its port now: the default URLs
-            // name the port it got.
-            if let (Some(host), Some(i), true) = (host, &ice, args.turn_urls.is_empty()) {
-                let urls = default_urls(host, relay.local_addr().port());
-                ice = Some(IceServers::new(
-                    i.secret().clone(),
-                    urls,
-                    i.ttl(),
-                    ice_servers,
-                ));
+            // name the port it got (and the TLS port, with TLS).
+            if let (Some(host), true) = (host, args.turn_urls.is_empty()) {
+                let mut urls = default_urls_for(&host, relay.local_addr().port());
+                if let Some(at) = relay.tls_addr() {
+                    urls.push(format!("turns:{host}:{}?transport=tcp", at.port()));
+                }
+                ice = Some(IceServers::new(secret, urls, args.turn_ttl, ice_servers));
             }
             Some(relay)
         }
@@ -652,6 +745,58 @@ mod tests {
         assert!(parse(&["--turn-secret", "s"])
             .setup(&serde_json::json!([]))
             .is_err());
+    }
+
+    /// A resolver with no certificate (the URLs are what is tested).
+    #[derive(Debug)]
+    struct NoCert;
+
+    impl rustls::server::ResolvesServerCert for NoCert {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            None
+        }
+    }
+
+    #[tokio::test]
+    async fn turn_over_tls_adds_a_turns_url_for_the_certificates_name() {
+        let args = parse(&[
+            "--turn-listen",
+            "127.0.0.1:0",
+            "--turn-tls-listen",
+            "127.0.0.1:0",
+        ]);
+        let stop = CancellationToken::new();
+        let err = start_from_args(&args, &serde_json::json!([]), None, stop.clone()).await;
+        assert!(err.err().is_some_and(|e| e.contains("--tls-cert")));
+        let tls =
+            crate::tls::ServerTls::new(Arc::new(NoCert), true, vec!["turn.example.com".into()])
+                .unwrap();
+        let started = start_from_args(&args, &serde_json::json!([]), Some(&tls), stop.clone())
+            .await
+            .unwrap();
+        let relay = started.relay.unwrap();
+        let (port, tls_port) = (relay.local_addr().port(), relay.tls_addr().unwrap().port());
+        assert_eq!(
+            started.ice.unwrap().urls(),
+            [
+                format!("turn:turn.example.com:{port}?transport=udp"),
+                format!("turn:turn.example.com:{port}?transport=tcp"),
+                format!("turns:turn.example.com:{tls_port}?transport=tcp"),
+            ]
+        );
+        stop.cancel();
+        relay.closed().await;
+        // A bare address takes the turns port; TLS needs the relay.
+        let args = parse(&["--turn-listen", "--turn-tls-listen", "10.0.0.1"]);
+        assert_eq!(args.turn_tls_listen, Some("10.0.0.1:5349".parse().unwrap()));
+        assert_eq!(
+            parse(&["--turn-listen", "--turn-tls-listen"]).turn_tls_listen,
+            Some("0.0.0.0:5349".parse().unwrap())
+        );
+        assert!(Cli::try_parse_from(["x", "--turn-tls-listen"]).is_err());
     }
 
     #[test]
