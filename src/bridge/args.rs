@@ -89,6 +89,11 @@ pub struct BridgeArgs {
     /// it gets credentials for the TURN relay.
     #[arg(long, requires = "ice_endpoint")]
     pub ice_endpoint_public: bool,
+
+    /// Also trust the CA certificates in this PEM file for wss:// (a server
+    /// with a self-made certificate), beside the bundled web PKI roots.
+    #[arg(long, env = "SIGNAL_BRIDGE_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl BridgeArgs {

@@ -1,0 +1,173 @@
+//! The bridge and TLS: a server with a self-made certificate reached over
+//! wss:// with `--ca-file`, and a `--robot` URL that is really a
+//! signal-server (the port mix-up the shared default 9090 invites),
+//! refused at start with a message that says so.
+
+mod bridge_support;
+mod common;
+mod tls_support;
+
+use std::time::Duration;
+
+use bridge_support::{bridge_args, BridgeRun, RobotStub};
+use common::{TestServer, BIN, WAIT};
+use signal_server::bridge::BridgeError;
+use signal_server::config::Config;
+use signal_server::tls::{CertFiles, ServerTls};
+use tokio_util::sync::CancellationToken;
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("ss-bridge-tls-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+/// A server with a certificate from a CA of the test's own.
+async fn tls_server(
+    dir: &std::path::Path,
+    stop: &CancellationToken,
+) -> (TestServer, testkit::tls::CaAndLeaf) {
+    let made = testkit::tls::ca_and_leaf(dir, "bridge-test-ca");
+    let files = CertFiles {
+        cert: made.cert.clone(),
+        key: made.key.clone(),
+    };
+    let resolver = signal_server::tls::files::watch(files, Duration::from_secs(60), stop.clone())
+        .expect("certificate loads");
+    let config = Config {
+        tls: Some(ServerTls::new(resolver, false, Vec::new()).expect("TLS config")),
+        ..Config::default()
+    };
+    (TestServer::with_config(config).await, made)
+}
+
+#[tokio::test]
+async fn the_bridge_hosts_a_room_over_wss_when_ca_file_names_the_servers_private_ca() {
+    let dir = temp_dir("ca-file");
+    let stop = CancellationToken::new();
+    let (server, made) = tls_server(&dir, &stop).await;
+    let robot = RobotStub::start().await;
+    let url = format!("wss://localhost:{}/webrtc", server.addr.port());
+
+    // Without the CA: the bundled roots refuse the certificate, and the
+    // bridge keeps retrying without a room.
+    let mut untrusting = BridgeRun::start(bridge_args(&url, &robot.url(), &[]));
+    let client = tls_support::client_config(&[&made.ca], &[b"http/1.1"]);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let metrics = tls_support::get(server.addr, "localhost", &client, "/metrics")
+            .await
+            .unwrap();
+        let failed = common::series_value(&metrics.body, "signal_tls_handshake_failures_total");
+        if failed.is_some_and(|n| n >= 1.0) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no refused handshake"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let no_room = tokio::time::timeout(Duration::from_millis(500), untrusting.room()).await;
+    assert!(no_room.is_err(), "a room without trusting the certificate");
+    drop(untrusting);
+
+    let ca = made.ca.to_str().unwrap();
+    let mut bridge = BridgeRun::start(bridge_args(&url, &robot.url(), &["--ca-file", ca]));
+    let links = bridge.room().await;
+    assert!(
+        links
+            .watch_url
+            .starts_with(&format!("https://localhost:{}/", server.addr.port())),
+        "the page link is https: {links:?}"
+    );
+    // A viewer over wss:// reaches the bridge's room.
+    let (mut viewer, _) = tls_support::wss(server.addr, "localhost", &client, "/webrtc")
+        .await
+        .unwrap();
+    viewer
+        .send_json(serde_json::json!({"type":"init","watch":links.watch}))
+        .await;
+    assert_eq!(viewer.recv_type("init").await["role"], "watch");
+    bridge.stop().await;
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_ca_file_that_holds_no_certificate_is_refused_at_start() {
+    let dir = temp_dir("bad-ca");
+    let bad = dir.join("ca.pem");
+    std::fs::write(&bad, "not a certificate\n").unwrap();
+    let args = bridge_args(
+        "wss://localhost:1/webrtc",
+        "ws://127.0.0.1:1/webrtc",
+        &["--ca-file", bad.to_str().unwrap()],
+    );
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let result = signal_server::bridge::run_with_events(args, std::future::pending(), tx).await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, BridgeError::CaFile { .. }), "{err}");
+    assert!(err.to_string().contains("--ca-file"), "{err}");
+}
+
+#[tokio::test]
+async fn a_robot_url_that_answers_like_a_signal_server_stops_the_bridge_naming_the_port_mix_up() {
+    let server = TestServer::with_config(Config::default()).await;
+    // The upgrade says who answers, for every robot connection.
+    let (_, response) = tokio_tungstenite::connect_async(server.ws_url())
+        .await
+        .expect("upgrade");
+    let header = response.headers().get("server").expect("a Server header");
+    assert!(header.to_str().unwrap().starts_with("signal-server/"));
+
+    // In-process: the bridge does not start.
+    let args = bridge_args(&server.ws_url(), &server.ws_url(), &[]);
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let run = signal_server::bridge::run_with_events(args, std::future::pending(), tx);
+    let err = tokio::time::timeout(WAIT, run)
+        .await
+        .expect("the bridge stops at once")
+        .unwrap_err();
+    assert!(
+        matches!(err, BridgeError::RobotIsSignalServer { .. }),
+        "{err}"
+    );
+
+    // The binary, as a user runs it: exit status 1 and a plain message.
+    let out = tokio::process::Command::new(BIN)
+        .args([
+            "bridge",
+            "--server",
+            &server.ws_url(),
+            "--robot",
+            &server.ws_url(),
+        ])
+        .env("RUST_LOG", "error")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(WAIT, out)
+        .await
+        .expect("the bridge exits")
+        .expect("the binary runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("answers like a signal-server")
+            && stderr.contains("9090")
+            && stderr.contains("--bind"),
+        "stderr: {stderr}"
+    );
+
+    // A webrtc_ros stand-in is not mistaken for one, and sees no
+    // connection from the look at it.
+    let robot = RobotStub::start().await;
+    let mut bridge = BridgeRun::start(bridge_args(&server.ws_url(), &robot.url(), &[]));
+    bridge.room().await;
+    assert_eq!(
+        robot.opened_count(),
+        0,
+        "no WebSocket was opened to the robot"
+    );
+    bridge.stop().await;
+}
