@@ -74,11 +74,16 @@ impl ClientSink for TcpSink {
     }
 }
 
-/// Accepts TURN-over-TCP connections until shutdown.
-pub(crate) async fn run(listener: TcpListener, ctx: Arc<Context>, tracker: TaskTracker) {
+/// The next TCP connection to serve, with its local address, until
+/// shutdown (`None`); connections over [`MAX_TCP_HANDSHAKES`] are closed
+/// at once.
+async fn next(
+    listener: &TcpListener,
+    ctx: &Context,
+) -> Option<(tokio::net::TcpStream, SocketAddr, SocketAddr)> {
     loop {
         let (stream, remote) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => return None,
             r = listener.accept() => match r {
                 Ok(r) => r,
                 Err(_) => continue,
@@ -89,9 +94,15 @@ pub(crate) async fn run(listener: TcpListener, ctx: Arc<Context>, tracker: TaskT
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
+        if let Ok(local) = stream.local_addr() {
+            return Some((stream, local, remote));
+        }
+    }
+}
+
+/// Accepts TURN-over-TCP connections until shutdown.
+pub(crate) async fn run(listener: TcpListener, ctx: Arc<Context>, tracker: TaskTracker) {
+    while let Some((stream, local, remote)) = next(&listener, &ctx).await {
         let span = tracing::info_span!("turn_allocation", transport = "tcp", client = %remote);
         tracker.spawn(
             serve_stream(stream, local, remote, ctx.clone(), Transport::Tcp).instrument(span),
@@ -108,22 +119,7 @@ pub(crate) async fn run_tls(
     ctx: Arc<Context>,
     tracker: TaskTracker,
 ) {
-    loop {
-        let (stream, remote) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(r) => r,
-                Err(_) => continue,
-            },
-        };
-        if ctx.tcp_handshakes.load(Ordering::Relaxed) >= MAX_TCP_HANDSHAKES {
-            ctx.metrics.refused(Refusal::Capacity);
-            continue;
-        }
-        let _ = stream.set_nodelay(true);
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
+    while let Some((stream, local, remote)) = next(&listener, &ctx).await {
         let span = tracing::info_span!("turn_allocation", transport = "tls", client = %remote);
         let ctx = ctx.clone();
         let acceptor = acceptor.clone();

@@ -95,26 +95,11 @@ pub async fn get(
         // A server closing without close_notify is an error to rustls
         // after the bytes it read: keep them.
         let _ = tls.read_to_end(&mut raw).await;
-        parse(&String::from_utf8_lossy(&raw))
+        testkit::http::parse(&String::from_utf8_lossy(&raw))
     };
     tokio::time::timeout(WAIT, exchange)
         .await
         .map_err(|_| format!("no answer to GET {path} within {WAIT:?}"))?
-}
-
-/// A plain HTTP response as read off the wire.
-pub fn parse(raw: &str) -> Result<Response, String> {
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("no status line in {raw:?}"))?;
-    Ok(Response {
-        status,
-        head: head.to_string(),
-        body: body.to_string(),
-    })
 }
 
 /// A wss:// client of the test kit on `path`, and the leaf certificate
