@@ -143,3 +143,79 @@ impl TlsArgs {
         Ok(tls)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        tls: TlsArgs,
+    }
+
+    fn parse(args: &[&str]) -> Result<TlsArgs, clap::Error> {
+        let mut all = vec!["x"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.tls)
+    }
+
+    #[test]
+    fn tls_options_come_in_pairs_and_one_source_at_a_time() {
+        let none = parse(&[]).unwrap();
+        assert!(none.tls_cert.is_none() && none.acme_domain.is_empty());
+        assert_eq!(none.acme_directory, acme::LETS_ENCRYPT);
+        assert_eq!(none.tls_reload_interval, Duration::from_secs(10));
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "a key is needed");
+        assert!(
+            parse(&["--tls-key", "k.pem"]).is_err(),
+            "a certificate is needed"
+        );
+        assert!(parse(&[
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+            "--acme-domain",
+            "a.example"
+        ])
+        .is_err());
+        assert!(
+            parse(&["--acme-email", "ops@example.com"]).is_err(),
+            "needs a domain"
+        );
+        let acme = parse(&[
+            "--acme-domain",
+            "a.example",
+            "--acme-domain",
+            "b.example",
+            "--acme-directory",
+            acme::LETS_ENCRYPT_STAGING,
+        ])
+        .unwrap();
+        assert_eq!(acme.acme_domain, ["a.example", "b.example"]);
+    }
+
+    #[tokio::test]
+    async fn the_redirect_port_needs_tls_and_bad_files_fail_at_start() {
+        let stop = CancellationToken::new();
+        let redirect = parse(&["--http-redirect-bind", "127.0.0.1:80"]).unwrap();
+        assert!(redirect
+            .start(stop.clone())
+            .unwrap_err()
+            .contains("--tls-cert"));
+        assert!(parse(&[]).unwrap().start(stop.clone()).unwrap().is_none());
+        let missing = parse(&[
+            "--tls-cert",
+            "/nonexistent/c.pem",
+            "--tls-key",
+            "/nonexistent/k.pem",
+        ])
+        .unwrap();
+        assert!(missing
+            .start(stop)
+            .unwrap_err()
+            .contains("/nonexistent/c.pem"));
+    }
+}
