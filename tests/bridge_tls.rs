@@ -23,17 +23,72 @@ fn temp_dir(name: &str) -> std::path::PathBuf {
     d
 }
 
-/// A server with a certificate from a CA of the test's own.
+/// The files the server reads, in `dir/live`.
+fn live(dir: &std::path::Path) -> CertFiles {
+    CertFiles {
+        cert: dir.join("live/fullchain.pem"),
+        key: dir.join("live/privkey.pem"),
+    }
+}
+
+/// Puts `cert` and `key` in place of the live files, each by a rename.
+fn install(cert: &std::path::Path, key: &std::path::Path, live: &CertFiles) {
+    std::fs::create_dir_all(live.cert.parent().unwrap()).unwrap();
+    for (src, dst) in [(key, &live.key), (cert, &live.cert)] {
+        let tmp = dst.with_extension("new");
+        std::fs::copy(src, &tmp).unwrap();
+        std::fs::rename(&tmp, dst).unwrap();
+    }
+}
+
+/// A renewal: a new key and leaf for localhost, signed by the same CA (in
+/// `dir`, made by `ca_and_leaf`); returns (cert, key).
+fn renew(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ssl = |args: &[&str]| testkit::tls::openssl(dir, args);
+    ssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        "renewed.key",
+        "-out",
+        "renewed.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
+    ssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "renewed.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "renewed.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (dir.join("renewed.pem"), dir.join("renewed.key"))
+}
+
+/// A server with a certificate from a CA of the test's own, its files
+/// checked for a renewal every 50 ms.
 async fn tls_server(
     dir: &std::path::Path,
     stop: &CancellationToken,
 ) -> (TestServer, testkit::tls::CaAndLeaf) {
     let made = testkit::tls::ca_and_leaf(dir, "bridge-test-ca");
-    let files = CertFiles {
-        cert: made.cert.clone(),
-        key: made.key.clone(),
-    };
-    let resolver = signal_server::tls::files::watch(files, Duration::from_secs(60), stop.clone())
+    let files = live(dir);
+    install(&made.cert, &made.key, &files);
+    let resolver = signal_server::tls::files::watch(files, Duration::from_millis(50), stop.clone())
         .expect("certificate loads");
     let config = Config {
         tls: Some(ServerTls::new(resolver, false, Vec::new()).expect("TLS config")),
@@ -43,11 +98,12 @@ async fn tls_server(
 }
 
 #[tokio::test]
-async fn the_bridge_hosts_a_room_over_wss_when_ca_file_names_the_servers_private_ca() {
+async fn the_bridge_over_wss_with_ca_file_keeps_its_connection_while_a_renewed_certificate_is_served_to_new_ones(
+) {
     let dir = temp_dir("ca-file");
     let stop = CancellationToken::new();
     let (server, made) = tls_server(&dir, &stop).await;
-    let robot = RobotStub::start().await;
+    let mut robot = RobotStub::start().await;
     let url = format!("wss://localhost:{}/webrtc", server.addr.port());
 
     // Without the CA: the bundled roots refuse the certificate, and the
@@ -82,14 +138,44 @@ async fn the_bridge_hosts_a_room_over_wss_when_ca_file_names_the_servers_private
             .starts_with(&format!("https://localhost:{}/", server.addr.port())),
         "the page link is https: {links:?}"
     );
-    // A viewer over wss:// reaches the bridge's room.
-    let (mut viewer, _) = tls_support::wss(server.addr, "localhost", &client, "/webrtc")
-        .await
-        .unwrap();
+    // The certificate is renewed (same CA, new key) while the bridge's
+    // connection is up; new connections get the new one.
+    let first = tls_support::pem_certs(&made.cert).remove(0);
+    let (cert, key) = renew(&dir);
+    let renewed = tls_support::pem_certs(&cert).remove(0);
+    install(&cert, &key, &live(&dir));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut viewer = loop {
+        let (viewer, leaf) = tls_support::wss(server.addr, "localhost", &client, "/webrtc")
+            .await
+            .unwrap();
+        if leaf == renewed {
+            break viewer;
+        }
+        assert_eq!(leaf, first);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not renewed within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // A viewer on the new certificate reaches the robot through the
+    // bridge's connection, made on the old one.
     viewer
         .send_json(serde_json::json!({"type":"init","watch":links.watch}))
         .await;
     assert_eq!(viewer.recv_type("init").await["role"], "watch");
+    viewer
+        .send_json(bridge_support::configure(
+            "s",
+            "ros_image:/camera/image_raw",
+        ))
+        .await;
+    robot.opened().await;
+    let offer = viewer.recv_type("offer").await;
+    assert!(bridge_support::robot_conn_of(&offer).is_some(), "{offer}");
+    let lost = tokio::time::timeout(Duration::from_millis(200), bridge.disconnected()).await;
+    assert!(lost.is_err(), "the bridge's connection stayed up: {lost:?}");
     bridge.stop().await;
     stop.cancel();
 }

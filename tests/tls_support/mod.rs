@@ -27,7 +27,8 @@ pub fn pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
         .expect("parse PEM")
 }
 
-/// A rustls client (ring) trusting only the CAs in `cas`, speaking `alpn`.
+/// A rustls client (ring) trusting only the CAs in `cas`, speaking `alpn`,
+/// without session resumption.
 pub fn client_config(cas: &[&Path], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for ca in cas {
@@ -42,6 +43,9 @@ pub fn client_config(cas: &[&Path], alpn: &[&[u8]]) -> Arc<rustls::ClientConfig>
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    // Every connection a full handshake: a resumed session shows the
+    // certificate of the handshake it resumes, not the one served now.
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
