@@ -20,6 +20,9 @@ need_cmd openssl openssl
 # (scripts/turn-bench.sh); its turnserver: the relay of scripts/turn-e2e.sh.
 need_cmd turnutils_uclient coturn
 need_cmd turnserver coturn
+# pebble and pebble-challtestsrv: the ACME CA of tests/acme.rs.
+need_cmd pebble pebble
+need_cmd pebble-challtestsrv pebble
 need_pip -r tests/e2e/requirements.txt
 need_pip -r tests/api/requirements.txt
 need_npm tests/browser

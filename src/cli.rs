@@ -269,6 +269,9 @@ pub struct ServeArgs {
     /// are many, and `Command` holds these options by value).
     #[command(flatten)]
     pub turn: Box<crate::turn::TurnArgs>,
+    /// TLS: certificate files or ACME, and the plain-HTTP redirect port.
+    #[command(flatten)]
+    pub tls: Box<crate::tls::TlsArgs>,
     /// Time a client has to send a request's head (request line and
     /// headers), and the longest a plain HTTP connection may wait idle for
     /// its next request; then the connection is closed.
@@ -429,6 +432,9 @@ impl ServeArgs {
             admin_key: self.admin.admin_key.clone(),
             // Set by `serve` from `self.auth` (checked there: it can fail).
             auth: crate::auth::AuthConfig::Open,
+            // Set by `serve` (certificates are loaded, ACME started, there).
+            tls: None,
+            http_redirect: self.tls.http_redirect_bind,
         }
     }
 }

@@ -186,6 +186,12 @@ pub struct Config {
     /// Access control (`--auth`): open, or tokens checked with these keys
     /// (docs/AUTH.md).
     pub auth: crate::auth::AuthConfig,
+    /// TLS on the listening port (`--tls-cert`/`--tls-key` or
+    /// `--acme-domain`); `None`: plain HTTP and `ws://`.
+    pub tls: Option<crate::tls::ServerTls>,
+    /// A plain-HTTP port answering every request but `/healthz` with a
+    /// redirect to `https://` (`--http-redirect-bind`); only with `tls`.
+    pub http_redirect: Option<std::net::SocketAddr>,
 }
 
 impl Config {
@@ -247,6 +253,8 @@ impl Default for Config {
             room_join_burst: DEFAULT_ROOM_JOIN_BURST,
             admin_key: None,
             auth: crate::auth::AuthConfig::Open,
+            tls: None,
+            http_redirect: None,
         }
     }
 }

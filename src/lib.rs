@@ -48,6 +48,7 @@ pub mod protocol;
 pub mod rooms;
 pub mod server;
 pub mod session;
+pub mod tls;
 pub mod token;
 pub mod turn;
 pub mod webhooks;

@@ -90,7 +90,16 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let stop = CancellationToken::new();
     let mut config = args.config();
     config.auth = auth;
-    let turn = turn::start_from_args(&args.turn, &config.ice_servers, stop.clone()).await?;
+    // Certificates load (or ACME starts) before anything listens: a bad
+    // file is an error at start, not at the first handshake.
+    config.tls = args.tls.start(stop.clone())?;
+    let turn = turn::start_from_args(
+        &args.turn,
+        &config.ice_servers,
+        config.tls.as_ref(),
+        stop.clone(),
+    )
+    .await?;
     // Every `init` (and `ice_servers`) reply carries credentials of its own.
     config.turn = turn.ice.clone();
     let stopping = stop.clone();

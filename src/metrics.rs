@@ -243,6 +243,7 @@ struct Edge {
     limited: Vec<Counter>,
     accept_errors: Counter,
     clients_tracked: Gauge,
+    tls_handshake_failures: Counter,
 }
 
 impl Edge {
@@ -279,11 +280,18 @@ impl Edge {
             "Client addresses whose per-client limits are being kept",
             clients_tracked.clone(),
         );
+        let tls_handshake_failures = Counter::default();
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes on the listening port that failed (not TLS, no common cipher, certificate refused by the client, no certificate yet); those cut off by the header timeout count in limited",
+            tls_handshake_failures.clone(),
+        );
         Edge {
             http_connections,
             limited,
             accept_errors,
             clients_tracked,
+            tls_handshake_failures,
         }
     }
 }
@@ -546,6 +554,11 @@ impl Metrics {
     /// An accept failed.
     pub fn accept_error(&self) {
         self.inner.edge.accept_errors.inc();
+    }
+
+    /// A TLS handshake on the listening port failed.
+    pub fn tls_handshake_failed(&self) {
+        self.inner.edge.tls_handshake_failures.inc();
     }
 
     /// Client addresses whose limits are kept now.

@@ -1,11 +1,12 @@
 //! The embedded TURN relay through real sockets: coturn's own client
 //! (`turnutils_uclient`, Debian package `coturn`) relaying through it over
-//! UDP and TCP to `turnutils_peer`, and a minimal STUN client of ours for
+//! UDP, TCP and TLS to `turnutils_peer`, and a minimal STUN client of ours for
 //! the refusals, read on the wire: expired and wrong credentials (401),
 //! peers in internal ranges (403), quotas (486), bandwidth, expiry of a live
 //! allocation's credential, and shutdown.
 
 mod common;
+mod tls_support;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ const SECRET: &str = "test-secret-7f3a";
 /// A relay on loopback with its own metrics.
 struct Relay {
     addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     metrics: TurnMetrics,
     stop: CancellationToken,
     relay: Option<TurnRelay>,
@@ -57,6 +59,7 @@ impl Relay {
             .expect("relay starts");
         Relay {
             addr: relay.local_addr(),
+            tls_addr: relay.tls_addr(),
             metrics,
             stop,
             relay: Some(relay),
@@ -582,21 +585,77 @@ fn coturn() -> (PathBuf, PathBuf) {
     )
 }
 
+/// How uclient reaches the relay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Via {
+    Udp,
+    Tcp,
+    /// TLS on the relay's `--turn-tls-listen` port. (uclient's `-E CA`
+    /// does not make it refuse a certificate of another CA, checked by
+    /// hand: the helper checks the certificate with rustls first.)
+    Tls,
+}
+
 /// Runs uclient through the relay to an echo peer; returns its output.
-async fn uclient_through_relay(tcp: bool, length: usize) -> (String, TurnMetrics) {
+async fn uclient_through_relay(via: Via, length: usize) -> (String, TurnMetrics) {
     let (uclient, peer_bin) = coturn();
-    let relay = Relay::start(allow(&["127.0.0.0/8"])).await;
+    let certs = std::env::temp_dir().join(format!("ss-turn-tls-{}", std::process::id()));
+    let certs = (via == Via::Tls).then(|| testkit::tls::ca_and_leaf(&certs, "turn-tls-ca"));
+    let tls = certs.as_ref().map(|c| {
+        let stop = CancellationToken::new();
+        let files = signal_server::tls::CertFiles {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+        };
+        let resolver = signal_server::tls::files::watch(files, Duration::from_secs(60), stop)
+            .expect("certificate loads");
+        signal_server::tls::ServerTls::new(resolver, false, Vec::new()).expect("TLS config")
+    });
+    let relay = Relay::start(|c| {
+        allow(&["127.0.0.0/8"])(c);
+        c.tls = tls.map(|t| signal_server::turn::TlsListen {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            config: t.turn_config(),
+        });
+    })
+    .await;
     let port = testkit::free_udp_port();
     // The peer is up when it echoes.
     let mut peer = echo_peer(&peer_bin, port).await;
     let mut cmd = tokio::process::Command::new(uclient);
-    if tcp {
-        cmd.arg("-t");
+    let mut relay_port = relay.addr.port();
+    match via {
+        Via::Udp => {}
+        Via::Tcp => {
+            cmd.arg("-t");
+        }
+        Via::Tls => {
+            let made = certs.as_ref().expect("certificates");
+            let at = relay.tls_addr.expect("a TLS port");
+            // The relay serves the server's certificate: it verifies under
+            // its CA, and not under another.
+            let trusting = tls_support::client_config(&[&made.ca], &[]);
+            let tls = tls_support::connect(at, "localhost", &trusting)
+                .await
+                .expect("a TLS handshake with the relay");
+            assert_eq!(
+                tls_support::served_leaf(&tls),
+                tls_support::pem_certs(&made.cert).remove(0)
+            );
+            drop(tls);
+            let other = testkit::tls::ca_and_leaf(&made.ca.with_file_name("other"), "other-ca");
+            let untrusting = tls_support::client_config(&[&other.ca], &[]);
+            assert!(tls_support::connect(at, "localhost", &untrusting)
+                .await
+                .is_err());
+            cmd.args(["-t", "-S", "-E"]).arg(&made.ca);
+            relay_port = at.port();
+        }
     }
     cmd.args(["-W", SECRET, "-u", "robot", "-e", "127.0.0.1"])
         .args(["-r", &port.to_string(), "-n", "20", "-m", "2"])
         .args(["-l", &length.to_string()])
-        .args(["-p", &relay.addr.port().to_string(), "127.0.0.1"]);
+        .args(["-p", &relay_port.to_string(), "127.0.0.1"]);
     let text = output_within(&mut cmd, Duration::from_secs(60)).await;
     let _ = peer.kill().await;
     let metrics = relay.metrics.clone();
@@ -619,7 +678,7 @@ fn assert_every_packet_echoed(text: &str, metrics: &TurnMetrics) {
 
 #[tokio::test]
 async fn coturn_uclient_relays_every_packet_over_udp() {
-    let (text, metrics) = uclient_through_relay(false, 200).await;
+    let (text, metrics) = uclient_through_relay(Via::Udp, 200).await;
     assert_every_packet_echoed(&text, &metrics);
 }
 
@@ -627,8 +686,20 @@ async fn coturn_uclient_relays_every_packet_over_udp() {
 async fn coturn_uclient_relays_every_packet_over_tcp_with_channel_data_padding() {
     // 201 bytes: ChannelData on TCP carries 3 bytes of padding each way
     // (RFC 8656 §12.5), which a relay must strip and add.
-    let (text, metrics) = uclient_through_relay(true, 201).await;
+    let (text, metrics) = uclient_through_relay(Via::Tcp, 201).await;
     assert_every_packet_echoed(&text, &metrics);
+}
+
+#[tokio::test]
+async fn coturn_uclient_relays_every_packet_over_tls_with_the_servers_certificate() {
+    // TURN over TLS (`turns:`) with the server's certificate (checked by
+    // rustls in the helper); ChannelData padded as on TCP.
+    let (text, metrics) = uclient_through_relay(Via::Tls, 201).await;
+    assert_every_packet_echoed(&text, &metrics);
+    assert!(
+        metrics.allocations_created(Transport::Tls) >= 1,
+        "counted as TLS"
+    );
 }
 
 #[tokio::test]

@@ -108,6 +108,10 @@ pub struct BridgeArgs {
     /// instead of leaving it to wait for a restarted bridge to resume it.
     #[arg(long, env = "SIGNAL_BRIDGE_END_ROOM_ON_EXIT")]
     pub end_room_on_exit: bool,
+    /// Also trust the CA certificates in this PEM file for wss:// (a server
+    /// with a self-made certificate), beside the bundled web PKI roots.
+    #[arg(long, env = "SIGNAL_BRIDGE_CA_FILE", value_name = "PEM")]
+    pub ca_file: Option<PathBuf>,
 }
 
 impl BridgeArgs {

@@ -38,6 +38,20 @@ pub enum BridgeError {
         /// The close reason the server gave.
         reason: String,
     },
+    /// `--ca-file` cannot be read or holds no usable certificate.
+    CaFile {
+        /// The file given.
+        path: PathBuf,
+        /// Why not.
+        why: String,
+    },
+    /// The `--robot` URL answers like a signal-server, not webrtc_ros.
+    RobotIsSignalServer {
+        /// The URL given.
+        url: String,
+        /// What gave it away.
+        evidence: &'static str,
+    },
 }
 
 /// What is wrong with a URL option.
@@ -86,6 +100,15 @@ impl fmt::Display for BridgeError {
                 "another host took this room over (server: 4000 {reason:?}): is a second \
                  bridge running with the same --state-file? Stopping this one rather than \
                  fighting for the room"
+            ),
+            BridgeError::CaFile { path, why } => write!(f, "--ca-file {}: {why}", path.display()),
+            BridgeError::RobotIsSignalServer { url, evidence } => write!(
+                f,
+                "--robot {url} answers like a signal-server ({evidence}), not like webrtc_ros: \
+                 the server's default port 9090 is also webrtc_ros's. With both on one machine, \
+                 run the server on another port (signal-server --bind 0.0.0.0:8080, or PORT=8080) \
+                 and give the bridge --server ws://127.0.0.1:8080/webrtc, or point --robot at \
+                 webrtc_ros's own port"
             ),
         }
     }

@@ -251,7 +251,7 @@ impl Bridge {
         let links = Links::new(&args.server, args.page_url.as_deref())?;
         let policy = Policy::new(&args.allow_src, args.max_viewers as usize)
             .map_err(BridgeError::BadPattern)?;
-        let connector = websocket::tls_connector()?;
+        let connector = websocket::tls_connector(args.ca_file.as_deref())?;
         if let Some(path) = &args.state_file {
             state::check_dir(path)?;
         }
@@ -281,6 +281,11 @@ impl Bridge {
             ice_endpoint,
             end_room_on_exit: args.end_room_on_exit,
         })
+    }
+
+    /// The TLS setup of both sides' connections.
+    pub(super) fn connector(&self) -> &Connector {
+        &self.connector
     }
 
     /// Hosts the room until `stop` is cancelled, reconnecting as needed;

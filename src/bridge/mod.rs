@@ -44,6 +44,7 @@ mod ice;
 mod ice_endpoint;
 mod links;
 pub mod policy;
+mod probe;
 mod report;
 mod robot;
 mod room;
@@ -74,6 +75,10 @@ pub async fn run(
     result
 }
 
+/// How long the look at `--robot` at start may take (a robot that does not
+/// answer by then is not a signal-server).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Runs the bridge until `shutdown` completes, reporting what happens on
 /// `events` (nothing is printed). Returns an error only for bad options: a
 /// server or robot that cannot be reached is retried for as long as it takes.
@@ -82,7 +87,16 @@ pub async fn run_with_events(
     shutdown: impl Future<Output = ()> + Send + 'static,
     events: mpsc::UnboundedSender<BridgeEvent>,
 ) -> Result<(), BridgeError> {
+    let robot = args.robot.clone();
+    let probe_timeout = args.connect_timeout.min(PROBE_TIMEOUT);
     let bridge = host::Bridge::new(args, events)?;
+    if let Some(evidence) = probe::signal_server_at(&robot, bridge.connector(), probe_timeout).await
+    {
+        return Err(BridgeError::RobotIsSignalServer {
+            url: robot,
+            evidence,
+        });
+    }
     let stop = CancellationToken::new();
     let trigger = stop.clone();
     let watcher = tokio::spawn(async move {

@@ -201,7 +201,7 @@ impl Task {
         let why = tokio::select! {
             biased;
             _ = self.cancel.cancelled() => Ended::Closed,
-            connected = websocket::connect(&self.url, &self.connector, self.connect_timeout) => {
+            connected = websocket::connect_robot(&self.url, &self.connector, self.connect_timeout) => {
                 match connected {
                     Err(e) => Ended::ConnectFailed(e.to_string()),
                     Ok(socket) => {

@@ -5,11 +5,14 @@
 
 use std::fmt;
 use std::future::Future;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::CertificateDer;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -52,10 +55,24 @@ pub fn check_url(option: &'static str, url: &str) -> Result<Uri, BridgeError> {
 }
 
 /// TLS for `wss://` URLs: rustls with the bundled web PKI roots (no system
-/// certificate store needed on the robot).
-pub fn tls_connector() -> Result<Connector, BridgeError> {
+/// certificate store needed on the robot), and the CAs of `ca_file`
+/// (`--ca-file`) if given.
+pub fn tls_connector(ca_file: Option<&Path>) -> Result<Connector, BridgeError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let bad = |why: String| BridgeError::CaFile {
+            path: path.to_path_buf(),
+            why,
+        };
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| bad(e.to_string()))?;
+        let (added, _) = roots.add_parsable_certificates(certs);
+        if added == 0 {
+            return Err(bad("no CA certificate in it".into()));
+        }
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -72,6 +89,8 @@ pub enum ConnectError {
     Timeout(Duration),
     /// The TCP connection, TLS or the handshake failed.
     Failed(tungstenite::Error),
+    /// A robot URL led to a signal-server (its upgrade's `Server` header).
+    SignalServer,
 }
 
 impl fmt::Display for ConnectError {
@@ -79,6 +98,10 @@ impl fmt::Display for ConnectError {
         match self {
             ConnectError::Timeout(t) => write!(f, "no answer within {t:?}"),
             ConnectError::Failed(e) => e.fmt(f),
+            ConnectError::SignalServer => f.write_str(
+                "this is a signal-server, not webrtc_ros: check --robot (the server's default \
+                 port 9090 is also webrtc_ros's)",
+            ),
         }
     }
 }
@@ -91,6 +114,31 @@ pub async fn connect(
     connector: &Connector,
     timeout: Duration,
 ) -> Result<Socket, ConnectError> {
+    open(url, connector, timeout)
+        .await
+        .map(|(socket, _)| socket)
+}
+
+/// [`connect`] for a robot URL: a signal-server answering (its `Server`
+/// header says so) is [`ConnectError::SignalServer`].
+pub async fn connect_robot(
+    url: &str,
+    connector: &Connector,
+    timeout: Duration,
+) -> Result<Socket, ConnectError> {
+    let (socket, response) = open(url, connector, timeout).await?;
+    let server = response.headers().get(header::SERVER);
+    if server.is_some_and(|s| s.as_bytes().starts_with(b"signal-server/")) {
+        return Err(ConnectError::SignalServer);
+    }
+    Ok(socket)
+}
+
+async fn open(
+    url: &str,
+    connector: &Connector,
+    timeout: Duration,
+) -> Result<(Socket, tungstenite::handshake::client::Response), ConnectError> {
     let mut request = url.into_client_request().map_err(ConnectError::Failed)?;
     request.headers_mut().insert(
         header::USER_AGENT,
@@ -105,7 +153,7 @@ pub async fn connect(
     match tokio::time::timeout(timeout, connect).await {
         Err(_) => Err(ConnectError::Timeout(timeout)),
         Ok(Err(e)) => Err(ConnectError::Failed(e)),
-        Ok(Ok((socket, _))) => Ok(socket),
+        Ok(Ok(done)) => Ok(done),
     }
 }
 
@@ -215,7 +263,9 @@ mod tests {
 
     #[test]
     fn tls_is_set_up_with_bundled_roots() {
-        assert!(matches!(tls_connector(), Ok(Connector::Rustls(_))));
+        assert!(matches!(tls_connector(None), Ok(Connector::Rustls(_))));
+        let missing = tls_connector(Some(Path::new("/nonexistent/ca.pem")));
+        assert!(matches!(missing, Err(BridgeError::CaFile { .. })));
         assert!(!webpki_roots::TLS_SERVER_ROOTS.is_empty());
     }
 

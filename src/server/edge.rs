@@ -12,11 +12,15 @@
 //!   default): when full, the oldest is closed to make room, so an honest
 //!   request, which takes milliseconds, always gets in;
 //! - a connection is plain HTTP for at most `--http-timeout`;
+//! - with TLS, the handshake counts in the header timeout (its deadline is
+//!   the first request head's, from accept) and in the cap of connections
+//!   that are not WebSockets, so a client that never finishes it holds its
+//!   slot no longer than one that never sends its request;
 //! - an accept that fails (at the open-files limit) backs off, from 5 ms up
 //!   to 1 s, and is logged at most once a second.
 //!
-//! A connection is served by [`Edge::serve`], generic over its byte stream,
-//! so that a TLS acceptor can wrap the TCP stream before it.
+//! A connection is served by [`Edge::serve`], generic over its byte stream:
+//! the TCP stream, or the TLS stream around it ([`Edge::handshake`]).
 
 use std::collections::BTreeMap;
 use std::io;
@@ -32,9 +36,11 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt as _;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
@@ -117,6 +123,7 @@ impl Edge {
         tcp: TcpStream,
         addr: SocketAddr,
         router: &Router,
+        tls: Option<&TlsAcceptor>,
         stop: &CancellationToken,
         tracker: &TaskTracker,
     ) {
@@ -145,13 +152,59 @@ impl Edge {
         });
         let edge = Arc::clone(self);
         let stop = stop.clone();
+        let tls = tls.cloned();
         tracker.spawn(async move {
-            if edge.first_bytes(&tcp, &pending, &stop).await {
-                // A TLS acceptor would wrap `tcp` here, inside the
-                // connection's slot, before `serve`.
-                edge.serve(tcp, peer, router, pending, accepted, stop).await;
+            if !edge.first_bytes(&tcp, &pending, &stop).await {
+                return;
             }
+            let Some(tls) = tls else {
+                return edge.serve(tcp, peer, router, pending, accepted, stop).await;
+            };
+            // The handshake happens inside the connection's slot, under the
+            // first request head's deadline.
+            let Some(mut stream) = edge.handshake(&tls, tcp, &pending, accepted, &stop).await
+            else {
+                return;
+            };
+            if crate::tls::is_acme_validation(stream.get_ref().1) {
+                // The CA has seen the challenge certificate: done.
+                debug!(peer = %addr, "TLS-ALPN-01 validation answered");
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                return;
+            }
+            edge.serve(stream, peer, router, pending, accepted, stop)
+                .await;
         });
+    }
+
+    /// The TLS handshake of a new connection, cut off at the first request
+    /// head's deadline (`accepted` plus the header timeout), when the
+    /// connection must make room, or at shutdown.
+    async fn handshake(
+        &self,
+        tls: &TlsAcceptor,
+        tcp: TcpStream,
+        pending: &Pending,
+        accepted: tokio::time::Instant,
+        stop: &CancellationToken,
+    ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+        let peer = tcp.peer_addr().ok();
+        let cut = tokio::select! {
+            done = tls.accept(tcp) => match done {
+                Ok(stream) => return Some(stream),
+                Err(e) => {
+                    self.metrics.tls_handshake_failed();
+                    debug!(?peer, "TLS handshake failed: {e}");
+                    return None;
+                }
+            },
+            _ = tokio::time::sleep_until(accepted + self.header_timeout) => Limited::HeaderTimeout,
+            _ = pending.evict.notified() => Limited::HttpEvicted,
+            _ = stop.cancelled() => return None,
+        };
+        self.metrics.limited(cut);
+        debug!(?peer, ?cut, "TLS handshake cut off");
+        None
     }
 
     /// Waits for a new connection's first bytes, holding nothing but its
@@ -318,10 +371,12 @@ impl Drop for Pending {
 }
 
 /// Accepts connections until `stop`, then drops the listener (new
-/// connections are refused from then on).
+/// connections are refused from then on); with `tls`, every connection is
+/// TLS.
 pub(super) async fn accept_loop(
     listener: TcpListener,
     router: Router,
+    tls: Option<TlsAcceptor>,
     edge: Arc<Edge>,
     stop: CancellationToken,
     tracker: TaskTracker,
@@ -347,7 +402,7 @@ pub(super) async fn accept_loop(
                 if let Err(err) = tcp.set_nodelay(true) {
                     debug!("TCP_NODELAY failed: {err}");
                 }
-                edge.spawn(tcp, addr, &router, &stop, &tracker);
+                edge.spawn(tcp, addr, &router, tls.as_ref(), &stop, &tracker);
             }
             // One connection's trouble, not the listener's: go on.
             Err(e) if is_connection_error(&e) => {}

@@ -25,7 +25,7 @@ use crate::rooms::{EventSink, MemoryRegistry, RedisOptions, RedisRegistry, Regis
 use crate::session;
 
 pub use edge::{bind, raise_open_files_limit, LISTEN_BACKLOG};
-pub use routes::TokenQuery;
+pub use routes::{TokenQuery, SERVER_HEADER};
 
 /// What the routes share.
 struct App<R> {
@@ -137,6 +137,23 @@ pub async fn run_with_auth<R: Registry>(
         auth.share_through_redis(redis.options(), stop.clone())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     }
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.web_config()));
+    // The plain-HTTP port that sends browsers to https://.
+    let redirect = match (config.http_redirect, &tls) {
+        (Some(addr), Some(_)) => Some(edge::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("--http-redirect-bind {addr}: {e}"))
+        })?),
+        (Some(_), None) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "--http-redirect-bind needs TLS (--tls-cert/--tls-key or --acme-domain)",
+            ))
+        }
+        (None, _) => None,
+    };
     let app = Arc::new(App {
         permits: Arc::new(Semaphore::new(config.max_connections)),
         session: session::Shared {
@@ -151,16 +168,35 @@ pub async fn run_with_auth<R: Registry>(
         tracker: tracker.clone(),
         files,
     });
-    let router = routes::router(app);
     let local = listener.local_addr()?;
+    if let Some(redirect) = redirect {
+        let plain = redirect.local_addr()?;
+        let router = routes::redirect_router(Arc::clone(&app), local.port());
+        tracker.spawn(edge::accept_loop(
+            redirect,
+            router,
+            None,
+            Arc::clone(&edge),
+            stop.clone(),
+            tracker.clone(),
+        ));
+        info!(%plain, "plain HTTP: redirecting to https:// (but /healthz)");
+    }
+    let scheme = if tls.is_some() {
+        "https, wss"
+    } else {
+        "http, ws"
+    };
+    let router = routes::router(app);
     let mut serving = tokio::spawn(edge::accept_loop(
         listener,
         router,
+        tls,
         edge,
         stop.clone(),
         tracker.clone(),
     ));
-    info!(%local, max_http_connections = max_http, "listening");
+    info!(%local, scheme, max_http_connections = max_http, "listening");
 
     tokio::pin!(shutdown);
     tokio::select! {

@@ -24,6 +24,9 @@ use crate::rooms::Registry;
 use crate::session::{self, QueryToken};
 use crate::ws::{self, NotUpgrade};
 
+/// The `Server` header of the WebSocket upgrade.
+pub const SERVER_HEADER: &str = concat!("signal-server/", env!("CARGO_PKG_VERSION"));
+
 /// Seconds a client over one of its limits is told to wait.
 const CLIENT_RETRY_AFTER: &str = "10";
 
@@ -37,6 +40,66 @@ pub(super) fn router<R: Registry>(app: Arc<App<R>>) -> Router {
         .fallback(files::<R>)
         .with_state(app)
         .merge(admin)
+}
+
+/// The routes of the plain-HTTP port beside a TLS one
+/// (`--http-redirect-bind`): `/healthz` as on the TLS port (load balancers
+/// and uptime probes often check plain HTTP, and it tells nothing a client
+/// could misuse), every other request a 308 to the same path and query on
+/// `https://` at `tls_port` (308 rather than 301: the method is kept).
+pub(super) fn redirect_router<R: Registry>(app: Arc<App<R>>, tls_port: u16) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz::<R>))
+        .fallback(move |request: Request| std::future::ready(to_https(&request, tls_port)))
+        .with_state(app)
+}
+
+/// A 308 to `request`'s URL over https:// on `tls_port` (omitted when 443).
+fn to_https(request: &Request, tls_port: u16) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_name);
+    let Some(host) = host else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "this port redirects to https://: send a Host header\n",
+        )
+            .into_response();
+    };
+    let port = if tls_port == 443 {
+        String::new()
+    } else {
+        format!(":{tls_port}")
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{port}{path}");
+    match HeaderValue::try_from(location) {
+        Ok(location) => (
+            StatusCode::PERMANENT_REDIRECT,
+            [(header::LOCATION, location)],
+            "use https://\n",
+        )
+            .into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "bad request\n").into_response(),
+    }
+}
+
+/// The host of a `Host` header without its port, if it is a plain DNS
+/// name or an IP address (anything else gets no redirect).
+fn host_name(host: &str) -> Option<&str> {
+    let name = if host.starts_with('[') {
+        // [v6] or [v6]:port
+        &host[..=host.find(']')?]
+    } else {
+        host.rsplit_once(':').map_or(host, |(name, _)| name)
+    };
+    let ok = !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b':' | b'[' | b']')
+        });
+    ok.then_some(name)
 }
 
 /// Query-string tokens of a webrtc_ros.js-style client that never sends
@@ -279,6 +342,9 @@ async fn accept<R: Registry>(
             (header::CONNECTION, HeaderValue::from_static("upgrade")),
             (header::UPGRADE, HeaderValue::from_static("websocket")),
             (header::SEC_WEBSOCKET_ACCEPT, accept_key),
+            // What the bridge reads to tell a signal-server from webrtc_ros
+            // when its --robot URL points here by mistake.
+            (header::SERVER, HeaderValue::from_static(SERVER_HEADER)),
         ],
     )
         .into_response()
@@ -347,6 +413,7 @@ async fn healthz<R: Registry>(State(app): State<Arc<App<R>>>) -> Response {
     let healthy = app.session.registry.healthy();
     let mut body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
+        "service": "signal-server",
         "connections": metrics.connections(),
         "rooms": metrics.rooms(),
         "http_connections": metrics.http_connections(),

@@ -109,7 +109,7 @@ impl Client {
     ) -> Self {
         let ttype = match transport {
             Transport::Udp => TransportType::Udp,
-            Transport::Tcp => TransportType::Tcp,
+            Transport::Tcp | Transport::Tls => TransportType::Tcp,
         };
         let inner = TurnServer::new(ttype, local, ctx.realm.clone());
         Client {
@@ -235,7 +235,7 @@ impl Client {
     fn ttype(&self) -> TransportType {
         match self.transport {
             Transport::Udp => TransportType::Udp,
-            Transport::Tcp => TransportType::Tcp,
+            Transport::Tcp | Transport::Tls => TransportType::Tcp,
         }
     }
 

@@ -92,8 +92,10 @@ impl Refusal {
 pub enum Transport {
     /// TURN over UDP.
     Udp,
-    /// TURN over TCP (and later TLS).
+    /// TURN over TCP.
     Tcp,
+    /// TURN over TLS (on TCP).
+    Tls,
 }
 
 impl Transport {
@@ -101,6 +103,7 @@ impl Transport {
         match self {
             Transport::Udp => "udp",
             Transport::Tcp => "tcp",
+            Transport::Tls => "tls",
         }
     }
 }
@@ -120,8 +123,8 @@ type Labels = [(&'static str, &'static str); 1];
 #[derive(Clone)]
 pub struct TurnMetrics {
     families: Families,
-    allocations: [Gauge; 2],
-    allocations_total: [Counter; 2],
+    allocations: [Gauge; 3],
+    allocations_total: [Counter; 3],
     packets: [Counter; 2],
     bytes: [Counter; 2],
     refusals: Vec<Counter>,
@@ -146,7 +149,7 @@ impl TurnMetrics {
     /// Fresh series, registered nowhere yet.
     pub fn new() -> Self {
         let f = Families::default();
-        let transports = [Transport::Udp, Transport::Tcp];
+        let transports = [Transport::Udp, Transport::Tcp, Transport::Tls];
         let allocations = transports.map(|t| {
             f.allocations
                 .get_or_create(&[("transport", t.as_str())])
@@ -226,6 +229,11 @@ impl TurnMetrics {
     /// Live allocations over `t`.
     pub fn allocations(&self, t: Transport) -> i64 {
         self.allocations[t as usize].get()
+    }
+
+    /// Allocations granted so far over transport `t`.
+    pub fn allocations_created(&self, t: Transport) -> u64 {
+        self.allocations_total[t as usize].get()
     }
 
     /// A packet with `bytes` of payload was relayed.

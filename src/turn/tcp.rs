@@ -1,5 +1,6 @@
-//! TURN over TCP (and, wrapped by a TLS acceptor, TURN over TLS): one task
-//! per connection owns its [`Client`], the stream and the relay socket.
+//! TURN over TCP, and over TLS ([`run_tls`]: the server's certificate,
+//! through the same resolver as its HTTPS port): one task per connection
+//! owns its [`Client`], the stream and the relay socket.
 //!
 //! The stream carries STUN messages and ChannelData back to back. We frame
 //! it ourselves, as RFC 8656 §12.5 says: ChannelData is padded to a multiple
@@ -19,7 +20,9 @@ use tracing::Instrument as _;
 
 use super::client::{Client, ClientSink};
 use super::metrics::{Refusal, Transport};
-use super::{Context, MAX_TCP_HANDSHAKES, RELAY_DATAGRAM_MAX, TCP_OUTBOX_LIMIT};
+use super::{
+    Context, MAX_TCP_HANDSHAKES, RELAY_DATAGRAM_MAX, TCP_OUTBOX_LIMIT, TLS_HANDSHAKE_TIMEOUT,
+};
 
 /// The largest frame accepted from a client: a STUN header and the longest
 /// length its 16-bit field can give, padded.
@@ -71,11 +74,16 @@ impl ClientSink for TcpSink {
     }
 }
 
-/// Accepts TURN-over-TCP connections until shutdown.
-pub(crate) async fn run(listener: TcpListener, ctx: Arc<Context>, tracker: TaskTracker) {
+/// The next TCP connection to serve, with its local address, until
+/// shutdown (`None`); connections over [`MAX_TCP_HANDSHAKES`] are closed
+/// at once.
+async fn next(
+    listener: &TcpListener,
+    ctx: &Context,
+) -> Option<(tokio::net::TcpStream, SocketAddr, SocketAddr)> {
     loop {
         let (stream, remote) = tokio::select! {
-            _ = ctx.shutdown.cancelled() => break,
+            _ = ctx.shutdown.cancelled() => return None,
             r = listener.accept() => match r {
                 Ok(r) => r,
                 Err(_) => continue,
@@ -86,11 +94,61 @@ pub(crate) async fn run(listener: TcpListener, ctx: Arc<Context>, tracker: TaskT
             continue;
         }
         let _ = stream.set_nodelay(true);
-        let Ok(local) = stream.local_addr() else {
-            continue;
-        };
+        if let Ok(local) = stream.local_addr() {
+            return Some((stream, local, remote));
+        }
+    }
+}
+
+/// Accepts TURN-over-TCP connections until shutdown.
+pub(crate) async fn run(listener: TcpListener, ctx: Arc<Context>, tracker: TaskTracker) {
+    while let Some((stream, local, remote)) = next(&listener, &ctx).await {
         let span = tracing::info_span!("turn_allocation", transport = "tcp", client = %remote);
-        tracker.spawn(serve_stream(stream, local, remote, ctx.clone()).instrument(span));
+        tracker.spawn(
+            serve_stream(stream, local, remote, ctx.clone(), Transport::Tcp).instrument(span),
+        );
+    }
+}
+
+/// Accepts TURN-over-TLS connections until shutdown. A TLS handshake
+/// counts as a TCP handshake (at most [`MAX_TCP_HANDSHAKES`] at once) and
+/// must end within [`TLS_HANDSHAKE_TIMEOUT`].
+pub(crate) async fn run_tls(
+    listener: TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ctx: Arc<Context>,
+    tracker: TaskTracker,
+) {
+    while let Some((stream, local, remote)) = next(&listener, &ctx).await {
+        let span = tracing::info_span!("turn_allocation", transport = "tls", client = %remote);
+        let ctx = ctx.clone();
+        let acceptor = acceptor.clone();
+        let serve = async move {
+            ctx.tcp_handshakes.fetch_add(1, Ordering::Relaxed);
+            let mut handshake = Handshake {
+                ctx: &ctx,
+                counted: true,
+            };
+            let accept = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            let tls = tokio::select! {
+                _ = ctx.shutdown.cancelled() => return,
+                r = accept => match r {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => {
+                        tracing::debug!("TLS handshake failed: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!("TLS handshake timed out");
+                        return;
+                    }
+                },
+            };
+            handshake.done();
+            drop(handshake);
+            serve_stream(tls, local, remote, ctx.clone(), Transport::Tls).await;
+        };
+        tracker.spawn(serve.instrument(span));
     }
 }
 
@@ -123,6 +181,7 @@ pub(crate) async fn serve_stream<S>(
     local: SocketAddr,
     remote: SocketAddr,
     ctx: Arc<Context>,
+    transport: Transport,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -133,7 +192,7 @@ pub(crate) async fn serve_stream<S>(
     };
     let (mut rd, mut wr) = tokio::io::split(stream);
     let now = ctx.clock.now();
-    let mut client = Client::new(ctx.clone(), Transport::Tcp, local, remote, now);
+    let mut client = Client::new(ctx.clone(), transport, local, remote, now);
     let done = client.done().clone();
     let mut input = BytesMut::with_capacity(4096);
     let mut sink = TcpSink {

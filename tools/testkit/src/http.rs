@@ -79,7 +79,8 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), Str
     get(addr, path).await.map(|r| (r.status, r.body))
 }
 
-fn parse(raw: &str) -> Result<Response, String> {
+/// A response as read off the wire (status line, headers, body).
+pub fn parse(raw: &str) -> Result<Response, String> {
     let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
     let status = head
         .split_whitespace()
