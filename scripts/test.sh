@@ -3,7 +3,10 @@
 #   1. installs what the tests need (scripts/install-test-deps.sh)
 #   2. cargo tests: unit and integration tests over real sockets
 #   3. headless Chromium end to end: demo page, real video (scripts/browser-test.sh)
-#   4. robot end to end: aiortc webrtc_ros emulator + bridge + Chromium (scripts/bridge-e2e.sh)
+#   4. robot end to end: aiortc webrtc_ros emulator + bridge + Chromium (scripts/bridge-e2e.sh);
+#      the same in token mode across a server restart (scripts/auth-e2e.sh); the admin API
+#      against its OpenAPI document (scripts/api-test.sh, schemathesis); the fleet page
+#      with two robots (scripts/fleet-e2e.sh)
 #   5. a short fuzz run of every target (scripts/fuzz.sh)
 #   6. a short soak with hostile clients and message accounting (scripts/soak.sh)
 #   7. a smoke run of the benchmark against every peer server (scripts/bench.sh --smoke)
@@ -43,6 +46,7 @@ run "cargo test" cargo test --workspace --locked --no-fail-fast
 if [ $rust_only -eq 0 ]; then
   run "browser end to end" scripts/browser-test.sh target/debug/signal-server
   [ -x scripts/bridge-e2e.sh ] && run "bridge end to end" scripts/bridge-e2e.sh target/debug/signal-server
+  [ -x scripts/auth-e2e.sh ] && run "token mode end to end" scripts/auth-e2e.sh target/debug/signal-server
   [ -x scripts/api-test.sh ] && run "admin API against its OpenAPI document (schemathesis)" scripts/api-test.sh target/debug/signal-server
   [ -x scripts/fleet-e2e.sh ] && run "fleet page end to end" scripts/fleet-e2e.sh target/debug/signal-server
   [ -x scripts/fuzz.sh ] && run "fuzz (${FUZZ_SECONDS:-60} s)" scripts/fuzz.sh --total-seconds "${FUZZ_SECONDS:-60}"
