@@ -7,9 +7,9 @@
 // Environment: BRIDGE_BIN (the binary: its `bridge` and `token create`),
 // ROBOT_URL (the emulator), ADMIN_KEY, SIGNAL_SERVER_AUTH_SECRET (to mint the
 // robots' host tokens), BRIDGE_LOG, SAVE_SCREENSHOT=1 (docs/screenshot-fleet.png).
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
-import { createInterface } from 'node:readline';
+import { startBridge as start, stopBridge as stop } from './bridge.mjs';
 import { Checks, T, assert, launch, log, newPage, sleep, waitFor, waitLive, withIce } from './lib.mjs';
 
 const base = new URL(process.argv[2] || 'http://127.0.0.1:9097/');
@@ -34,26 +34,17 @@ function hostToken(room) {
 /** A bridge for the named room `room`; `proc.room` resolves with the time
  *  (ms) it printed its room. */
 function startBridge(room) {
-  const args = ['bridge', '--server', `ws://${base.host}/webrtc`, '--robot', robotUrl, '--json',
-    '--token', hostToken(room), '--allow-src', 'ros_image:/camera/*',
-    '--backoff-min', '200ms', '--backoff-max', '2s'];
-  const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, RUST_LOG: 'info' } });
-  proc.stderr.pipe(bridgeLog, { end: false });
-  proc.exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
-  proc.room = new Promise((resolve, reject) => {
-    createInterface({ input: proc.stdout }).on('line', (line) => {
-      bridgeLog.write(`[${room} stdout] ${line}\n`);
-      try { if (JSON.parse(line).event === 'room') resolve(Date.now()); } catch (e) { /* not JSON */ }
-    });
-    proc.exited.then((r) => reject(new Error(`bridge ${room} exited: ${JSON.stringify(r)}`)));
+  const proc = start({
+    bin, server: `ws://${base.host}/webrtc`, robot: robotUrl, log: bridgeLog,
+    args: ['--token', hostToken(room)],
   });
+  proc.room = proc.nextEvent('room', T.start).then(() => Date.now());
   return proc;
 }
 
+/** Stops a bridge with SIGTERM; the time (ms) it had exited. */
 async function stopBridge(proc) {
-  proc.kill('SIGTERM');
-  const r = await Promise.race([proc.exited, sleep(10_000).then(() => null)]);
-  if (!r) { proc.kill('SIGKILL'); await proc.exited; }
+  await stop(proc, 'SIGTERM');
   return Date.now();
 }
 
