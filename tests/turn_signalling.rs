@@ -300,7 +300,10 @@ async fn the_binarys_relay_accepts_the_credentials_its_init_replies_hand_out() {
     // was lost and at least the 10 were sent.)
     let count = |key: &str| -> Option<u64> {
         let at = text.rfind(key)? + key.len();
-        let digits: String = text[at..].chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = text[at..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         digits.parse().ok()
     };
     let (sent, received) = (count("tot_send_msgs="), count("tot_recv_msgs="));

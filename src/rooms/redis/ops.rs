@@ -69,10 +69,12 @@ impl RedisRegistry {
             .token(&named_token(room, None))
             .await
             .map_err(|e| self.op_failed("finding a room by name", e))?;
-        Ok(match by_name.as_deref().and_then(|v| v.strip_prefix("r|")) {
-            Some(label) => label.to_owned(),
-            None => room.to_owned(),
-        })
+        Ok(
+            match by_name.as_deref().and_then(|v| v.strip_prefix("r|")) {
+                Some(label) => label.to_owned(),
+                None => room.to_owned(),
+            },
+        )
     }
 
     pub(super) async fn close_by_admin(&self, room: &str) -> Result<bool, PeerError> {
