@@ -1,4 +1,5 @@
-//! The query string of a WebSocket upgrade (`/webrtc?join=T`, `?watch=T`), as
+//! The query string of a WebSocket upgrade (`/webrtc?join=T`, `?watch=T`,
+//! `?token=JWT`), as
 //! the server reads it before the upgrade: axum's `Query` extractor into
 //! `server::TokenQuery`, `TokenQuery::attach`, then `token::is_token_shaped`
 //! (the check made before the registry is asked).
@@ -8,9 +9,10 @@
 //!
 //! Invariants:
 //! - nothing panics;
-//! - an accepted query names at most one of `join`/`watch`, each at most once,
-//!   and `attach` returns exactly the percent-decoded value the query gave for
-//!   it (compared with an independent `form_urlencoded` decoding);
+//! - an accepted query names at most one of `join`/`watch`/`token`, each at
+//!   most once, and `attach` returns exactly the percent-decoded value the
+//!   query gave for it (compared with an independent `form_urlencoded`
+//!   decoding);
 //! - a value that passes `is_token_shaped` is 16 characters of the base64url
 //!   alphabet;
 //! - a real token, percent-encoded into `?join=`/`?watch=` beside arbitrary
@@ -24,14 +26,21 @@ use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
 use signal_server::protocol::Role;
 use signal_server::server::TokenQuery;
+use signal_server::session::QueryToken;
 use signal_server::token;
 
 /// What the server decides for the query `q`: `None` when the request is
-/// refused before the token is looked at (HTTP 400), else the attach request.
-fn decide(q: &str) -> Option<Option<(Role, String)>> {
+/// refused before the token is looked at (HTTP 400), else the attach request
+/// as (the parameter it came from, its value).
+fn decide(q: &str) -> Option<Option<(&'static str, String)>> {
     let uri = Uri::try_from(format!("/webrtc?{q}")).ok()?;
     let Query(query) = Query::<TokenQuery>::try_from_uri(&uri).ok()?;
-    query.attach().ok()
+    let attach = query.attach().ok()?;
+    Some(attach.map(|a| match a {
+        QueryToken::Open(Role::Join, t) => ("join", t),
+        QueryToken::Open(_, t) => ("watch", t),
+        QueryToken::Signed(t) => ("token", t),
+    }))
 }
 
 fn check_raw(q: &str) {
@@ -45,29 +54,20 @@ fn check_raw(q: &str) {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(raw.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let joins: Vec<&String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "join")
-        .map(|(_, v)| v)
+    let given: Vec<(&'static str, &String)> = ["join", "watch", "token"]
+        .into_iter()
+        .flat_map(|key| {
+            pairs
+                .iter()
+                .filter(move |(k, _)| k == key)
+                .map(move |(_, v)| (key, v))
+        })
         .collect();
-    let watches: Vec<&String> = pairs
-        .iter()
-        .filter(|(k, _)| k == "watch")
-        .map(|(_, v)| v)
-        .collect();
-    assert!(
-        joins.len() <= 1 && watches.len() <= 1,
-        "accepted a repeated token: {raw:?}"
-    );
-    let expected = match (joins.first(), watches.first()) {
-        (Some(j), None) => Some((Role::Join, (*j).clone())),
-        (None, Some(w)) => Some((Role::Watch, (*w).clone())),
-        (None, None) => None,
-        (Some(_), Some(_)) => panic!("accepted both join and watch: {raw:?}"),
-    };
+    assert!(given.len() <= 1, "accepted more than one token: {raw:?}");
+    let expected = given.first().map(|(k, v)| (*k, (*v).clone()));
     assert_eq!(decision, expected, "query {raw:?}");
-    if let Some((_, t)) = &decision {
-        if token::is_token_shaped(t) {
+    if let Some((key, t)) = &decision {
+        if *key != "token" && token::is_token_shaped(t) {
             assert_eq!(t.len(), token::TOKEN_LEN);
             assert!(t
                 .bytes()
@@ -79,9 +79,9 @@ fn check_raw(q: &str) {
 fn check_issued(bytes: &[u8; 12], other: &str) {
     let t = URL_SAFE_NO_PAD.encode(bytes);
     assert!(token::is_token_shaped(&t), "{t}");
-    // Other parameters, with `join`/`watch` themselves taken out.
+    // Other parameters, with `join`/`watch`/`token` themselves taken out.
     let others: String = form_urlencoded::parse(other.as_bytes())
-        .filter(|(k, _)| k != "join" && k != "watch")
+        .filter(|(k, _)| k != "join" && k != "watch" && k != "token")
         .fold(
             form_urlencoded::Serializer::new(String::new()),
             |mut s, (k, v)| {
@@ -90,7 +90,7 @@ fn check_issued(bytes: &[u8; 12], other: &str) {
             },
         )
         .finish();
-    for (key, role) in [("join", Role::Join), ("watch", Role::Watch)] {
+    for key in ["join", "watch"] {
         let mine = form_urlencoded::Serializer::new(String::new())
             .append_pair(key, &t)
             .finish();
@@ -98,7 +98,7 @@ fn check_issued(bytes: &[u8; 12], other: &str) {
             if Uri::try_from(format!("/webrtc?{q}")).is_err() {
                 continue;
             }
-            assert_eq!(decide(&q), Some(Some((role, t.clone()))), "query {q:?}");
+            assert_eq!(decide(&q), Some(Some((key, t.clone()))), "query {q:?}");
         }
     }
 }
