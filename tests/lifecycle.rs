@@ -161,3 +161,36 @@ async fn a_host_resumed_on_another_instance_is_told_the_peers_still_present() {
         i.stop().await;
     }
 }
+
+/// The idle timeout closes a connection that has not entered a room (1008,
+/// "not in a room"), and only such a one: a host and a guest that entered
+/// theirs carry on relaying well past it.
+#[tokio::test]
+async fn a_connection_outside_any_room_is_closed_after_the_idle_timeout_and_members_are_not() {
+    let idle = Duration::from_millis(600);
+    let server = TestServer::with_config(Config {
+        idle_timeout: idle,
+        ..config()
+    })
+    .await;
+    let mut lurker = server.connect().await;
+    let mut r = room(&server).await;
+    let (mut g, _) = attach(&server, &mut r, "join").await;
+    let opened = Instant::now();
+    match lurker.ended().await {
+        testkit::client::Ended::Close(code, reason) => {
+            assert_eq!((code, reason.as_str()), (1008, "not in a room"));
+        }
+        other => panic!("not closed: {other:?}"),
+    }
+    assert!(
+        opened.elapsed() >= idle / 2,
+        "closed before its idle timeout"
+    );
+    tokio::time::sleep(idle * 2).await;
+    r.host.send(r#"{"type":"offer","sdp":"v=0\r\n"}"#).await;
+    assert_eq!(g.recv_type("offer").await["sdp"], "v=0\r\n");
+    g.send(r#"{"type":"answer","sdp":"v=0\r\n"}"#).await;
+    assert_eq!(r.host.recv_type("answer").await["type"], "answer");
+    server.stop().await;
+}

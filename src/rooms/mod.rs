@@ -19,7 +19,6 @@ use std::time::Duration;
 
 use crate::ws::Utf8Bytes;
 use tokio::sync::mpsc;
-use tokio_util::sync::WaitForCancellationFuture;
 
 use crate::metrics::QueueLimit;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role};
@@ -169,9 +168,10 @@ impl PeerLink {
         self.state.kick(why);
     }
 
-    /// Completes when the peer is kicked.
-    pub fn kicked(&self) -> WaitForCancellationFuture<'_> {
-        self.state.kick_switch().cancelled()
+    /// Completes when the peer is kicked. One task waits (the link's
+    /// session): if several poll it, only the last one polled is woken.
+    pub fn kicked(&self) -> impl Future<Output = ()> + Send + '_ {
+        self.state.kicked()
     }
 
     /// Why the peer was kicked, if it was.

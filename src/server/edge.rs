@@ -65,10 +65,26 @@ pub(super) struct Peer {
     pub addr: SocketAddr,
     /// The connection's count in its client's limit, taken at accept;
     /// `None` for a connection from a trusted proxy, whose clients are
-    /// known from each request's headers.
-    pub slot: Option<Arc<ClientSlot>>,
+    /// known from each request's headers. A WebSocket upgrade takes it into
+    /// its session ([`Peer::take_slot`]): owned there, not shared.
+    slot: Mutex<Option<ClientSlot>>,
+    /// Whether the connection came through a trusted proxy.
+    proxied: bool,
     /// A whole request head has arrived on the connection.
     requested: AtomicBool,
+}
+
+impl Peer {
+    /// Whether the connection is counted under its own address (not
+    /// through a trusted proxy).
+    pub fn counted(&self) -> bool {
+        !self.proxied
+    }
+
+    /// The connection's count, for the session it becomes.
+    pub fn take_slot(&self) -> Option<ClientSlot> {
+        self.slot.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 /// The limits of the edge and what they count into.
@@ -131,8 +147,8 @@ impl Edge {
             (None, false)
         } else {
             match self.clients.connect(addr.ip()) {
-                Admission::Admit(slot) => (Some(Arc::new(slot)), false),
-                Admission::Refuse(slot) => (Some(Arc::new(slot)), true),
+                Admission::Admit(slot) => (Some(slot), false),
+                Admission::Refuse(slot) => (Some(slot), true),
                 Admission::Drop => {
                     debug!(client = %addr.ip(), "connection closed: client far over its connection limit");
                     return;
@@ -147,7 +163,8 @@ impl Edge {
         let router = if refused { &self.refusal } else { router }.clone();
         let peer = Arc::new(Peer {
             addr,
-            slot,
+            proxied: slot.is_none(),
+            slot: Mutex::new(slot),
             requested: AtomicBool::new(false),
         });
         let edge = Arc::clone(self);

@@ -156,7 +156,7 @@ pub async fn run_with_auth<R: Registry>(
     };
     let app = Arc::new(App {
         permits: Arc::new(Semaphore::new(config.max_connections)),
-        session: session::Shared {
+        session: session::Shared::new(session::SharedState {
             registry,
             pressure: session::Pressure::new(&config, &metrics),
             config: Arc::new(config),
@@ -164,7 +164,7 @@ pub async fn run_with_auth<R: Registry>(
             shutdown: stop.clone(),
             clients,
             auth,
-        },
+        }),
         tracker: tracker.clone(),
         files,
     });

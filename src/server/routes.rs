@@ -252,11 +252,14 @@ async fn accept<R: Registry>(
         Ok(attach) => attach,
         Err(why) => return (StatusCode::BAD_REQUEST, why).into_response(),
     };
-    let slot = match &peer.slot {
-        Some(slot) => Arc::clone(slot),
-        // Through a proxy: counted now, for the client it names.
-        None => match clients.connect(client) {
-            Admission::Admit(slot) => Arc::new(slot),
+    // Through a proxy: counted now, for the client it names. Directly: the
+    // connection's own count, taken from the edge below, once the upgrade
+    // is certain.
+    let proxied = if peer.counted() {
+        None
+    } else {
+        match clients.connect(client) {
+            Admission::Admit(slot) => Some(slot),
             Admission::Refuse(_) | Admission::Drop => {
                 metrics.rejected(Rejection::ClientConnections);
                 debug!(%remote, "upgrade refused: client over its connection limit");
@@ -265,7 +268,7 @@ async fn accept<R: Registry>(
                     clients.limits().connections
                 ));
             }
-        },
+        }
     };
     if attach.is_some() && !clients.may_attach(client) {
         metrics.rejected(Rejection::ClientAttaches);
@@ -322,6 +325,7 @@ async fn accept<R: Registry>(
         )
             .into_response();
     };
+    let slot = proxied.or_else(|| peer.take_slot());
     let shared = app.session.clone();
     // Combinators rather than an async block, which would hold a second copy
     // of the session's state (see `session::run`).

@@ -72,8 +72,11 @@ impl Pressure {
     }
 }
 
-/// What every session shares.
-pub struct Shared<R> {
+/// What every session shares: one pointer in each connection's state.
+pub struct Shared<R>(Arc<SharedState<R>>);
+
+/// What [`Shared`] points to.
+pub struct SharedState<R> {
     /// The room registry.
     pub registry: R,
     /// Budgets and rates shared by every session.
@@ -91,17 +94,24 @@ pub struct Shared<R> {
     pub auth: Arc<crate::auth::Auth>,
 }
 
-impl<R: Clone> Clone for Shared<R> {
+impl<R> Shared<R> {
+    /// The handle every session of a server shares.
+    pub fn new(state: SharedState<R>) -> Self {
+        Shared(Arc::new(state))
+    }
+}
+
+impl<R> std::ops::Deref for Shared<R> {
+    type Target = SharedState<R>;
+
+    fn deref(&self) -> &SharedState<R> {
+        &self.0
+    }
+}
+
+impl<R> Clone for Shared<R> {
     fn clone(&self) -> Self {
-        Shared {
-            registry: self.registry.clone(),
-            pressure: Arc::clone(&self.pressure),
-            config: Arc::clone(&self.config),
-            metrics: self.metrics.clone(),
-            shutdown: self.shutdown.clone(),
-            clients: self.clients.clone(),
-            auth: Arc::clone(&self.auth),
-        }
+        Shared(Arc::clone(&self.0))
     }
 }
 
@@ -137,7 +147,8 @@ pub fn run<R: Registry, S: Socket>(
         io: socket,
     };
     Session::new(shared, link, remote.ip())
-        .run(conn, attach)
+        .attach(attach)
+        .then(move |session| session.run(conn))
         .map(move |end| {
             metrics.connection_closed();
             info!(reason = end.describe(), "disconnected");
@@ -227,9 +238,10 @@ impl<R: Registry> Session<R> {
         }
     }
 
-    async fn run<S: Socket>(mut self, mut conn: Conn<S>, attach: Option<QueryToken>) -> End {
-        let shutdown = self.shared.shutdown.clone();
-
+    /// Enters the room of a query-string token, if there is one. A step of
+    /// its own before [`Session::run`], so that the token is not kept in the
+    /// connection's future for its whole life.
+    async fn attach(mut self, attach: Option<QueryToken>) -> Self {
         match attach {
             // Boxed, like every entry: rare, and its future is large.
             Some(QueryToken::Open(role, token)) => {
@@ -240,23 +252,39 @@ impl<R: Registry> Session<R> {
             }
             None => {}
         }
+        self
+    }
+
+    async fn run<S: Socket>(mut self, mut conn: Conn<S>) -> End {
+        let shutdown = self.shared.shutdown.clone();
 
         let config = &self.shared.config;
-        let idle = tokio::time::sleep(config.idle_timeout);
-        tokio::pin!(idle);
+        // The idle timer of a connection not in a room: boxed, and dropped
+        // while the connection is in one (most of its life), so that it does
+        // not add a timer's size to every connection in a room; made again
+        // (same deadline) if the connection leaves its room.
+        let idle_deadline = tokio::time::Instant::now() + config.idle_timeout;
+        let mut idle: Option<Pin<Box<tokio::time::Sleep>>> = None;
         let start = tokio::time::Instant::now() + config.ping_interval;
         let mut ping = tokio::time::interval_at(start, config.ping_interval);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-        let link = self.link.clone();
-        // Made once, not on every turn of the loop: each one registers with
-        // a `Notify`, which costs a lock to enter and another to leave.
+        // The link's state, not the link: one pointer, and no sender of the
+        // peer's own outbox held here.
+        let link = Arc::clone(self.link.state());
         let kicked = link.kicked();
         tokio::pin!(kicked);
+        // Made once, not on every turn of the loop: it registers with a
+        // `Notify`, which costs a lock to enter and another to leave.
         let stopping = shutdown.cancelled();
         tokio::pin!(stopping);
 
         let end = loop {
+            match (&self.member, &idle) {
+                (Some(_), Some(_)) => idle = None,
+                (None, None) => idle = Some(Box::pin(tokio::time::sleep_until(idle_deadline))),
+                _ => {}
+            }
             tokio::select! {
                 biased;
                 _ = &mut kicked => break End::Kicked(link.kick_reason()),
@@ -274,7 +302,8 @@ impl<R: Registry> Session<R> {
                         break end;
                     }
                 }
-                _ = &mut idle, if self.member.is_none() => {
+                _ = poll_fn(|cx| idle.as_mut().map_or(Poll::Pending, |t| t.as_mut().poll(cx))),
+                    if self.member.is_none() => {
                     break End::Close(close::POLICY, "not in a room");
                 }
                 why = signed::token_ended(&mut self.token_end), if self.token_end.is_some() => {
@@ -598,7 +627,11 @@ mod tests {
         // 1,800 B before).
         // 1,944 B with token mode (issue 13): the auth handle, the token's
         // end (one pointer while unused) and the `?token=` query.
+        // 1,624 B since the shared state is one pointer, the kick switch a
+        // waker (not a `CancellationToken`'s waiter), the idle timer boxed
+        // and dropped while in a room, and the `?token=` query entered
+        // before the connection's loop, not kept beside it.
         let size = future_size(run::<MemoryRegistry, _>);
-        assert!(size <= 1944, "the per-connection future is {size} bytes");
+        assert!(size <= 1624, "the per-connection future is {size} bytes");
     }
 }

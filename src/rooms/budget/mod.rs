@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
+use futures_util::task::AtomicWaker;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio_util::sync::CancellationToken;
 
 use super::Kick;
 use crate::config::{Config, MESSAGE_OVERHEAD};
@@ -267,7 +267,12 @@ impl Budget {
 /// One connection's side of its [`PeerLink`](super::PeerLink): its kick
 /// switch and its byte counts.
 pub struct LinkState {
-    kick: CancellationToken,
+    /// Wakes the one task waiting for a kick, the link's session
+    /// ([`PeerLink::kicked`](super::PeerLink::kicked)), once `reason` is
+    /// set. Not a `CancellationToken`: that is a second allocation per
+    /// connection (its tree node, ~100 bytes) and a waiter list, for a
+    /// switch with a single waiter.
+    kick: AtomicWaker,
     reason: OnceLock<Kick>,
     /// `None` for a link made without a budget (tests): nothing is counted.
     budget: Option<Arc<Budget>>,
@@ -286,7 +291,7 @@ impl LinkState {
         Arc::new_cyclic(|weak| {
             let slot = budget.map_or(0, |b| b.register(weak.clone()));
             LinkState {
-                kick: CancellationToken::new(),
+                kick: AtomicWaker::new(),
                 reason: OnceLock::new(),
                 budget: budget.cloned(),
                 queued: AtomicU64::new(0),
@@ -301,11 +306,30 @@ impl LinkState {
         self.budget.as_ref()
     }
 
-    pub(super) fn kick_switch(&self) -> &CancellationToken {
-        &self.kick
+    /// Ready once the peer is kicked; registers `cx` to be woken by the
+    /// kick otherwise (the last task to poll is the one woken).
+    fn poll_kicked(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.reason.get().is_some() {
+            return std::task::Poll::Ready(());
+        }
+        self.kick.register(cx.waker());
+        // A kick between the check and the registration woke no one: check
+        // again now that a wake cannot be missed.
+        if self.reason.get().is_some() {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
     }
 
-    pub(super) fn kick_reason(&self) -> Option<Kick> {
+    /// Completes when the peer is kicked. One task waits (the link's
+    /// session): if several poll it, only the last one polled is woken.
+    pub fn kicked(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        std::future::poll_fn(move |cx| self.poll_kicked(cx))
+    }
+
+    /// Why the peer was kicked, if it was.
+    pub fn kick_reason(&self) -> Option<Kick> {
         self.reason.get().copied()
     }
 
@@ -335,7 +359,7 @@ impl LinkState {
     pub(super) fn kick(&self, why: Kick) -> bool {
         let first = self.reason.set(why).is_ok();
         self.close_accounting();
-        self.kick.cancel();
+        self.kick.wake();
         first
     }
 

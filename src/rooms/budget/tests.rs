@@ -137,3 +137,30 @@ fn the_writer_side_settles_what_it_takes_and_writes() {
     assert_eq!(b.queued(), 0);
     assert_eq!(b.links(), 1, "the guest's link is still counted");
 }
+
+#[tokio::test]
+async fn a_kick_wakes_the_task_waiting_for_it_and_one_made_before_the_wait_ends_it_at_once() {
+    let b = budget(|_| {});
+    let (link, _rx) = PeerLink::with_budget(8, &b);
+    let waiting = {
+        let state = Arc::clone(link.state());
+        tokio::spawn(async move { state.kicked().await })
+    };
+    // The waiter has registered (it cannot finish before a kick).
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiting.is_finished(), "ended without a kick");
+    link.kick(Kick::Replaced);
+    tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("the kick woke no one")
+        .expect("the waiter panicked");
+    assert_eq!(link.kick_reason(), Some(Kick::Replaced));
+
+    let (late, _rx) = PeerLink::with_budget(8, &b);
+    late.kick(Kick::SlowConsumer);
+    tokio::time::timeout(Duration::from_secs(10), late.kicked())
+        .await
+        .expect("a kick before the wait did not end it");
+    assert_eq!(late.kick_reason(), Some(Kick::SlowConsumer));
+}
