@@ -12,7 +12,7 @@ use super::{
 };
 use crate::metrics::Metrics;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
-use crate::token;
+use crate::token::{self, PeerId, Token};
 use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 
 /// The in-memory registry: the default, for a single instance.
@@ -28,7 +28,7 @@ pub struct MemoryRegistry {
 }
 
 struct Shared {
-    tokens: DashMap<String, TokenEntry>,
+    tokens: DashMap<Token, TokenEntry>,
     /// The open rooms, by label.
     rooms: DashMap<String, Arc<Room>>,
     limits: RoomLimits,
@@ -53,9 +53,9 @@ struct Room {
     label: String,
     /// Whether `label` is the room's stable name (a host token's room).
     named: bool,
-    join: String,
-    watch: String,
-    host_id: String,
+    join: Token,
+    watch: Token,
+    host_id: PeerId,
     /// When it opened (unix seconds).
     since: u64,
     state: Mutex<RoomState>,
@@ -69,12 +69,12 @@ struct RoomState {
     host: Option<PeerLink>,
     /// Since when the host is connected, or away (unix seconds).
     host_since: u64,
-    resume: String,
+    resume: Token,
     peers: Vec<Guest>,
 }
 
 struct Guest {
-    id: String,
+    id: PeerId,
     role: Role,
     link: PeerLink,
     since: u64,
@@ -82,14 +82,14 @@ struct Guest {
 
 impl Room {
     /// What the host's `init` reply says, with this resume secret.
-    fn host_welcome(&self, resume: &str, st: &RoomState) -> Welcome {
+    fn host_welcome(&self, resume: &Token, st: &RoomState) -> Welcome {
         Welcome {
             room: self.label.clone(),
             peer: self.host_id.clone(),
             role: Role::Host,
             join: Some(self.join.clone()),
             watch: Some(self.watch.clone()),
-            resume: Some(resume.to_string()),
+            resume: Some(resume.clone()),
             peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
         }
     }
@@ -99,16 +99,16 @@ impl Room {
         Room {
             label: String::new(),
             named: false,
-            join: String::new(),
-            watch: String::new(),
-            host_id: String::new(),
+            join: Token::default(),
+            watch: Token::default(),
+            host_id: PeerId::default(),
             since: 0,
             state: Mutex::new(RoomState {
                 open: false,
                 epoch: 0,
                 host: None,
                 host_since: 0,
-                resume: String::new(),
+                resume: Token::default(),
                 peers: Vec::new(),
             }),
         }
@@ -144,7 +144,7 @@ impl MemoryRegistry {
 
     /// A token no open room uses. With 96 random bits a clash never happens in
     /// practice; checking costs one lookup and makes it certain.
-    fn fresh_token(&self) -> String {
+    fn fresh_token(&self) -> Token {
         loop {
             let t = token::new_token();
             if !self.shared.tokens.contains_key(&t) {
@@ -153,7 +153,7 @@ impl MemoryRegistry {
         }
     }
 
-    fn insert_token(&self, room: &Arc<Room>, kind: TokenKind, token: String) {
+    fn insert_token(&self, room: &Arc<Room>, kind: TokenKind, token: Token) {
         self.shared.tokens.insert(
             token,
             TokenEntry {
@@ -175,9 +175,9 @@ impl MemoryRegistry {
             watch = self.fresh_token();
         }
         let resume = self.fresh_token();
-        let mut label = token::new_peer_id();
+        let mut label = token::new_peer_id().into_string();
         while self.shared.rooms.contains_key(&label) {
-            label = token::new_peer_id();
+            label = token::new_peer_id().into_string();
         }
         self.create_with(label, false, [join, watch, resume], link, welcome)
     }
@@ -195,7 +195,7 @@ impl MemoryRegistry {
         let secret = named_token(name, None);
         let mut welcome = Some(welcome);
         loop {
-            if let Some(room) = self.lookup(&secret, TokenKind::Resume) {
+            if let Some(room) = self.lookup(secret.as_str(), TokenKind::Resume) {
                 if let Some(member) = self.take_over(&room, &secret, &link, &mut welcome) {
                     return member;
                 }
@@ -239,12 +239,12 @@ impl MemoryRegistry {
     fn take_over<F: FnOnce(&Welcome) -> String>(
         &self,
         room: &Arc<Room>,
-        secret: &str,
+        secret: &Token,
         link: &PeerLink,
         welcome: &mut Option<F>,
     ) -> Option<MemoryMember> {
         let mut st = room.lock();
-        if !st.open || st.resume != secret {
+        if !st.open || st.resume != *secret {
             return None;
         }
         let welcome = welcome.take()?;
@@ -281,7 +281,7 @@ impl MemoryRegistry {
         }
         let old_host = st.host.replace(link.clone());
         st.host_since = unix_now();
-        self.emit(|| RoomEvent::host_joined(room_ref(room), &room.host_id));
+        self.emit(|| RoomEvent::host_joined(room_ref(room), room.host_id.as_str()));
         drop(st);
         if let Some(old) = old_host {
             old.kick(Kick::Replaced);
@@ -292,7 +292,7 @@ impl MemoryRegistry {
         &self,
         label: String,
         named: bool,
-        [join, watch, resume]: [String; 3],
+        [join, watch, resume]: [Token; 3],
         link: PeerLink,
         welcome: impl FnOnce(&Welcome) -> String,
     ) -> MemoryMember {
@@ -330,7 +330,7 @@ impl MemoryRegistry {
             .rooms
             .insert(room.label.clone(), Arc::clone(&room));
         self.shared.metrics.room_opened();
-        self.emit(|| RoomEvent::room_started(room_ref(&room), &room.host_id));
+        self.emit(|| RoomEvent::room_started(room_ref(&room), room.host_id.as_str()));
         MemoryMember {
             registry: self.clone(),
             peer_id: room.host_id.clone(),
@@ -396,7 +396,7 @@ impl MemoryRegistry {
             since: unix_now(),
         });
         // Under the room's lock, so that the room's events keep their order.
-        self.emit(|| RoomEvent::peer_joined(room_ref(&room), &id, role));
+        self.emit(|| RoomEvent::peer_joined(room_ref(&room), id.as_str(), role));
         drop(st);
         Ok(MemoryMember {
             registry: self.clone(),
@@ -483,7 +483,7 @@ impl MemoryRegistry {
         }
         // Only this room's: a named room opened again meanwhile has the same
         // tokens.
-        let mine = |_: &String, e: &TokenEntry| Arc::ptr_eq(&e.room, room);
+        let mine = |_: &Token, e: &TokenEntry| Arc::ptr_eq(&e.room, room);
         self.shared.tokens.remove_if(&room.join, mine);
         self.shared.tokens.remove_if(&room.watch, mine);
         self.shared.tokens.remove_if(&resume, mine);
@@ -502,7 +502,7 @@ impl MemoryRegistry {
         for guest in &st.peers {
             self.deliver(&guest.link, host_left.clone());
         }
-        self.emit(|| RoomEvent::host_left(room_ref(room), &room.host_id, why));
+        self.emit(|| RoomEvent::host_left(room_ref(room), room.host_id.as_str(), why));
         let epoch = st.epoch;
         drop(st);
         self.start_grace(Arc::clone(room), epoch);
@@ -528,7 +528,7 @@ impl MemoryRegistry {
                 .to_json(),
             );
         }
-        self.emit(|| RoomEvent::peer_left(room_ref(room), &guest.id, guest.role, why));
+        self.emit(|| RoomEvent::peer_left(room_ref(room), guest.id.as_str(), guest.role, why));
         Some(guest)
     }
 }
@@ -616,7 +616,7 @@ impl Registry for MemoryRegistry {
         if !st.open {
             return Ok(false);
         }
-        if peer == room.host_id {
+        if room.host_id == peer {
             let Some(link) = st.host.clone() else {
                 return Ok(false);
             };
@@ -654,7 +654,7 @@ fn room_ref(room: &Room) -> RoomRef {
 pub struct MemoryMember {
     registry: MemoryRegistry,
     room: Arc<Room>,
-    peer_id: String,
+    peer_id: PeerId,
     role: Role,
     /// For the host: the epoch it became host in.
     epoch: u64,
@@ -665,7 +665,7 @@ pub struct MemoryMember {
 
 impl Member for MemoryMember {
     fn peer_id(&self) -> &str {
-        &self.peer_id
+        self.peer_id.as_str()
     }
 
     fn role(&self) -> Role {
@@ -729,7 +729,7 @@ impl Member for MemoryMember {
         }
         if self.role != Role::Host {
             self.registry
-                .remove_guest(&self.room, &mut st, &self.peer_id, why);
+                .remove_guest(&self.room, &mut st, self.peer_id.as_str(), why);
             return;
         }
         if st.epoch != self.epoch {

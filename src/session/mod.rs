@@ -32,6 +32,7 @@ use crate::protocol::{
     self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
 };
 use crate::rooms::{Budget, Kick, Member, PeerLink, QueueLimits, Registry, Welcome};
+use crate::token::Token;
 use crate::webhooks::LeaveReason;
 use crate::ws::{self, close, Incoming, ReadError, Utf8Bytes};
 
@@ -370,13 +371,28 @@ impl<R: Registry> Session<R> {
         }
         let config = &self.shared.config;
         let welcome = |w: &Welcome| {
-            let ice = config.ice_servers_for(&w.room, &w.peer);
+            let ice = config.ice_servers_for(&w.room, w.peer.as_str());
             // A named room's tokens are the server's own: never given out.
             let open = signed.is_none();
             ServerMessage::Init(InitReply {
-                join: w.join.as_deref().filter(|_| open).map(Into::into),
-                watch: w.watch.as_deref().filter(|_| open).map(Into::into),
-                resume: w.resume.as_deref().filter(|_| open).map(Into::into),
+                join: w
+                    .join
+                    .as_ref()
+                    .map(Token::as_str)
+                    .filter(|_| open)
+                    .map(Into::into),
+                watch: w
+                    .watch
+                    .as_ref()
+                    .map(Token::as_str)
+                    .filter(|_| open)
+                    .map(Into::into),
+                resume: w
+                    .resume
+                    .as_ref()
+                    .map(Token::as_str)
+                    .filter(|_| open)
+                    .map(Into::into),
                 peers: w.peers.as_ref().map(|peers| {
                     peers
                         .iter()

@@ -19,6 +19,7 @@ use super::scripts::Snapshot;
 use crate::metrics::Metrics;
 use crate::protocol::{RelayKind, Role, ServerMessage};
 use crate::rooms::{errors, Kick, PeerLink, Queued, KICKED};
+use crate::token::{PeerId, Token};
 
 /// Held events per room at most (oldest dropped first).
 pub(super) const HELD_MAX: usize = 256;
@@ -86,12 +87,12 @@ pub(super) struct RoomCache {
     pub hver: u64,
     /// Version of the membership.
     pub pver: u64,
-    pub host_id: String,
+    pub host_id: PeerId,
     pub host: Option<HostAt>,
     pub epoch: u64,
-    pub join: String,
-    pub watch: String,
-    pub resume: String,
+    pub join: Token,
+    pub watch: Token,
+    pub resume: Token,
     pub grace_ms: u64,
     pub cinst: String,
     /// The room's members; kept only while the host is registered here.

@@ -12,6 +12,7 @@ use super::cache::{HostAt, PeerAt};
 use super::lua;
 use super::store::{Fail, Store};
 use crate::protocol::Role;
+use crate::token::{PeerId, Token};
 
 /// The compiled scripts (each sent by its SHA, loaded on first use).
 pub(super) struct Scripts {
@@ -97,13 +98,13 @@ fn ms(d: Duration) -> u64 {
 pub(super) struct Snapshot {
     pub room: String,
     pub ver: u64,
-    pub host_id: String,
+    pub host_id: PeerId,
     /// Where the host is; `None` while it is away.
     pub host: Option<HostAt>,
     pub epoch: u64,
-    pub join: String,
-    pub watch: String,
-    pub resume: String,
+    pub join: Token,
+    pub watch: Token,
+    pub resume: Token,
     pub grace_ms: u64,
     pub cinst: String,
     /// The room's last event number (webhooks).
@@ -141,15 +142,15 @@ impl Snapshot {
         Ok(Snapshot {
             room: room.clone(),
             ver: number(ver)?,
-            host_id: host_id.clone(),
+            host_id: host_id.as_str().into(),
             host: (!hinst.is_empty()).then(|| HostAt {
                 inst: hinst.clone(),
                 epoch,
             }),
             epoch,
-            join: join.clone(),
-            watch: watch.clone(),
-            resume: resume.clone(),
+            join: join.as_str().into(),
+            watch: watch.as_str().into(),
+            resume: resume.as_str().into(),
             grace_ms: number(grace)?,
             cinst: cinst.clone(),
             seq: number(seq)?,
@@ -339,10 +340,10 @@ pub(super) struct SyncArgs<'a> {
 
 /// What an instance asserts of a room it has members in.
 pub(super) struct Known {
-    pub join: String,
-    pub watch: String,
-    pub resume: String,
-    pub host_id: String,
+    pub join: Token,
+    pub watch: Token,
+    pub resume: Token,
+    pub host_id: PeerId,
     pub epoch: u64,
     pub grace_ms: u64,
     /// The host is connected to this instance.
@@ -542,10 +543,10 @@ impl Store {
                     return;
                 };
                 inv.arg("1")
-                    .arg(&k.join)
-                    .arg(&k.watch)
-                    .arg(&k.resume)
-                    .arg(&k.host_id)
+                    .arg(k.join.as_str())
+                    .arg(k.watch.as_str())
+                    .arg(k.resume.as_str())
+                    .arg(k.host_id.as_str())
                     .arg(k.epoch)
                     .arg(k.grace_ms)
                     .arg(if k.host_here { "1" } else { "0" })
