@@ -310,4 +310,35 @@ mod tests {
             assert!(!logged.contains(t.as_str()), "{logged}");
         }
     }
+
+    #[test]
+    fn the_debug_of_an_init_reply_holds_none_of_its_tokens_and_its_json_all_of_them() {
+        use crate::protocol::{InitReply, Role, ServerMessage};
+        use std::borrow::Cow;
+        let (join, watch, resume) = (new_token(), new_token(), new_token());
+        let ice = serde_json::json!([]);
+        let reply = ServerMessage::Init(InitReply {
+            join: Some(Cow::Borrowed(&join)),
+            watch: Some(Cow::Borrowed(&watch)),
+            resume: Some(Cow::Borrowed(&resume)),
+            peers: None,
+            peer: "h0st1234".into(),
+            role: Role::Host,
+            ice_servers: Cow::Borrowed(&ice),
+            ice_servers_ttl: None,
+            room: None,
+            expires: None,
+        });
+        let shown = format!("{reply:?}");
+        let json = reply.to_json();
+        for t in [&join, &watch, &resume] {
+            assert!(!shown.contains(t.as_str()), "{shown}");
+            assert!(json.contains(&format!("\"{}\"", t.as_str())), "{json}");
+        }
+        let ServerMessage::Init(back) = ServerMessage::parse(&json).unwrap() else {
+            panic!("not an init: {json}");
+        };
+        assert_eq!(back.join.as_deref(), Some(&join));
+        assert_eq!(back.resume.as_deref(), Some(&resume));
+    }
 }

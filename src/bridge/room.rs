@@ -158,9 +158,9 @@ impl Hosting {
             viewers.close_all();
         }
         let tokens = RoomTokens {
-            join: join.into_owned().into(),
-            watch: watch.into_owned().into(),
-            resume: resume.into_owned().into(),
+            join: join.into_owned(),
+            watch: watch.into_owned(),
+            resume: resume.into_owned(),
         };
         let links = self
             .links

@@ -14,6 +14,7 @@
 //! while they have bytes in them: an idle connection costs its task, its
 //! outbox and its socket, nothing more.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -32,7 +33,6 @@ use crate::protocol::{
     self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
 };
 use crate::rooms::{Budget, Kick, Member, PeerLink, QueueLimits, Registry, Welcome};
-use crate::token::Token;
 use crate::webhooks::LeaveReason;
 use crate::ws::{self, close, Incoming, ReadError, Utf8Bytes};
 
@@ -375,24 +375,9 @@ impl<R: Registry> Session<R> {
             // A named room's tokens are the server's own: never given out.
             let open = signed.is_none();
             ServerMessage::Init(InitReply {
-                join: w
-                    .join
-                    .as_ref()
-                    .map(Token::as_str)
-                    .filter(|_| open)
-                    .map(Into::into),
-                watch: w
-                    .watch
-                    .as_ref()
-                    .map(Token::as_str)
-                    .filter(|_| open)
-                    .map(Into::into),
-                resume: w
-                    .resume
-                    .as_ref()
-                    .map(Token::as_str)
-                    .filter(|_| open)
-                    .map(Into::into),
+                join: w.join.as_ref().filter(|_| open).map(Cow::Borrowed),
+                watch: w.watch.as_ref().filter(|_| open).map(Cow::Borrowed),
+                resume: w.resume.as_ref().filter(|_| open).map(Cow::Borrowed),
                 peers: w.peers.as_ref().map(|peers| {
                     peers
                         .iter()
