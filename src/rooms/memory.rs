@@ -5,15 +5,19 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
-use super::errors::{self, host_busy, room_not_found};
-use super::info::{unix_now, EventSink, PeerInfo, RoomEvent, RoomInfo, KICKED};
-use super::{
-    named_token, Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits, Welcome,
-};
+use super::errors::{self, room_not_found};
+use super::info::{unix_now, EventSink, RoomEvent, RoomInfo};
+use super::{Kick, PeerLink, Queued, Registry, RoomLimits, Welcome};
 use crate::metrics::Metrics;
-use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
+use crate::protocol::{InitRequest, PeerError, Role, ServerMessage};
 use crate::token::{self, PeerId, Token};
 use crate::webhooks::{EndReason, LeaveReason, RoomRef};
+
+mod member;
+mod named;
+mod ops;
+
+pub use self::member::MemoryMember;
 
 /// The in-memory registry: the default, for a single instance.
 ///
@@ -24,10 +28,10 @@ use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 /// and a room's mutex are never held at the same time.
 #[derive(Clone)]
 pub struct MemoryRegistry {
-    shared: Arc<Shared>,
+    shared: Arc<MemoryState>,
 }
 
-struct Shared {
+struct MemoryState {
     tokens: DashMap<Token, TokenEntry>,
     /// The open rooms, by label.
     rooms: DashMap<String, Arc<Room>>,
@@ -125,7 +129,7 @@ impl MemoryRegistry {
     /// An empty registry.
     pub fn new(limits: RoomLimits, metrics: Metrics) -> Self {
         MemoryRegistry {
-            shared: Arc::new(Shared {
+            shared: Arc::new(MemoryState {
                 tokens: DashMap::new(),
                 rooms: DashMap::new(),
                 limits,
@@ -180,86 +184,6 @@ impl MemoryRegistry {
             label = token::new_peer_id().into_string();
         }
         self.create_with(label, false, [join, watch, resume], link, welcome)
-    }
-
-    /// Opens the room named `name` as its host, or takes it over (the old
-    /// host is cut off with [`Kick::Replaced`]). Its tokens are the name's
-    /// ([`named_token`]), so they are the same whenever the room is opened
-    /// again; its resume secret stays the same across take-overs.
-    fn host_named(
-        &self,
-        name: &str,
-        link: PeerLink,
-        welcome: impl FnOnce(&Welcome) -> String,
-    ) -> MemoryMember {
-        let secret = named_token(name, None);
-        let mut welcome = Some(welcome);
-        loop {
-            if let Some(room) = self.lookup(secret.as_str(), TokenKind::Resume) {
-                if let Some(member) = self.take_over(&room, &secret, &link, &mut welcome) {
-                    return member;
-                }
-                // Closed meanwhile: its tokens are about to go; replace them.
-                self.shared
-                    .tokens
-                    .remove_if(&secret, |_, e| Arc::ptr_eq(&e.room, &room));
-                continue;
-            }
-            let tokens = [
-                named_token(name, Some(Role::Join)),
-                named_token(name, Some(Role::Watch)),
-                secret.clone(),
-            ];
-            // Claims the name first, so that two hosts opening it at once
-            // make one room (the second takes it over).
-            let placeholder = Arc::new(Room::placeholder());
-            match self.shared.tokens.entry(secret.clone()) {
-                dashmap::mapref::entry::Entry::Occupied(_) => {
-                    // Another host is making it this instant (no `.await`
-                    // in between): take it over once it is made.
-                    std::hint::spin_loop();
-                    continue;
-                }
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    v.insert(TokenEntry {
-                        room: placeholder,
-                        kind: TokenKind::Join,
-                    });
-                }
-            }
-            let Some(welcome) = welcome.take() else {
-                unreachable!("the welcome is used once")
-            };
-            return self.create_with(name.to_string(), true, tokens, link, welcome);
-        }
-    }
-
-    /// Makes `link` the host of `room` with the unchanged secret `secret`;
-    /// `None` if the room has closed.
-    fn take_over<F: FnOnce(&Welcome) -> String>(
-        &self,
-        room: &Arc<Room>,
-        secret: &Token,
-        link: &PeerLink,
-        welcome: &mut Option<F>,
-    ) -> Option<MemoryMember> {
-        let mut st = room.lock();
-        if !st.open || st.resume != *secret {
-            return None;
-        }
-        let welcome = welcome.take()?;
-        st.epoch += 1;
-        let epoch = st.epoch;
-        link.send_text(welcome(&room.host_welcome(secret, &st)));
-        self.seat_host(room, st, link);
-        Some(MemoryMember {
-            registry: self.clone(),
-            peer_id: room.host_id.clone(),
-            role: Role::Host,
-            epoch,
-            room: Arc::clone(room),
-            sender: Arc::clone(link.state()),
-        })
     }
 
     /// Tells the new host `link` who is present and the guests that their
@@ -564,76 +488,15 @@ impl Registry for MemoryRegistry {
     }
 
     async fn rooms(&self) -> Result<Vec<RoomInfo>, PeerError> {
-        let rooms: Vec<Arc<Room>> = self
-            .shared
-            .rooms
-            .iter()
-            .map(|r| Arc::clone(r.value()))
-            .collect();
-        Ok(rooms
-            .iter()
-            .filter_map(|room| {
-                let st = room.lock();
-                st.open.then(|| RoomInfo {
-                    label: room.label.clone(),
-                    name: room.named.then(|| room.label.clone()),
-                    host: room.host_id.clone(),
-                    host_connected: st.host.is_some(),
-                    host_since: st.host_since,
-                    since: room.since,
-                    peers: st
-                        .peers
-                        .iter()
-                        .map(|g| PeerInfo {
-                            id: g.id.clone(),
-                            role: g.role,
-                            since: g.since,
-                        })
-                        .collect(),
-                })
-            })
-            .collect())
+        self.list_rooms()
     }
 
     async fn close_room(&self, room: &str) -> Result<bool, PeerError> {
-        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
-            return Ok(false);
-        };
-        let st = room.lock();
-        if !st.open {
-            return Ok(false);
-        }
-        self.end(&room, st, EndReason::Admin);
-        tracing::info!(room = %room.label, "room closed by an administrator");
-        Ok(true)
+        self.close_by_label(room)
     }
 
     async fn kick(&self, room: &str, peer: &str) -> Result<bool, PeerError> {
-        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
-            return Ok(false);
-        };
-        let mut st = room.lock();
-        if !st.open {
-            return Ok(false);
-        }
-        if room.host_id == peer {
-            let Some(link) = st.host.clone() else {
-                return Ok(false);
-            };
-            // A later leave of this host's session must not start another
-            // grace period: its epoch is no longer the room's.
-            st.epoch += 1;
-            self.host_gone(&room, st, LeaveReason::Kicked);
-            link.close(KICKED.0, KICKED.1);
-        } else {
-            let Some(guest) = self.remove_guest(&room, &mut st, peer, LeaveReason::Kicked) else {
-                return Ok(false);
-            };
-            drop(st);
-            guest.link.close(KICKED.0, KICKED.1);
-        }
-        tracing::info!(room = %room.label, peer, "peer kicked by an administrator");
-        Ok(true)
+        self.kick_peer(room, peer)
     }
 
     fn set_events(&self, sink: EventSink) {
@@ -648,109 +511,4 @@ impl Registry for MemoryRegistry {
 /// The room as events name it.
 fn room_ref(room: &Room) -> RoomRef {
     RoomRef::label(&room.label)
-}
-
-/// A peer's membership of an in-memory room.
-pub struct MemoryMember {
-    registry: MemoryRegistry,
-    room: Arc<Room>,
-    peer_id: PeerId,
-    role: Role,
-    /// For the host: the epoch it became host in.
-    epoch: u64,
-    /// The peer's own link's counts (a guest's messages to its host count
-    /// in its share of the host's queue).
-    sender: Arc<LinkState>,
-}
-
-impl Member for MemoryMember {
-    fn peer_id(&self) -> &str {
-        self.peer_id.as_str()
-    }
-
-    fn role(&self) -> Role {
-        self.role
-    }
-
-    fn room(&self) -> &str {
-        &self.room.label
-    }
-
-    async fn relay(
-        &self,
-        kind: RelayKind,
-        to: Option<&str>,
-        text: Utf8Bytes,
-    ) -> Result<(), PeerError> {
-        let metrics = &self.registry.shared.metrics;
-        let len = text.len();
-        let st = self.room.lock();
-        if !st.open {
-            return Err(room_not_found());
-        }
-        if self.role != Role::Host {
-            let host = st.host.as_ref().ok_or_else(errors::host_absent)?;
-            match host.send_guest(text, Some(&self.sender)) {
-                Queued::Yes => metrics.relayed(kind, len),
-                Queued::Refused => return Err(host_busy()),
-                Queued::Full | Queued::Gone => {}
-            }
-            return Ok(());
-        }
-        if st.epoch != self.epoch {
-            return Err(errors::replaced());
-        }
-        match to {
-            Some(to) => {
-                let guest = st
-                    .peers
-                    .iter()
-                    .find(|g| g.id == to)
-                    .ok_or_else(errors::peer_not_found)?;
-                if self.registry.deliver(&guest.link, text) == Queued::Yes {
-                    metrics.relayed(kind, len);
-                }
-            }
-            None => {
-                for guest in &st.peers {
-                    if self.registry.deliver(&guest.link, text.clone()) == Queued::Yes {
-                        metrics.relayed(kind, len);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn leave_for(self, why: LeaveReason) {
-        let mut st = self.room.lock();
-        if !st.open {
-            return;
-        }
-        if self.role != Role::Host {
-            self.registry
-                .remove_guest(&self.room, &mut st, self.peer_id.as_str(), why);
-            return;
-        }
-        if st.epoch != self.epoch {
-            return; // replaced by a resumed host, or kicked
-        }
-        self.registry.host_gone(&self.room, st, why);
-    }
-
-    async fn close_room(&self) -> Result<(), PeerError> {
-        if self.role != Role::Host {
-            return Err(errors::not_host());
-        }
-        let st = self.room.lock();
-        if !st.open {
-            return Err(room_not_found());
-        }
-        if st.epoch != self.epoch {
-            return Err(errors::replaced());
-        }
-        self.registry.end(&self.room, st, EndReason::Closed);
-        tracing::info!(room = %self.room.label, "room closed by its host");
-        Ok(())
-    }
 }
