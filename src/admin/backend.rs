@@ -31,7 +31,7 @@ fn view(info: RoomInfo) -> RoomView {
             .peers
             .into_iter()
             .map(|p| PeerView {
-                id: p.id,
+                id: p.id.into_string(),
                 role: p.role.as_str().to_string(),
                 since: p.since,
             })

@@ -273,7 +273,7 @@ impl KeyRing {
             iat: now,
             nbf: now,
             exp: now.saturating_add(ttl),
-            jti: TokenId::new(crate::token::new_token())
+            jti: TokenId::new(crate::token::new_token().into_string())
                 .map_err(|e| MintError::Encode(e.to_string()))?,
         };
         claims.check(self.max_lifetime).map_err(|e| match e {

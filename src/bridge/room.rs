@@ -8,7 +8,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::protocol::{ClientMessage, Init, InitReply, Role};
-use crate::token::redact;
+use crate::token::Token;
 
 use super::host::Disconnect;
 use super::links::{Links, RoomLinks};
@@ -19,9 +19,9 @@ use super::viewers::Viewers;
 /// The tokens of the room the bridge hosts (or is to resume).
 #[derive(Debug, Clone)]
 struct RoomTokens {
-    join: String,
-    watch: String,
-    resume: String,
+    join: Token,
+    watch: Token,
+    resume: Token,
 }
 
 /// The hosted room, as far as the bridge knows it, and who hears of it.
@@ -50,15 +50,16 @@ impl Hosting {
             .as_deref()
             .and_then(|path| match state::load(path) {
                 Ok(Some(saved)) if saved.server == server_url => {
+                    let tokens = RoomTokens {
+                        join: saved.join.into(),
+                        watch: saved.watch.into(),
+                        resume: saved.resume.into(),
+                    };
                     info!(
-                        watch = %redact(&saved.watch),
+                        watch = %tokens.watch,
                         "state file: will resume the room it names"
                     );
-                    Some(RoomTokens {
-                        join: saved.join,
-                        watch: saved.watch,
-                        resume: saved.resume,
-                    })
+                    Some(tokens)
                 }
                 Ok(Some(_)) => {
                     warn!(
@@ -151,7 +152,7 @@ impl Hosting {
         let resumed = self
             .room
             .as_ref()
-            .is_some_and(|r| *r.join == *join && *r.watch == *watch);
+            .is_some_and(|r| r.join == *join && r.watch == *watch);
         viewers.new_generation();
         if !resumed {
             viewers.close_all();
@@ -161,11 +162,13 @@ impl Hosting {
             watch: watch.into_owned(),
             resume: resume.into_owned(),
         };
-        let links = self.links.room(&tokens.join, &tokens.watch, resumed);
+        let links = self
+            .links
+            .room(tokens.join.as_str(), tokens.watch.as_str(), resumed);
         self.save(&tokens, &links).await;
         info!(
-            watch = %redact(&tokens.watch),
-            join = %redact(&tokens.join),
+            watch = %tokens.watch,
+            join = %tokens.join,
             resumed,
             "hosting the room"
         );
@@ -237,9 +240,9 @@ impl Hosting {
         };
         let saved = state::SavedRoom::new(
             &self.server_url,
-            &tokens.resume,
-            &tokens.join,
-            &tokens.watch,
+            tokens.resume.as_str(),
+            tokens.join.as_str(),
+            tokens.watch.as_str(),
             &links.join_url,
             &links.watch_url,
         );

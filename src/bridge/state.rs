@@ -164,7 +164,7 @@ mod tests {
         let d = std::env::temp_dir().join(format!(
             "bridge-state-test-{}-{}",
             std::process::id(),
-            crate::token::new_peer_id()
+            crate::token::new_peer_id().as_str()
         ));
         fs::create_dir_all(&d).unwrap();
         d

@@ -10,6 +10,7 @@ use super::client::ClientMessage;
 use super::error::{ErrorCode, PeerError};
 use super::parse::{parse, Object};
 use super::Role;
+use crate::token::Token;
 
 /// A message the server itself sends.
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
@@ -59,14 +60,14 @@ pub enum ServerMessage<'a> {
 #[derive(Debug, Deserialize, Serialize, PartialEq)]
 pub struct InitReply<'a> {
     /// The room's join token (host only).
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub join: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<Cow<'a, Token>>,
     /// The room's watch token (host only).
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub watch: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch: Option<Cow<'a, Token>>,
     /// The host's secret for resuming the room (host only).
-    #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
-    pub resume: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<Cow<'a, Token>>,
     /// To a resumed host: the guests and watchers present now (each is
     /// also announced with `peer_joined` right after this reply), so the
     /// host knows its list is complete.
@@ -199,9 +200,9 @@ mod tests {
     /// The reply a host gets.
     fn host_init(ice: &serde_json::Value) -> ServerMessage<'_> {
         ServerMessage::Init(InitReply {
-            join: Some("54ICxFae_Ip7TJE2".into()),
-            watch: Some("634w44TblL5Dbd9a".into()),
-            resume: Some("Zm9vYmFyYmF6cXV4".into()),
+            join: Some(Cow::Owned("54ICxFae_Ip7TJE2".into())),
+            watch: Some(Cow::Owned("634w44TblL5Dbd9a".into())),
+            resume: Some(Cow::Owned("Zm9vYmFyYmF6cXV4".into())),
             peers: None,
             peer: "h0st1234".into(),
             role: Role::Host,

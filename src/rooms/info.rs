@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::protocol::Role;
+use crate::token::PeerId;
 use crate::webhooks::{EndReason, Event, EventKind, LeaveReason, PeerRef, RoomRef, Webhooks};
 
 /// The close code and reason of a peer an administrator removed
@@ -35,7 +36,7 @@ pub struct RoomInfo {
     /// rooms of open mode.
     pub name: Option<String>,
     /// The host's peer id.
-    pub host: String,
+    pub host: PeerId,
     /// Whether the host is connected now (if not, the room waits out its
     /// grace period for a resume).
     pub host_connected: bool,
@@ -51,7 +52,7 @@ pub struct RoomInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerInfo {
     /// The peer's id.
-    pub id: String,
+    pub id: PeerId,
     /// `join` or `watch`.
     pub role: Role,
     /// When it entered the room (unix seconds).

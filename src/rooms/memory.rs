@@ -5,15 +5,19 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use crate::ws::Utf8Bytes;
 use dashmap::DashMap;
 
-use super::errors::{self, host_busy, room_not_found};
-use super::info::{unix_now, EventSink, PeerInfo, RoomEvent, RoomInfo, KICKED};
-use super::{
-    named_token, Kick, LinkState, Member, PeerLink, Queued, Registry, RoomLimits, Welcome,
-};
+use super::errors::{self, room_not_found};
+use super::info::{unix_now, EventSink, RoomEvent, RoomInfo};
+use super::{Kick, PeerLink, Queued, Registry, RoomLimits, Welcome};
 use crate::metrics::Metrics;
-use crate::protocol::{InitRequest, PeerError, RelayKind, Role, ServerMessage};
-use crate::token;
+use crate::protocol::{InitRequest, PeerError, Role, ServerMessage};
+use crate::token::{self, PeerId, Token};
 use crate::webhooks::{EndReason, LeaveReason, RoomRef};
+
+mod member;
+mod named;
+mod ops;
+
+pub use self::member::MemoryMember;
 
 /// The in-memory registry: the default, for a single instance.
 ///
@@ -24,11 +28,11 @@ use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 /// and a room's mutex are never held at the same time.
 #[derive(Clone)]
 pub struct MemoryRegistry {
-    shared: Arc<Shared>,
+    shared: Arc<MemoryState>,
 }
 
-struct Shared {
-    tokens: DashMap<String, TokenEntry>,
+struct MemoryState {
+    tokens: DashMap<Token, TokenEntry>,
     /// The open rooms, by label.
     rooms: DashMap<String, Arc<Room>>,
     limits: RoomLimits,
@@ -53,9 +57,9 @@ struct Room {
     label: String,
     /// Whether `label` is the room's stable name (a host token's room).
     named: bool,
-    join: String,
-    watch: String,
-    host_id: String,
+    join: Token,
+    watch: Token,
+    host_id: PeerId,
     /// When it opened (unix seconds).
     since: u64,
     state: Mutex<RoomState>,
@@ -69,12 +73,12 @@ struct RoomState {
     host: Option<PeerLink>,
     /// Since when the host is connected, or away (unix seconds).
     host_since: u64,
-    resume: String,
+    resume: Token,
     peers: Vec<Guest>,
 }
 
 struct Guest {
-    id: String,
+    id: PeerId,
     role: Role,
     link: PeerLink,
     since: u64,
@@ -82,14 +86,14 @@ struct Guest {
 
 impl Room {
     /// What the host's `init` reply says, with this resume secret.
-    fn host_welcome(&self, resume: &str, st: &RoomState) -> Welcome {
+    fn host_welcome(&self, resume: &Token, st: &RoomState) -> Welcome {
         Welcome {
             room: self.label.clone(),
             peer: self.host_id.clone(),
             role: Role::Host,
             join: Some(self.join.clone()),
             watch: Some(self.watch.clone()),
-            resume: Some(resume.to_string()),
+            resume: Some(resume.clone()),
             peers: Some(st.peers.iter().map(|g| (g.id.clone(), g.role)).collect()),
         }
     }
@@ -99,16 +103,16 @@ impl Room {
         Room {
             label: String::new(),
             named: false,
-            join: String::new(),
-            watch: String::new(),
-            host_id: String::new(),
+            join: Token::default(),
+            watch: Token::default(),
+            host_id: PeerId::default(),
             since: 0,
             state: Mutex::new(RoomState {
                 open: false,
                 epoch: 0,
                 host: None,
                 host_since: 0,
-                resume: String::new(),
+                resume: Token::default(),
                 peers: Vec::new(),
             }),
         }
@@ -125,7 +129,7 @@ impl MemoryRegistry {
     /// An empty registry.
     pub fn new(limits: RoomLimits, metrics: Metrics) -> Self {
         MemoryRegistry {
-            shared: Arc::new(Shared {
+            shared: Arc::new(MemoryState {
                 tokens: DashMap::new(),
                 rooms: DashMap::new(),
                 limits,
@@ -144,7 +148,7 @@ impl MemoryRegistry {
 
     /// A token no open room uses. With 96 random bits a clash never happens in
     /// practice; checking costs one lookup and makes it certain.
-    fn fresh_token(&self) -> String {
+    fn fresh_token(&self) -> Token {
         loop {
             let t = token::new_token();
             if !self.shared.tokens.contains_key(&t) {
@@ -153,7 +157,7 @@ impl MemoryRegistry {
         }
     }
 
-    fn insert_token(&self, room: &Arc<Room>, kind: TokenKind, token: String) {
+    fn insert_token(&self, room: &Arc<Room>, kind: TokenKind, token: Token) {
         self.shared.tokens.insert(
             token,
             TokenEntry {
@@ -175,91 +179,11 @@ impl MemoryRegistry {
             watch = self.fresh_token();
         }
         let resume = self.fresh_token();
-        let mut label = token::new_peer_id();
+        let mut label = token::new_peer_id().into_string();
         while self.shared.rooms.contains_key(&label) {
-            label = token::new_peer_id();
+            label = token::new_peer_id().into_string();
         }
         self.create_with(label, false, [join, watch, resume], link, welcome)
-    }
-
-    /// Opens the room named `name` as its host, or takes it over (the old
-    /// host is cut off with [`Kick::Replaced`]). Its tokens are the name's
-    /// ([`named_token`]), so they are the same whenever the room is opened
-    /// again; its resume secret stays the same across take-overs.
-    fn host_named(
-        &self,
-        name: &str,
-        link: PeerLink,
-        welcome: impl FnOnce(&Welcome) -> String,
-    ) -> MemoryMember {
-        let secret = named_token(name, None);
-        let mut welcome = Some(welcome);
-        loop {
-            if let Some(room) = self.lookup(&secret, TokenKind::Resume) {
-                if let Some(member) = self.take_over(&room, &secret, &link, &mut welcome) {
-                    return member;
-                }
-                // Closed meanwhile: its tokens are about to go; replace them.
-                self.shared
-                    .tokens
-                    .remove_if(&secret, |_, e| Arc::ptr_eq(&e.room, &room));
-                continue;
-            }
-            let tokens = [
-                named_token(name, Some(Role::Join)),
-                named_token(name, Some(Role::Watch)),
-                secret.clone(),
-            ];
-            // Claims the name first, so that two hosts opening it at once
-            // make one room (the second takes it over).
-            let placeholder = Arc::new(Room::placeholder());
-            match self.shared.tokens.entry(secret.clone()) {
-                dashmap::mapref::entry::Entry::Occupied(_) => {
-                    // Another host is making it this instant (no `.await`
-                    // in between): take it over once it is made.
-                    std::hint::spin_loop();
-                    continue;
-                }
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    v.insert(TokenEntry {
-                        room: placeholder,
-                        kind: TokenKind::Join,
-                    });
-                }
-            }
-            let Some(welcome) = welcome.take() else {
-                unreachable!("the welcome is used once")
-            };
-            return self.create_with(name.to_string(), true, tokens, link, welcome);
-        }
-    }
-
-    /// Makes `link` the host of `room` with the unchanged secret `secret`;
-    /// `None` if the room has closed.
-    fn take_over<F: FnOnce(&Welcome) -> String>(
-        &self,
-        room: &Arc<Room>,
-        secret: &str,
-        link: &PeerLink,
-        welcome: &mut Option<F>,
-    ) -> Option<MemoryMember> {
-        let mut st = room.lock();
-        if !st.open || st.resume != secret {
-            return None;
-        }
-        let welcome = welcome.take()?;
-        st.epoch += 1;
-        let epoch = st.epoch;
-        link.send_text(welcome(&room.host_welcome(secret, &st)));
-        self.seat_host(room, st, link);
-        Some(MemoryMember {
-            registry: self.clone(),
-            peer_id: room.host_id.clone(),
-            role: Role::Host,
-            epoch,
-            room: Arc::clone(room),
-            sender: Arc::clone(link.state()),
-        })
     }
 
     /// Tells the new host `link` who is present and the guests that their
@@ -281,7 +205,7 @@ impl MemoryRegistry {
         }
         let old_host = st.host.replace(link.clone());
         st.host_since = unix_now();
-        self.emit(|| RoomEvent::host_joined(room_ref(room), &room.host_id));
+        self.emit(|| RoomEvent::host_joined(room_ref(room), room.host_id.as_str()));
         drop(st);
         if let Some(old) = old_host {
             old.kick(Kick::Replaced);
@@ -292,7 +216,7 @@ impl MemoryRegistry {
         &self,
         label: String,
         named: bool,
-        [join, watch, resume]: [String; 3],
+        [join, watch, resume]: [Token; 3],
         link: PeerLink,
         welcome: impl FnOnce(&Welcome) -> String,
     ) -> MemoryMember {
@@ -330,7 +254,7 @@ impl MemoryRegistry {
             .rooms
             .insert(room.label.clone(), Arc::clone(&room));
         self.shared.metrics.room_opened();
-        self.emit(|| RoomEvent::room_started(room_ref(&room), &room.host_id));
+        self.emit(|| RoomEvent::room_started(room_ref(&room), room.host_id.as_str()));
         MemoryMember {
             registry: self.clone(),
             peer_id: room.host_id.clone(),
@@ -396,7 +320,7 @@ impl MemoryRegistry {
             since: unix_now(),
         });
         // Under the room's lock, so that the room's events keep their order.
-        self.emit(|| RoomEvent::peer_joined(room_ref(&room), &id, role));
+        self.emit(|| RoomEvent::peer_joined(room_ref(&room), id.as_str(), role));
         drop(st);
         Ok(MemoryMember {
             registry: self.clone(),
@@ -483,7 +407,7 @@ impl MemoryRegistry {
         }
         // Only this room's: a named room opened again meanwhile has the same
         // tokens.
-        let mine = |_: &String, e: &TokenEntry| Arc::ptr_eq(&e.room, room);
+        let mine = |_: &Token, e: &TokenEntry| Arc::ptr_eq(&e.room, room);
         self.shared.tokens.remove_if(&room.join, mine);
         self.shared.tokens.remove_if(&room.watch, mine);
         self.shared.tokens.remove_if(&resume, mine);
@@ -502,7 +426,7 @@ impl MemoryRegistry {
         for guest in &st.peers {
             self.deliver(&guest.link, host_left.clone());
         }
-        self.emit(|| RoomEvent::host_left(room_ref(room), &room.host_id, why));
+        self.emit(|| RoomEvent::host_left(room_ref(room), room.host_id.as_str(), why));
         let epoch = st.epoch;
         drop(st);
         self.start_grace(Arc::clone(room), epoch);
@@ -528,7 +452,7 @@ impl MemoryRegistry {
                 .to_json(),
             );
         }
-        self.emit(|| RoomEvent::peer_left(room_ref(room), &guest.id, guest.role, why));
+        self.emit(|| RoomEvent::peer_left(room_ref(room), guest.id.as_str(), guest.role, why));
         Some(guest)
     }
 }
@@ -564,76 +488,15 @@ impl Registry for MemoryRegistry {
     }
 
     async fn rooms(&self) -> Result<Vec<RoomInfo>, PeerError> {
-        let rooms: Vec<Arc<Room>> = self
-            .shared
-            .rooms
-            .iter()
-            .map(|r| Arc::clone(r.value()))
-            .collect();
-        Ok(rooms
-            .iter()
-            .filter_map(|room| {
-                let st = room.lock();
-                st.open.then(|| RoomInfo {
-                    label: room.label.clone(),
-                    name: room.named.then(|| room.label.clone()),
-                    host: room.host_id.clone(),
-                    host_connected: st.host.is_some(),
-                    host_since: st.host_since,
-                    since: room.since,
-                    peers: st
-                        .peers
-                        .iter()
-                        .map(|g| PeerInfo {
-                            id: g.id.clone(),
-                            role: g.role,
-                            since: g.since,
-                        })
-                        .collect(),
-                })
-            })
-            .collect())
+        self.list_rooms()
     }
 
     async fn close_room(&self, room: &str) -> Result<bool, PeerError> {
-        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
-            return Ok(false);
-        };
-        let st = room.lock();
-        if !st.open {
-            return Ok(false);
-        }
-        self.end(&room, st, EndReason::Admin);
-        tracing::info!(room = %room.label, "room closed by an administrator");
-        Ok(true)
+        self.close_by_label(room)
     }
 
     async fn kick(&self, room: &str, peer: &str) -> Result<bool, PeerError> {
-        let Some(room) = self.shared.rooms.get(room).map(|r| Arc::clone(r.value())) else {
-            return Ok(false);
-        };
-        let mut st = room.lock();
-        if !st.open {
-            return Ok(false);
-        }
-        if peer == room.host_id {
-            let Some(link) = st.host.clone() else {
-                return Ok(false);
-            };
-            // A later leave of this host's session must not start another
-            // grace period: its epoch is no longer the room's.
-            st.epoch += 1;
-            self.host_gone(&room, st, LeaveReason::Kicked);
-            link.close(KICKED.0, KICKED.1);
-        } else {
-            let Some(guest) = self.remove_guest(&room, &mut st, peer, LeaveReason::Kicked) else {
-                return Ok(false);
-            };
-            drop(st);
-            guest.link.close(KICKED.0, KICKED.1);
-        }
-        tracing::info!(room = %room.label, peer, "peer kicked by an administrator");
-        Ok(true)
+        self.kick_peer(room, peer)
     }
 
     fn set_events(&self, sink: EventSink) {
@@ -648,109 +511,4 @@ impl Registry for MemoryRegistry {
 /// The room as events name it.
 fn room_ref(room: &Room) -> RoomRef {
     RoomRef::label(&room.label)
-}
-
-/// A peer's membership of an in-memory room.
-pub struct MemoryMember {
-    registry: MemoryRegistry,
-    room: Arc<Room>,
-    peer_id: String,
-    role: Role,
-    /// For the host: the epoch it became host in.
-    epoch: u64,
-    /// The peer's own link's counts (a guest's messages to its host count
-    /// in its share of the host's queue).
-    sender: Arc<LinkState>,
-}
-
-impl Member for MemoryMember {
-    fn peer_id(&self) -> &str {
-        &self.peer_id
-    }
-
-    fn role(&self) -> Role {
-        self.role
-    }
-
-    fn room(&self) -> &str {
-        &self.room.label
-    }
-
-    async fn relay(
-        &self,
-        kind: RelayKind,
-        to: Option<&str>,
-        text: Utf8Bytes,
-    ) -> Result<(), PeerError> {
-        let metrics = &self.registry.shared.metrics;
-        let len = text.len();
-        let st = self.room.lock();
-        if !st.open {
-            return Err(room_not_found());
-        }
-        if self.role != Role::Host {
-            let host = st.host.as_ref().ok_or_else(errors::host_absent)?;
-            match host.send_guest(text, Some(&self.sender)) {
-                Queued::Yes => metrics.relayed(kind, len),
-                Queued::Refused => return Err(host_busy()),
-                Queued::Full | Queued::Gone => {}
-            }
-            return Ok(());
-        }
-        if st.epoch != self.epoch {
-            return Err(errors::replaced());
-        }
-        match to {
-            Some(to) => {
-                let guest = st
-                    .peers
-                    .iter()
-                    .find(|g| g.id == to)
-                    .ok_or_else(errors::peer_not_found)?;
-                if self.registry.deliver(&guest.link, text) == Queued::Yes {
-                    metrics.relayed(kind, len);
-                }
-            }
-            None => {
-                for guest in &st.peers {
-                    if self.registry.deliver(&guest.link, text.clone()) == Queued::Yes {
-                        metrics.relayed(kind, len);
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    async fn leave_for(self, why: LeaveReason) {
-        let mut st = self.room.lock();
-        if !st.open {
-            return;
-        }
-        if self.role != Role::Host {
-            self.registry
-                .remove_guest(&self.room, &mut st, &self.peer_id, why);
-            return;
-        }
-        if st.epoch != self.epoch {
-            return; // replaced by a resumed host, or kicked
-        }
-        self.registry.host_gone(&self.room, st, why);
-    }
-
-    async fn close_room(&self) -> Result<(), PeerError> {
-        if self.role != Role::Host {
-            return Err(errors::not_host());
-        }
-        let st = self.room.lock();
-        if !st.open {
-            return Err(room_not_found());
-        }
-        if st.epoch != self.epoch {
-            return Err(errors::replaced());
-        }
-        self.registry.end(&self.room, st, EndReason::Closed);
-        tracing::info!(room = %self.room.label, "room closed by its host");
-        Ok(())
-    }
 }

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 
 use crate::metrics::QueueLimit;
 use crate::protocol::{InitRequest, PeerError, RelayKind, Role};
+use crate::token::{PeerId, Token};
 
 pub mod budget;
 pub mod errors;
@@ -187,24 +188,24 @@ impl PeerLink {
 }
 
 /// What the registry tells a session that has entered a room; the session
-/// renders its `init` reply from it.
+/// renders its `init` reply from it. Its `Debug` shows no token.
 #[derive(Debug, Clone)]
 pub struct Welcome {
     /// A short label of the room for logs and metrics (not a token).
     pub room: String,
     /// The entering peer's id.
-    pub peer: String,
+    pub peer: PeerId,
     /// The entering peer's role.
     pub role: Role,
     /// For the host: the room's join token.
-    pub join: Option<String>,
+    pub join: Option<Token>,
     /// For the host: the room's watch token.
-    pub watch: Option<String>,
+    pub watch: Option<Token>,
     /// For the host: the secret to resume the room with.
-    pub resume: Option<String>,
+    pub resume: Option<Token>,
     /// For a resumed host: the guests and watchers present, by id (they
     /// are also announced with `peer_joined` after the reply).
-    pub peers: Option<Vec<(String, Role)>>,
+    pub peers: Option<Vec<(PeerId, Role)>>,
 }
 
 /// The registry's token for a named room (token mode, `--auth token`):
@@ -214,13 +215,13 @@ pub struct Welcome {
 /// it has closed), and a signed token for the name finds it. Peers never
 /// see them, and no random token can equal one (`/` is not in its
 /// alphabet).
-pub fn named_token(name: &str, role: Option<Role>) -> String {
+pub fn named_token(name: &str, role: Option<Role>) -> Token {
     let kind = match role {
         None | Some(Role::Host) => "host",
         Some(Role::Join) => "join",
         Some(Role::Watch) => "watch",
     };
-    format!("{name}/{kind}")
+    Token::from(format!("{name}/{kind}"))
 }
 
 /// The registry interface the session code is written against.

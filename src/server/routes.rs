@@ -383,7 +383,7 @@ async fn check_query_token<R: Registry>(
         return Ok(());
     };
     let token = crate::rooms::named_token(room.as_str(), Some(role));
-    if app.session.registry.has_token(role, &token).await {
+    if app.session.registry.has_token(role, token.as_str()).await {
         return Ok(());
     }
     Err((

@@ -14,6 +14,7 @@
 //! while they have bytes in them: an idle connection costs its task, its
 //! outbox and its socket, nothing more.
 
+use std::borrow::Cow;
 use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -399,13 +400,13 @@ impl<R: Registry> Session<R> {
         }
         let config = &self.shared.config;
         let welcome = |w: &Welcome| {
-            let ice = config.ice_servers_for(&w.room, &w.peer);
+            let ice = config.ice_servers_for(&w.room, w.peer.as_str());
             // A named room's tokens are the server's own: never given out.
             let open = signed.is_none();
             ServerMessage::Init(InitReply {
-                join: w.join.as_deref().filter(|_| open).map(Into::into),
-                watch: w.watch.as_deref().filter(|_| open).map(Into::into),
-                resume: w.resume.as_deref().filter(|_| open).map(Into::into),
+                join: w.join.as_ref().filter(|_| open).map(Cow::Borrowed),
+                watch: w.watch.as_ref().filter(|_| open).map(Cow::Borrowed),
+                resume: w.resume.as_ref().filter(|_| open).map(Cow::Borrowed),
                 peers: w.peers.as_ref().map(|peers| {
                     peers
                         .iter()

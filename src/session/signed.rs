@@ -119,7 +119,7 @@ impl<R: Registry> Session<R> {
         let token = named_token(&name, Some(entry_role(action)));
         let request = match action {
             Action::Host => InitRequest::Host(&name),
-            _ => InitRequest::Attach(entry_role(action), &token),
+            _ => InitRequest::Attach(entry_role(action), token.as_str()),
         };
         if self.enter(request, Some(&claims)).await {
             self.token_end = Some(Box::new(Box::pin(self.shared.auth.session_end(claims))));

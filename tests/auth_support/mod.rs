@@ -59,7 +59,7 @@ pub fn claims(room: &str, grants: &[Grant], iat: u64, exp: u64) -> Claims {
         iat,
         nbf: iat,
         exp,
-        jti: TokenId::new(signal_server::token::new_token()).unwrap(),
+        jti: TokenId::new(signal_server::token::new_token().into_string()).unwrap(),
     }
 }
 

@@ -662,7 +662,7 @@ pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!(
         "bridge-test-{name}-{}-{}",
         std::process::id(),
-        signal_server::token::new_peer_id()
+        signal_server::token::new_peer_id().as_str()
     ));
     std::fs::create_dir_all(&d).unwrap();
     d

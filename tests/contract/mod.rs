@@ -86,7 +86,7 @@ fn init_text(w: &Welcome) -> String {
 
 impl Peer {
     pub fn id(&self) -> &str {
-        &self.welcome.peer
+        self.welcome.peer.as_str()
     }
 
     /// The next thing in the outbox.
@@ -138,7 +138,7 @@ pub async fn enter<R: Registry>(
         })
         .await?;
     let welcome = seen.expect("the welcome was rendered");
-    assert_eq!(member.peer_id(), welcome.peer);
+    assert_eq!(member.peer_id(), welcome.peer.as_str());
     assert_eq!(member.role(), welcome.role);
     assert_eq!(member.room(), welcome.room);
     let mut peer = Peer { link, rx, welcome };
@@ -185,9 +185,9 @@ pub async fn open_room<F: Fleet>(fleet: &F, at: usize) -> Room<M<F>> {
     assert_eq!(w.role, Role::Host);
     Room {
         host,
-        join: w.join.expect("join token"),
-        watch: w.watch.expect("watch token"),
-        resume: w.resume.expect("resume secret"),
+        join: w.join.expect("join token").into_string(),
+        watch: w.watch.expect("watch token").into_string(),
+        resume: w.resume.expect("resume secret").into_string(),
         hp,
     }
 }
@@ -623,7 +623,12 @@ pub async fn resuming_replaces_the_host<F: Fleet>() {
 
     // Back, on an instance the host never used.
     let (host2, mut h2p) = resume_host(&fleet, 2, &room.resume, &first, &present).await;
-    let secret2 = h2p.welcome.resume.clone().expect("fresh secret");
+    let secret2 = h2p
+        .welcome
+        .resume
+        .clone()
+        .expect("fresh secret")
+        .into_string();
     assert_ne!(secret2, room.resume);
     for p in [&mut gp, &mut wp, &mut lp, &mut latep] {
         assert_eq!(p.json().await, json!({"type": "host_joined"}));
@@ -694,13 +699,17 @@ async fn resume_host<F: Fleet>(
             &first.watch
         )
     );
-    assert_ne!(w.resume.as_deref(), Some(secret), "a fresh secret");
+    assert_ne!(
+        w.resume.as_ref().map(|t| t.as_str()),
+        Some(secret),
+        "a fresh secret"
+    );
     let listed: BTreeSet<(String, &str)> = w
         .peers
         .as_ref()
         .expect("a resumed host's welcome lists the peers present")
         .iter()
-        .map(|(id, role)| (id.clone(), role.as_str()))
+        .map(|(id, role)| (id.as_str().to_owned(), role.as_str()))
         .collect();
     assert_eq!(&listed, present, "the welcome's peers");
     let mut announced = BTreeSet::new();
@@ -774,7 +783,7 @@ fn listed<'a>(rooms: &'a [RoomInfo], label: &str) -> Option<&'a RoomInfo> {
 fn peer_set(room: &RoomInfo) -> BTreeSet<(String, &'static str)> {
     room.peers
         .iter()
-        .map(|p| (p.id.clone(), p.role.as_str()))
+        .map(|p| (p.id.as_str().to_owned(), p.role.as_str()))
         .collect()
 }
 

@@ -22,7 +22,7 @@ use crate::rooms::errors::{self, room_not_found, unavailable};
 use crate::rooms::{
     named_token, EventSink, Kick, PeerLink, Registry, RoomEvent, RoomInfo, Welcome,
 };
-use crate::token;
+use crate::token::{self, PeerId, Token};
 use crate::webhooks::RoomRef;
 
 /// Fresh ids drawn for one enter before giving up (a clash is a 96-bit
@@ -128,8 +128,8 @@ impl RedisRegistry {
         let secret = named_token(name, None);
         for _ in 0..ID_ATTEMPTS {
             let args = ResumeArgs {
-                secret: &secret,
-                fresh: &secret,
+                secret: secret.as_str(),
+                fresh: secret.as_str(),
                 inst: &self.inner.me,
                 key_ttl: self.inner.opts.key_ttl,
             };
@@ -162,21 +162,21 @@ impl RedisRegistry {
     #[allow(clippy::type_complexity)]
     async fn create_with<F: FnOnce(&Welcome) -> String>(
         &self,
-        [join, watch, resume]: [String; 3],
+        [join, watch, resume]: [Token; 3],
         link: PeerLink,
         welcome: F,
     ) -> Result<Result<RedisMember, (PeerLink, F)>, PeerError> {
         let me = &self.inner.me;
         let grace = self.inner.limits.host_grace;
         {
-            let room = token::new_peer_id();
+            let room = token::new_peer_id().into_string();
             let host_id = token::new_peer_id();
             let args = CreateArgs {
                 room: &room,
-                host_id: &host_id,
-                join: &join,
-                watch: &watch,
-                resume: &resume,
+                host_id: host_id.as_str(),
+                join: join.as_str(),
+                watch: watch.as_str(),
+                resume: resume.as_str(),
                 inst: me,
                 grace,
                 key_ttl: self.inner.opts.key_ttl,
@@ -210,7 +210,7 @@ impl RedisRegistry {
             })?;
             self.inner.metrics.room_opened();
             self.emit(1, || {
-                RoomEvent::room_started(RoomRef::label(&snapshot.room), &snapshot.host_id)
+                RoomEvent::room_started(RoomRef::label(&snapshot.room), snapshot.host_id.as_str())
             });
             Ok(Ok(self.member(entry, snapshot.host_id, Role::Host, 1)))
         }
@@ -229,7 +229,7 @@ impl RedisRegistry {
             let args = AttachArgs {
                 token,
                 role,
-                peer: &peer,
+                peer: peer.as_str(),
                 inst: &self.inner.me,
                 max_peers,
                 key_ttl: self.inner.opts.key_ttl,
@@ -257,10 +257,10 @@ impl RedisRegistry {
                     link.send_text(ServerMessage::HostLeft.to_json());
                 }
                 st.local_guests
-                    .insert(peer.clone(), LocalGuest { role, link });
+                    .insert(peer.as_str().to_owned(), LocalGuest { role, link });
             })?;
             self.emit(snapshot.seq, || {
-                RoomEvent::peer_joined(RoomRef::label(&snapshot.room), &peer, role)
+                RoomEvent::peer_joined(RoomRef::label(&snapshot.room), peer.as_str(), role)
             });
             return Ok(self.member(entry, peer, role, 0));
         }
@@ -277,7 +277,7 @@ impl RedisRegistry {
             let fresh = token::new_token();
             let args = ResumeArgs {
                 secret,
-                fresh: &fresh,
+                fresh: fresh.as_str(),
                 inst: &self.inner.me,
                 key_ttl: self.inner.opts.key_ttl,
             };
@@ -297,7 +297,7 @@ impl RedisRegistry {
             })?;
             let epoch = snapshot.epoch;
             self.emit(snapshot.seq, || {
-                RoomEvent::host_joined(RoomRef::label(&snapshot.room), &snapshot.host_id)
+                RoomEvent::host_joined(RoomRef::label(&snapshot.room), snapshot.host_id.as_str())
             });
             return Ok(self.member(entry, snapshot.host_id, Role::Host, epoch));
         }
@@ -337,7 +337,7 @@ impl RedisRegistry {
         }
     }
 
-    fn member(&self, room: Arc<LocalRoom>, peer_id: String, role: Role, epoch: u64) -> RedisMember {
+    fn member(&self, room: Arc<LocalRoom>, peer_id: PeerId, role: Role, epoch: u64) -> RedisMember {
         RedisMember {
             registry: self.clone(),
             room,
@@ -396,7 +396,7 @@ fn seat_host(
     w.peers = Some(
         present
             .iter()
-            .map(|(id, p)| ((*id).clone(), p.role))
+            .map(|(id, p)| (PeerId::from(id.as_str()), p.role))
             .collect(),
     );
     link.send_text(welcome(&w));

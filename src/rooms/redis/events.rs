@@ -4,6 +4,7 @@
 //! published by the instance of the sender, in the envelopes built here.
 
 use crate::protocol::{RelayKind, Role};
+use crate::token::Token;
 use crate::ws::Utf8Bytes;
 
 use super::scripts::role_from_code;
@@ -28,7 +29,7 @@ pub(super) enum Event {
         ver: u64,
         inst: String,
         epoch: u64,
-        resume: String,
+        resume: Token,
     },
     Closed {
         counted: bool,
@@ -119,7 +120,7 @@ pub(super) fn parse_event(payload: &str) -> Option<(String, Event)> {
             let ver = it.next()?.parse().ok()?;
             let inst = it.next()?.to_string();
             let epoch = it.next()?.parse().ok()?;
-            let resume = it.next()?.to_string();
+            let resume = Token::from(it.next()?.to_string());
             Event::HostJoined {
                 ver,
                 inst,

@@ -15,6 +15,7 @@ use super::RedisRegistry;
 use crate::protocol::{PeerError, RelayKind, Role, ServerMessage};
 use crate::rooms::errors::{self, room_not_found, unavailable};
 use crate::rooms::{Member, Queued, RoomEvent};
+use crate::token::PeerId;
 use crate::webhooks::{EndReason, LeaveReason, RoomRef};
 use crate::ws::Utf8Bytes;
 
@@ -22,7 +23,7 @@ use crate::ws::Utf8Bytes;
 pub struct RedisMember {
     pub(super) registry: RedisRegistry,
     pub(super) room: Arc<LocalRoom>,
-    pub(super) peer_id: String,
+    pub(super) peer_id: PeerId,
     pub(super) role: Role,
     /// For the host: the epoch it became host in.
     pub(super) epoch: u64,
@@ -33,7 +34,7 @@ type Remote = Vec<(String, String)>;
 
 impl Member for RedisMember {
     fn peer_id(&self) -> &str {
-        &self.peer_id
+        self.peer_id.as_str()
     }
 
     fn role(&self) -> Role {
@@ -123,7 +124,10 @@ impl RedisMember {
         if host.inst == registry.inner.me {
             let local = st.local_host.as_ref().ok_or_else(errors::host_absent)?;
             let len = text.len();
-            let from = st.local_guests.get(&self.peer_id).map(|g| g.link.state());
+            let from = st
+                .local_guests
+                .get(self.peer_id.as_str())
+                .map(|g| g.link.state());
             match local.link.send_guest(text, from) {
                 Queued::Yes => ctx.metrics.relayed(kind, len),
                 Queued::Refused => return Err(errors::host_busy()),
@@ -221,14 +225,14 @@ impl RedisMember {
         let registry = &self.registry;
         let was_here = {
             let mut st = self.room.lock();
-            st.local_guests.remove(&self.peer_id).is_some() && st.open
+            st.local_guests.remove(self.peer_id.as_str()).is_some() && st.open
         };
         if !was_here {
             return;
         }
         let args = LeaveArgs {
             room: &self.room.id,
-            peer: &self.peer_id,
+            peer: self.peer_id.as_str(),
             inst: &registry.inner.me,
         };
         let e = match self.record(registry.inner.store.leave(&args)).await {
@@ -236,7 +240,7 @@ impl RedisMember {
                 registry.emit(seq, || {
                     RoomEvent::peer_left(
                         RoomRef::label(&self.room.id),
-                        &self.peer_id,
+                        self.peer_id.as_str(),
                         self.role,
                         why,
                     )
@@ -251,7 +255,7 @@ impl RedisMember {
         let mut st = self.room.lock();
         if let Some(h) = &st.local_host {
             let link = h.link.clone();
-            if st.peers.remove(&self.peer_id).is_some() {
+            if st.peers.remove(self.peer_id.as_str()).is_some() {
                 registry.ctx().deliver(
                     &link,
                     ServerMessage::PeerLeft {
@@ -291,7 +295,7 @@ impl RedisMember {
         let e = match self.record(registry.inner.store.leave_host(&args)).await {
             Ok(Some(Left::Ok(seq))) => {
                 registry.emit(seq, || {
-                    RoomEvent::host_left(RoomRef::label(&self.room.id), &self.peer_id, why)
+                    RoomEvent::host_left(RoomRef::label(&self.room.id), self.peer_id.as_str(), why)
                 });
                 return;
             }

@@ -109,7 +109,7 @@ impl RedisRegistry {
     pub fn start(opts: RedisOptions, limits: RoomLimits, metrics: Metrics) -> Result<Self, String> {
         let insecure = opts.effective_url().ends_with("#insecure");
         let (client, conn) = connect(&opts)?;
-        let me = token::new_peer_id();
+        let me = token::new_peer_id().into_string();
         info!(
             instance = %me,
             redis = %redact_url(&opts.url),

@@ -46,14 +46,18 @@ impl RedisRegistry {
             .map(|r| RoomInfo {
                 label: r.room,
                 name: r.name,
-                host: r.host,
+                host: r.host.into(),
                 host_connected: r.host_connected,
                 host_since: r.host_since,
                 since: r.since,
                 peers: r
                     .peers
                     .into_iter()
-                    .map(|(id, role, since)| PeerInfo { id, role, since })
+                    .map(|(id, role, since)| PeerInfo {
+                        id: id.into(),
+                        role,
+                        since,
+                    })
                     .collect(),
             })
             .collect())
@@ -66,7 +70,7 @@ impl RedisRegistry {
         let by_name = self
             .inner
             .store
-            .token(&named_token(room, None))
+            .token(named_token(room, None).as_str())
             .await
             .map_err(|e| self.op_failed("finding a room by name", e))?;
         Ok(
