@@ -8,7 +8,8 @@
 //! budget); `Session::run` is that one `select!` over the reasons a
 //! connection ends. Errors are classified by who caused them: a peer's bad
 //! message is answered and the socket stays open; a transport error, a kick
-//! or a limit ends the connection. `joins.rs` holds the per-room join rate.
+//! or a limit ends the connection. `joins.rs` holds the per-room join rate,
+//! `shared.rs` what every session shares.
 //!
 //! Frames are read and written by [`crate::ws`], which holds buffers only
 //! while they have bytes in them: an idle connection costs its task, its
@@ -24,15 +25,12 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, Instrument};
 
-use crate::config::Config;
-use crate::metrics::Metrics;
 use crate::protocol::{
     self, ClientMessage, ErrorCode, InitReply, InitRequest, PeerError, Role, ServerMessage,
 };
-use crate::rooms::{Budget, Kick, Member, PeerLink, QueueLimits, Registry, Welcome};
+use crate::rooms::{Kick, Member, PeerLink, Registry, Welcome};
 use crate::webhooks::LeaveReason;
 use crate::ws::{self, close, Incoming, ReadError, Utf8Bytes};
 
@@ -40,81 +38,18 @@ mod joins;
 mod outbound;
 mod rate;
 mod read;
+mod shared;
 mod signed;
 
 pub use self::joins::JoinGate;
 pub use self::rate::{RateLimiter, Rates, Verdict};
+pub use self::shared::{Pressure, Shared, SharedState};
 pub use self::signed::{entry_action, entry_role, peer_error, QueryToken, CLOSE_REPLACED};
 
 use self::outbound::Outbound;
 
 /// How long teardown waits for a close frame to be written and answered.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The limits every session shares: the server's budget of queued bytes,
-/// the per-room join rate, and the senders' rates.
-pub struct Pressure {
-    /// Queued bytes, per connection and in all.
-    pub budget: Arc<Budget>,
-    /// Entries per room.
-    pub joins: JoinGate,
-    /// Each connection's message and byte rates.
-    pub rates: Rates,
-}
-
-impl Pressure {
-    /// The limits `config` sets, counted in `metrics`.
-    pub fn new(config: &Config, metrics: &Metrics) -> Arc<Self> {
-        Arc::new(Pressure {
-            budget: Budget::new(QueueLimits::new(config), metrics.clone()),
-            joins: JoinGate::new(config.room_join_rate, config.room_join_burst),
-            rates: Rates::from_config(config),
-        })
-    }
-}
-
-/// What every session shares: one pointer in each connection's state.
-pub struct Shared<R>(Arc<SharedState<R>>);
-
-/// What [`Shared`] points to.
-pub struct SharedState<R> {
-    /// The room registry.
-    pub registry: R,
-    /// Budgets and rates shared by every session.
-    pub pressure: Arc<Pressure>,
-    /// Limits and timeouts.
-    pub config: Arc<Config>,
-    /// Counters.
-    pub metrics: Metrics,
-    /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
-    /// Per-client limits (room creations and attaches per minute).
-    pub clients: crate::clients::Clients,
-    /// Access control: the keys, the revocations, and `revoke` (for the
-    /// admin API too).
-    pub auth: Arc<crate::auth::Auth>,
-}
-
-impl<R> Shared<R> {
-    /// The handle every session of a server shares.
-    pub fn new(state: SharedState<R>) -> Self {
-        Shared(Arc::new(state))
-    }
-}
-
-impl<R> std::ops::Deref for Shared<R> {
-    type Target = SharedState<R>;
-
-    fn deref(&self) -> &SharedState<R> {
-        &self.0
-    }
-}
-
-impl<R> Clone for Shared<R> {
-    fn clone(&self) -> Self {
-        Shared(Arc::clone(&self.0))
-    }
-}
 
 /// Runs one connection to its end, on the upgraded connection `socket`. `attach` is a
 /// query-string token (`?join=` / `?watch=`, or `?token=` in token mode) to
