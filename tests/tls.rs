@@ -259,25 +259,33 @@ async fn the_plain_http_port_redirects_to_https_and_answers_healthz() {
     let dir = temp_dir("redirect");
     let (files, ca) = live_files(&dir, "ca-redirect");
     let stop = CancellationToken::new();
-    let plain = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
-    let config = Config {
-        http_redirect: Some(plain),
-        ..Config::default()
-    };
-    let server = tls_server(files, config, &stop).await;
-    let port = server.addr.port();
-    // The redirect port is bound by the server task: wait for it.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let moved = loop {
-        match testkit::http::get(plain, "/room?join=abc").await {
-            Ok(r) => break r,
-            Err(e) if tokio::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
+    // The redirect port is picked free, then bound by the server task; an
+    // ephemeral port taken by a neighbouring test in between leaves the
+    // server without it (connection refused): then start again on another.
+    let mut attempts = 0;
+    let (server, plain, moved) = 'started: loop {
+        attempts += 1;
+        let plain = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+        let config = Config {
+            http_redirect: Some(plain),
+            ..Config::default()
+        };
+        let server = tls_server(files.clone(), config, &stop).await;
+        let deadline = tokio::time::Instant::now() + WAIT / 2;
+        let err = loop {
+            match testkit::http::get(plain, "/room?join=abc").await {
+                Ok(r) => break 'started (server, plain, r),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => break e,
             }
-            Err(e) => panic!("{e}"),
-        }
+        };
+        assert!(attempts < 3, "the redirect port never answered: {err}");
+        server.stop().await;
     };
+    let port = server.addr.port();
     assert_eq!(moved.status, 308, "{}", moved.head);
     let location = format!("location: https://127.0.0.1:{port}/room?join=abc");
     assert!(
