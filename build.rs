@@ -6,8 +6,8 @@
 //! source line; here they are compressed in the binary (zlib: `SHF_COMPRESSED`
 //! sections, which std's backtrace, gdb and addr2line read), which takes the
 //! binary from 58 MB to under 20 MB (docs/RELEASING.md has the figures);
-//! `-O2` makes lld merge string tails and compress harder (another 0.77 MB;
-//! GNU ld, for the cross builds, accepts it too). A profile cannot pass
+//! `-O2` (lld's optimisation level: string tail merging among others) takes
+//! another 0.77 MB off; GNU ld, for the cross builds, accepts it too. A profile cannot pass
 //! linker options, hence this script. It applies to this
 //! package's binaries only (not to tests, benches or the tools), on Linux
 //! only (GNU ld, gold and lld know the option), and only to profiles that

@@ -270,8 +270,8 @@ pub struct LinkState {
     /// Wakes the one task waiting for a kick, the link's session
     /// ([`PeerLink::kicked`](super::PeerLink::kicked)), once `reason` is
     /// set. Not a `CancellationToken`: that is a second allocation per
-    /// connection (its tree node, ~100 bytes) and a waiter list, for a
-    /// switch with a single waiter.
+    /// connection (its tree node) and a waiter list, for a switch with a
+    /// single waiter.
     kick: AtomicWaker,
     reason: OnceLock<Kick>,
     /// `None` for a link made without a budget (tests): nothing is counted.
